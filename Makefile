@@ -1,0 +1,46 @@
+# Two commands on a fresh machine: `make demo` and `make test`. Both set up .venv first.
+PYTHON ?= python3
+VENV   := .venv
+BIN    := $(VENV)/bin
+STAMP  := $(VENV)/.installed
+RUN    ?= runs/demo
+export PYTHONHASHSEED := 0
+
+.PHONY: install demo test test-all lint format bench lock clean
+
+$(STAMP): requirements/cpu.lock pyproject.toml
+	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	# --no-deps: the lock is complete; it keeps torchrec's CUDA fbgemm-gpu requirement out.
+	$(BIN)/pip install --quiet --no-deps -r requirements/cpu.lock
+	$(BIN)/pip install --quiet --no-deps --no-build-isolation -e .
+	@touch $(STAMP)
+
+install: $(STAMP)
+
+demo: install
+	$(BIN)/tagllm demo --out $(RUN)
+
+test: install
+	$(BIN)/pytest -q -m "not slow"
+
+test-all: install
+	$(BIN)/pytest -q
+
+lint: install
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+	$(BIN)/mypy
+
+format: install
+	$(BIN)/ruff format .
+	$(BIN)/ruff check --fix .
+
+bench: install
+	$(BIN)/tagllm bench all --out docs/bench-results
+
+lock: install
+	{ sed -n '1,3p' requirements/cpu.lock; $(BIN)/pip freeze --all --exclude-editable | grep -v '^pip=='; } > requirements/cpu.lock.tmp
+	mv requirements/cpu.lock.tmp requirements/cpu.lock
+
+clean:
+	rm -rf $(VENV) runs .pytest_cache .mypy_cache .ruff_cache

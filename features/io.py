@@ -1,0 +1,183 @@
+"""Run directories and atomic writes.
+
+A run directory (RUN_DIR) holds everything one pipeline run produces::
+
+    RUN_DIR/
+      manifest.json        source, options, counts, cold-start cutoff (written last by `data prepare`)
+      tables/*.parquet     canonical tables (notes, users, interactions, ...)
+      ground_truth/        evaluation-only truth (synthetic community: true attributes, preferences)
+      summary.json         one section per stage with its headline figures
+
+Every file is written to a temporary name in the same folder, flushed to disk and renamed into
+place, so a reader never sees a partial file and a crash leaves the previous version intact.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import logging
+import os
+import shutil
+import tempfile
+from collections.abc import Iterator, Mapping
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+
+from features.errors import NotFoundError
+from features.schemas import TABLE_NAMES, validate
+
+__all__ = ["RunDir", "atomic_path", "read_json", "write_json", "write_parquet"]
+
+log = logging.getLogger(__name__)
+
+
+@contextlib.contextmanager
+def atomic_path(final: str | os.PathLike[str]) -> Iterator[Path]:
+    """Yield a temporary path next to ``final``; rename it onto ``final`` only if the block succeeds.
+
+    On any exception (including KeyboardInterrupt) the temporary file is removed and ``final`` is
+    left as it was.
+    """
+    final = Path(final)
+    final.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp_name = tempfile.mkstemp(prefix=f".{final.name}.", suffix=".tmp", dir=final.parent)
+    os.close(fd)
+    tmp = Path(tmp_name)
+    try:
+        yield tmp
+        with open(tmp, "rb+") as fh:
+            os.fsync(fh.fileno())
+        os.replace(tmp, final)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+
+
+def write_parquet(df: pd.DataFrame, path: str | os.PathLike[str]) -> Path:
+    """Write ``df`` to parquet atomically (zstd); returns the final path."""
+    with atomic_path(path) as tmp:
+        df.to_parquet(tmp, index=False, compression="zstd")
+    return Path(path)
+
+
+def write_json(obj: Any, path: str | os.PathLike[str]) -> Path:
+    """Write ``obj`` as indented JSON atomically; returns the final path."""
+    with atomic_path(path) as tmp:
+        tmp.write_text(json.dumps(obj, indent=2, sort_keys=False, default=str) + "\n", encoding="utf-8")
+    return Path(path)
+
+
+def read_json(path: str | os.PathLike[str]) -> Any:
+    path = Path(path)
+    if not path.exists():
+        raise NotFoundError(f"{path} does not exist")
+    return json.loads(path.read_text(encoding="utf-8"))
+
+
+class RunDir:
+    """A run directory: typed access to its tables, manifest and summary.
+
+    Args:
+        path: the folder; created on first write.
+    """
+
+    def __init__(self, path: str | os.PathLike[str]) -> None:
+        self.path = Path(path)
+
+    def __repr__(self) -> str:
+        return f"RunDir({str(self.path)!r})"
+
+    @property
+    def tables_dir(self) -> Path:
+        return self.path / "tables"
+
+    @property
+    def ground_truth_dir(self) -> Path:
+        return self.path / "ground_truth"
+
+    @property
+    def manifest_path(self) -> Path:
+        return self.path / "manifest.json"
+
+    @property
+    def summary_path(self) -> Path:
+        return self.path / "summary.json"
+
+    def table_path(self, name: str) -> Path:
+        return self.tables_dir / f"{name}.parquet"
+
+    def has_table(self, name: str) -> bool:
+        return self.table_path(name).exists()
+
+    def require(self) -> RunDir:
+        """Raise NotFoundError unless this is a prepared run directory."""
+        if not self.manifest_path.exists():
+            raise NotFoundError(
+                f"{self.path} is not a prepared run directory (no manifest.json); "
+                f"create one with `tagllm data prepare --out {self.path}`"
+            )
+        return self
+
+    def manifest(self) -> dict[str, Any]:
+        return dict(self.require() and read_json(self.manifest_path))
+
+    def read_table(self, name: str, *, check: bool = True) -> pd.DataFrame:
+        """Read a canonical table; validates it against its schema unless ``check`` is False.
+
+        Raises:
+            NotFoundError: the table was not produced for this run.
+            SchemaError: the stored table does not match its schema.
+        """
+        path = self.table_path(name)
+        if not path.exists():
+            have = [p.stem for p in sorted(self.tables_dir.glob("*.parquet"))]
+            raise NotFoundError(
+                f"table {name!r} not found in {self.tables_dir} (present: {', '.join(have) or 'none'})"
+            )
+        df = pd.read_parquet(path)
+        return validate(name, df) if check and name in TABLE_NAMES else df
+
+    def read_ground_truth(self, name: str) -> pd.DataFrame:
+        path = self.ground_truth_dir / f"{name}.parquet"
+        if not path.exists():
+            raise NotFoundError(f"ground truth {name!r} not found in {self.ground_truth_dir}")
+        return pd.read_parquet(path)
+
+    def write_tables(self, tables: Mapping[str, pd.DataFrame], *, subdir: str = "tables") -> None:
+        """Replace ``subdir`` with exactly ``tables``, all or nothing.
+
+        The tables are written into a staging folder first; only when every file is complete is the
+        staging folder swapped in. An interrupted call leaves the previous folder untouched.
+        """
+        self.path.mkdir(parents=True, exist_ok=True)
+        target = self.path / subdir
+        staging = Path(tempfile.mkdtemp(prefix=f".{subdir}.staging.", dir=self.path))
+        try:
+            for name, df in tables.items():
+                write_parquet(df, staging / f"{name}.parquet")
+            old = None
+            if target.exists():
+                old = self.path / f".{subdir}.old.{os.getpid()}"
+                os.replace(target, old)
+            os.replace(staging, target)
+            if old is not None:
+                shutil.rmtree(old, ignore_errors=True)
+        except BaseException:
+            shutil.rmtree(staging, ignore_errors=True)
+            raise
+
+    def write_manifest(self, manifest: Mapping[str, Any]) -> None:
+        write_json(dict(manifest), self.manifest_path)
+
+    def summary(self) -> dict[str, Any]:
+        return dict(read_json(self.summary_path)) if self.summary_path.exists() else {}
+
+    def update_summary(self, section: str, figures: Mapping[str, Any]) -> dict[str, Any]:
+        """Set one section of summary.json (atomically) and return the whole summary."""
+        summary = self.summary()
+        summary[section] = dict(figures)
+        write_json(summary, self.summary_path)
+        return summary

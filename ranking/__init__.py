@@ -1,0 +1,1 @@
+"""Ranking: retrieval, ANN index, ranker, recommend pipeline, gRPC serving, A/B simulator."""

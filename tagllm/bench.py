@@ -1,0 +1,89 @@
+"""`tagllm bench ...`: benchmarks that print JSON.
+
+Each benchmark is a function returning a JSON-able dict of figures (medians over repeats; ratios to
+peers measured in the same run where a peer exists). ``bench all`` runs them all and writes one JSON
+file per benchmark into ``--out``.
+"""
+
+from __future__ import annotations
+
+import json
+import platform
+import statistics
+import tempfile
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import click
+
+Bench = Callable[[dict[str, Any]], dict[str, Any]]
+
+
+def _machine() -> dict[str, Any]:
+    import os
+
+    return {"python": platform.python_version(), "cpus": os.cpu_count(), "machine": platform.machine()}
+
+
+def bench_data(opts: dict[str, Any]) -> dict[str, Any]:
+    """Synthetic generation, validation and atomic write throughput for one size."""
+    from features.datasets import load_source
+    from features.io import RunDir
+    from features.schemas import validate_tables
+
+    size = opts.get("size", "small")
+    gen, val, write = [], [], []
+    rows = 0
+    for _ in range(opts.get("repeats", 3)):
+        t0 = time.perf_counter()
+        ds = load_source("synthetic", size=size, seed=0)
+        t1 = time.perf_counter()
+        tables = validate_tables(ds.tables)
+        t2 = time.perf_counter()
+        with tempfile.TemporaryDirectory() as tmp:
+            RunDir(tmp).write_tables(tables)
+        t3 = time.perf_counter()
+        gen.append(t1 - t0)
+        val.append(t2 - t1)
+        write.append(t3 - t2)
+        rows = sum(len(df) for df in tables.values())
+    return {
+        "benchmark": "data",
+        "size": size,
+        "rows": rows,
+        "generate_s_median": round(statistics.median(gen), 3),
+        "validate_s_median": round(statistics.median(val), 3),
+        "write_s_median": round(statistics.median(write), 3),
+        "validate_rows_per_s": round(rows / statistics.median(val)),
+        "machine": _machine(),
+    }
+
+
+BENCHMARKS: dict[str, Bench] = {"data": bench_data}
+
+
+@click.group("bench")
+def bench() -> None:
+    """Benchmarks that print JSON (medians; ratios to peers measured in the same run)."""
+
+
+@bench.command("data")
+@click.option("--size", type=click.Choice(["tiny", "small", "medium", "large"]), default="small")
+@click.option("--repeats", type=click.IntRange(1, 50), default=3, show_default=True)
+def bench_data_cmd(size: str, repeats: int) -> None:
+    """Synthetic community generation + validation + atomic write throughput."""
+    click.echo(json.dumps(bench_data({"size": size, "repeats": repeats}), indent=2))
+
+
+@bench.command("all")
+@click.option("--out", type=click.Path(file_okay=False), default="docs/bench-results", show_default=True)
+def bench_all(out: str) -> None:
+    """Run every benchmark with default settings; print and save their JSON."""
+    Path(out).mkdir(parents=True, exist_ok=True)
+    results = {}
+    for name, fn in BENCHMARKS.items():
+        results[name] = fn({})
+        (Path(out) / f"{name}.json").write_text(json.dumps(results[name], indent=2) + "\n")
+    click.echo(json.dumps(results, indent=2))
