@@ -26,7 +26,9 @@ def data() -> None:
     show_default=True,
     help="Dataset source.",
 )
-@click.option("--path", type=click.Path(exists=True, file_okay=False), help="Source folder (all but synthetic).")
+@click.option(
+    "--path", type=click.Path(exists=True, file_okay=False), help="Source folder (all but synthetic)."
+)
 @click.option("--out", "out", required=True, type=click.Path(file_okay=False), help="Run directory to write.")
 @click.option("--size", type=click.Choice(SIZES), default="small", show_default=True, help="Synthetic size.")
 @click.option("--seed", type=int, default=0, show_default=True, help="Synthetic seed.")
@@ -65,7 +67,9 @@ def _print_description(info: dict[str, Any]) -> None:
     from rich.table import Table
 
     console = Console(file=sys.stdout)
-    console.print(f"[bold]{info['run_dir']}[/bold]  source={info['source']}  cutoff={info['cold_start_cutoff']}")
+    console.print(
+        f"[bold]{info['run_dir']}[/bold]  source={info['source']}  cutoff={info['cold_start_cutoff']}"
+    )
     t = Table("table", "rows", "time range", title="Tables")
     for name, d in info["tables"].items():
         rng = d.get("created_at") or d.get("ts") or {}

@@ -122,7 +122,8 @@ class RunDir:
         return self
 
     def manifest(self) -> dict[str, Any]:
-        return dict(self.require() and read_json(self.manifest_path))
+        self.require()
+        return dict(read_json(self.manifest_path))
 
     def read_table(self, name: str, *, check: bool = True) -> pd.DataFrame:
         """Read a canonical table; validates it against its schema unless ``check`` is False.

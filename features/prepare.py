@@ -54,7 +54,7 @@ def prepare(source: str, out: str | Path, *, path: str | None = None, **options:
         "options": {k: v for k, v in options.items() if k != "progress"},
         "created_at": pd.Timestamp.now(tz="UTC").isoformat(),
         "cold_start_cutoff": cutoff_ts.isoformat(),
-        "tables": {name: int(len(df)) for name, df in tables.items()},
+        "tables": {name: len(df) for name, df in tables.items()},
         "ground_truth": sorted(dataset.ground_truth),
         "info": dataset.info,
         "prepare_seconds": round(time.perf_counter() - t0, 3),
@@ -86,7 +86,7 @@ def describe(run_dir: str | Path) -> dict[str, Any]:
     }
     cold = notes["created_at"] > cutoff
     out["tables"]["notes"] = {
-        "rows": int(len(notes)),
+        "rows": len(notes),
         "created_at": _date_range(notes["created_at"]),
         "categories": int(notes["category"].nunique()),
         "with_reference_tags": int(notes["reference_tags"].map(lambda v: v is not None and len(v) > 0).sum())
@@ -99,12 +99,12 @@ def describe(run_dir: str | Path) -> dict[str, Any]:
     per_cat["cold_start_notes"] = notes[cold].groupby("category").size()
     if run.has_table("users"):
         users = run.read_table("users", check=False)
-        out["tables"]["users"] = {"rows": int(len(users)), "created_at": _date_range(users["created_at"])}
+        out["tables"]["users"] = {"rows": len(users), "created_at": _date_range(users["created_at"])}
     if run.has_table("interactions"):
         inter = run.read_table("interactions", check=False)
         events = inter["event"].value_counts()
         out["tables"]["interactions"] = {
-            "rows": int(len(inter)),
+            "rows": len(inter),
             "ts": _date_range(inter["ts"]),
             "events": {str(k): int(v) for k, v in events.items()},
             "users": int(inter["user_id"].nunique()),
@@ -123,7 +123,7 @@ def describe(run_dir: str | Path) -> dict[str, Any]:
             per_cat["mean_dwell_seconds"] = inter.groupby(cats)["dwell_seconds"].mean().round(2)
     for name in ("tags", "assignments"):
         if run.has_table(name):
-            out["tables"][name] = {"rows": int(len(run.read_table(name, check=False)))}
+            out["tables"][name] = {"rows": len(run.read_table(name, check=False))}
     per_cat = per_cat.fillna(0)
     out["categories"] = {
         str(cat): {k: (int(v) if float(v).is_integer() and k != "ctr" else float(v)) for k, v in row.items()}

@@ -159,7 +159,12 @@ def _bad_rows(mask: np.ndarray | pd.Series) -> list[int]:
 def _fail(table: str, col: ColumnSpec, problem: str, series: pd.Series, mask: Any) -> SchemaError:
     rows = _bad_rows(mask)
     return SchemaError(
-        table, col.name, problem, expected=_EXPECTED[col.kind], rows=rows, values=series.iloc[rows[:5]].tolist()
+        table,
+        col.name,
+        problem,
+        expected=_EXPECTED[col.kind],
+        rows=rows,
+        values=series.iloc[rows[:5]].tolist(),
     )
 
 
@@ -243,9 +248,9 @@ def _as_list(v: Any) -> Any:
 
 def _coerce_str_list(table: str, col: ColumnSpec, s: pd.Series) -> pd.Series:
     out = s.map(_as_list)
-    bad = ~out.map(
-        lambda v: (v is None) or (isinstance(v, list) and all(isinstance(x, str) for x in v))
-    ) | (out.isna() if not col.nullable else False)
+    bad = ~out.map(lambda v: (v is None) or (isinstance(v, list) and all(isinstance(x, str) for x in v))) | (
+        out.isna() if not col.nullable else False
+    )
     if isinstance(bad, pd.Series) and bad.any():
         raise _fail(table, col, "has values that are not lists of strings", s, bad)
     return out

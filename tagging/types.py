@@ -50,7 +50,13 @@ class NoteInput:
     def content_key(self) -> str:
         """A stable string of everything a tagger reads (for cache keys)."""
         return "\x1f".join(
-            [self.category, self.title, self.body, "\x1e".join(self.image_captions), "\x1e".join(self.image_urls)]
+            [
+                self.category,
+                self.title,
+                self.body,
+                "\x1e".join(self.image_captions),
+                "\x1e".join(self.image_urls),
+            ]
         )
 
 
@@ -127,7 +133,12 @@ def notes_from_frame(notes: pd.DataFrame) -> list[NoteInput]:
             image_urls=tuple(u if u is not None else ()),
         )
         for nid, cat, title, body, caps, u in zip(
-            notes["note_id"], notes["category"], notes["title"], notes["body"], notes["image_captions"], urls,
+            notes["note_id"],
+            notes["category"],
+            notes["title"],
+            notes["body"],
+            notes["image_captions"],
+            urls,
             strict=True,
         )
     ]

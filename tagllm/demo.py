@@ -46,10 +46,18 @@ STAGES: list[tuple[str, str, Stage]] = [
 
 def run_demo(out: str | Path, *, size: str = "small", seed: int = 0, resume: bool = False) -> dict[str, Any]:
     """Run every stage into ``out``; returns the final summary (also in ``out/summary.json``)."""
+    from features.errors import ConfigError
     from features.io import RunDir
 
     run = RunDir(out)
     opts = {"size": size, "seed": seed}
+    if resume:
+        done = run.summary().get("data", {})
+        if done and (done.get("size"), done.get("seed")) != (size, seed):
+            raise ConfigError(
+                f"--resume: {out} was made with size={done.get('size')!r} seed={done.get('seed')!r}, "
+                f"not size={size!r} seed={seed!r}; drop --resume or use another --out"
+            )
     for i, (section, what, fn) in enumerate(STAGES, 1):
         if resume and section in run.summary():
             log.info("[%d/%d] %s: already done, skipping (--resume)", i, len(STAGES), section)

@@ -62,7 +62,9 @@ def test_path_source_without_path_is_usage_error(tmp_path):
 
 def test_domain_error_is_one_line_exit_1(tmp_path):
     out = subprocess.run(
-        [sys.executable, "-m", "tagllm.cli", "data", "describe", str(tmp_path)], capture_output=True, text=True
+        [sys.executable, "-m", "tagllm.cli", "data", "describe", str(tmp_path)],
+        capture_output=True,
+        text=True,
     )
     assert out.returncode == 1
     assert out.stderr.startswith("error: ") and "not a prepared run directory" in out.stderr

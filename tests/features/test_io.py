@@ -67,7 +67,7 @@ def test_summary_sections_merge(tmp_path):
 
 
 def test_missing_run_and_table_are_not_found(tmp_path):
-    with pytest.raises(NotFoundError, match="not a prepared run directory.*tagllm data prepare"):
+    with pytest.raises(NotFoundError, match=r"not a prepared run directory.*tagllm data prepare"):
         RunDir(tmp_path / "nope").require()
     run = RunDir(tmp_path)
     run.write_tables({"notes": pd.DataFrame({"x": [1]})})

@@ -98,7 +98,9 @@ def test_unknown_references():
 def test_unparsable_timestamps():
     df = notes()
     df.loc[1, "created_at"] = "yesterday"
-    with pytest.raises(SchemaError, match=r"notes\.created_at: has unparsable timestamps \(rows 1\).*'yesterday'"):
+    with pytest.raises(
+        SchemaError, match=r"notes\.created_at: has unparsable timestamps \(rows 1\).*'yesterday'"
+    ):
         validate("notes", df)
 
 
@@ -139,5 +141,7 @@ def test_malformed_tags():
             "generated_at": ["2026-01-01"],
         }
     )
-    with pytest.raises(SchemaError, match=r"tags\.tags: has malformed tag lists.*confidence: float in \[0, 1\]"):
+    with pytest.raises(
+        SchemaError, match=r"tags\.tags: has malformed tag lists.*confidence: float in \[0, 1\]"
+    ):
         validate("tags", df)
