@@ -38,9 +38,25 @@ def _stage_data(run: Path, opts: dict[str, Any]) -> dict[str, Any]:
     }
 
 
+def _stage_handbook(run: Path, opts: dict[str, Any]) -> dict[str, Any]:
+    from tagging.pipeline import build_run_handbook
+
+    return build_run_handbook(run)
+
+
+def _stage_teacher(run: Path, opts: dict[str, Any]) -> dict[str, Any]:
+    from tagging.pipeline import teach_run
+
+    figures = teach_run(run, teacher="offline")
+    figures.pop("run", None)
+    return figures
+
+
 # (summary section, description, function). Later stages append here as they land.
 STAGES: list[tuple[str, str, Stage]] = [
     ("data", "prepare the synthetic community into canonical tables", _stage_data),
+    ("handbook", "build the User Interest Handbook from notes and engagement", _stage_handbook),
+    ("teacher", "tag every note with the offline handbook teacher (chain-of-thought trace)", _stage_teacher),
 ]
 
 
