@@ -11,8 +11,8 @@ export PYTHONHASHSEED := 0
 $(STAMP): requirements/cpu.lock pyproject.toml
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	# --no-deps: the lock is complete; it keeps torchrec's CUDA fbgemm-gpu requirement out.
-	$(BIN)/pip install --quiet --no-deps -r requirements/cpu.lock
-	$(BIN)/pip install --quiet --no-deps --no-build-isolation -e .
+	$(BIN)/pip install -qq --no-deps -r requirements/cpu.lock
+	$(BIN)/pip install -qq --no-deps --no-build-isolation -e .
 	@touch $(STAMP)
 
 install: $(STAMP)
