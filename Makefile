@@ -21,9 +21,11 @@ demo: install
 	$(BIN)/tagllm demo --out $(RUN)
 
 test: install
+	@bash scripts/ensure-redis.sh
 	$(BIN)/pytest -q -m "not slow"
 
 test-all: install
+	@bash scripts/ensure-redis.sh
 	$(BIN)/pytest -q
 
 lint: install

@@ -21,6 +21,7 @@ GROUPS: dict[str, tuple[str, str]] = {
     "data": ("features.cli:data", "Prepare and describe canonical tables from a dataset source."),
     "tag": ("tagging.cli:tag", "Build the handbook, run teachers, evaluate tags."),
     "teacher": ("tagging.teacher_cli:teacher", "Serve a local model as an OpenAI-compatible endpoint."),
+    "features": ("features.features_cli:features", "Tags as Feast features: apply, materialize, push."),
     "ab": ("ab_analysis.cli:ab", "A/B lift reports: JSON, Markdown, HTML with plots."),
     "bench": ("tagllm.bench:bench", "Benchmarks that print JSON (ratios to peers measured in the same run)."),
     "demo": ("tagllm.demo:demo", "Run the main job end to end on the synthetic community."),

@@ -52,11 +52,18 @@ def _stage_teacher(run: Path, opts: dict[str, Any]) -> dict[str, Any]:
     return figures
 
 
+def _stage_features(run: Path, opts: dict[str, Any]) -> dict[str, Any]:
+    from features.feast_repo import feature_stage
+
+    return feature_stage(run)
+
+
 # (summary section, description, function). Later stages append here as they land.
 STAGES: list[tuple[str, str, Stage]] = [
     ("data", "prepare the synthetic community into canonical tables", _stage_data),
     ("handbook", "build the User Interest Handbook from notes and engagement", _stage_handbook),
     ("teacher", "tag every note with the offline handbook teacher (chain-of-thought trace)", _stage_teacher),
+    ("features", "compute feature tables; Feast apply + materialize into the SQLite online store", _stage_features),
 ]
 
 

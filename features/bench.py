@@ -1,0 +1,224 @@
+"""Online-read and fresh-push benchmark: our FeatureClient vs Feast's own paths, same run, same process.
+
+    python -m features.bench --run RUN_DIR [--redis HOST:PORT | --start-redis] [--json]
+
+Per online store (SQLite; Redis when given or started): 100 notes x all ``note_tags`` features via
+(1) ``FeatureClient.online`` (direct store read), (2) ``FeatureStore.get_online_features`` and
+(3) ``feast listen`` (Feast's gRPC feature server, a subprocess on a free loopback port, queried with
+its gRPC client). Then fresh tags: push a new note and read it back with our client, 100 times.
+The run must have been applied + materialized (``tagllm features apply/materialize``).
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import json
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+from features.feast_repo import FEATURE_REPO, FeastSettings
+
+__all__ = ["bench_store", "feast_listen", "main", "percentiles", "redis_server"]
+
+
+def percentiles(samples_s: list[float]) -> dict[str, float]:
+    """p50/p99/mean in milliseconds."""
+    s = sorted(samples_s)
+    pick = lambda q: s[min(len(s) - 1, int(q * (len(s) - 1) + 0.5))]  # noqa: E731
+    return {
+        "p50_ms": round(pick(0.5) * 1e3, 3),
+        "p99_ms": round(pick(0.99) * 1e3, 3),
+        "mean_ms": round(sum(s) / len(s) * 1e3, 3),
+    }
+
+
+def _time(fn: Callable[[], Any], repeats: int, warmup: int = 10) -> dict[str, float]:
+    for _ in range(warmup):
+        fn()
+    samples = []
+    for _ in range(repeats):
+        t = time.perf_counter()
+        fn()
+        samples.append(time.perf_counter() - t)
+    return percentiles(samples)
+
+
+def _free_port() -> int:
+    with contextlib.closing(socket.socket()) as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+@contextlib.contextmanager
+def redis_server() -> Iterator[str]:
+    """Start a throwaway redis-server on 127.0.0.1 (free port); stop it by pid. Yields HOST:PORT."""
+    exe = shutil.which("redis-server")
+    if exe is None:
+        raise RuntimeError("redis-server not installed: `apt-get install -y redis-server`")
+    port = _free_port()
+    proc = subprocess.Popen(
+        [exe, "--bind", "127.0.0.1", "--port", str(port), "--save", "", "--appendonly", "no"],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    try:
+        _wait_port(port, proc, 10)
+        yield f"127.0.0.1:{port}"
+    finally:
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(proc.pid, signal.SIGTERM)
+        proc.wait(timeout=10)
+
+
+def _wait_port(port: int, proc: subprocess.Popen[Any], timeout: float) -> None:
+    deadline = time.monotonic() + timeout
+    while True:
+        with contextlib.suppress(OSError), socket.create_connection(("127.0.0.1", port), timeout=0.2):
+            return
+        if proc.poll() is not None or time.monotonic() > deadline:
+            raise RuntimeError(f"server on 127.0.0.1:{port} did not start (exit {proc.poll()})")
+        time.sleep(0.1)
+
+
+@contextlib.contextmanager
+def feast_listen(settings: FeastSettings) -> Iterator[Any]:
+    """Run the stock ``feast listen`` for this run as a subprocess; yield a call(view, ids, features)."""
+    import grpc
+    from feast.protos.feast.serving.GrpcServer_pb2_grpc import GrpcFeatureServerStub
+    from feast.protos.feast.serving.ServingService_pb2 import FeatureList, GetOnlineFeaturesRequest
+    from feast.protos.feast.types.Value_pb2 import RepeatedValue, Value
+
+    port = _free_port()
+    feast_cli = Path(sys.executable).with_name("feast")
+    cmd = [str(feast_cli), "-f", str(settings.yaml_path), "listen", "--address", f"127.0.0.1:{port}"]
+    proc = subprocess.Popen(
+        cmd,
+        cwd=FEATURE_REPO,
+        env={**os.environ, **settings.env()},
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    channel = None
+    try:
+        _wait_port(port, proc, 60)
+        channel = grpc.insecure_channel(f"127.0.0.1:{port}")
+        stub = GrpcFeatureServerStub(channel)
+
+        def call(view: str, key: str, ids: list[str], features: list[str]) -> Any:
+            req = GetOnlineFeaturesRequest(
+                features=FeatureList(val=[f"{view}:{f}" for f in features]),
+                entities={key: RepeatedValue(val=[Value(string_val=i) for i in ids])},
+            )
+            return stub.GetOnlineFeatures(req, timeout=10)
+
+        yield call
+    finally:
+        if channel is not None:
+            channel.close()
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(proc.pid, signal.SIGTERM)
+        try:
+            proc.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            os.kill(proc.pid, signal.SIGKILL)
+            proc.wait()
+
+
+def bench_store(
+    settings: FeastSettings, *, n_ids: int = 100, repeats: int = 200, pushes: int = 100
+) -> dict[str, Any]:
+    """Read latencies of the three paths and fresh-push latency for one online store."""
+    from features.client import VIEW_FEATURES, FeatureClient
+
+    features = list(VIEW_FEATURES["note_tags"])
+    with FeatureClient(settings.run_dir, online=settings.online, redis=settings.redis) as client:
+        import pyarrow.parquet as pq
+
+        ids = (
+            pq.read_table(settings.features_dir / "note_tags.parquet", columns=["note_id"])
+            .column(0)
+            .to_pylist()[:n_ids]
+        )
+        ours = client.online("note_tags", ids)
+        theirs = client.online_feast("note_tags", ids)
+        equal = all(ours.columns[f] == theirs[f] for f in features)
+        out: dict[str, Any] = {"ids": len(ids), "features": len(features), "answers_equal": equal}
+        out["ours"] = _time(lambda: client.online("note_tags", ids), repeats)
+        out["feast_get_online_features"] = _time(lambda: client.online_feast("note_tags", ids), repeats)
+        with feast_listen(settings) as call:
+            resp = call("note_tags", "note_id", ids, features)
+            out["feast_listen_grpc_rows"] = len(resp.results[0].values) if resp.results else 0
+            out["feast_listen_grpc"] = _time(lambda: call("note_tags", "note_id", ids, features), repeats)
+        out["speedup_p50_vs_feast"] = round(
+            out["feast_get_online_features"]["p50_ms"] / out["ours"]["p50_ms"], 2
+        )
+        out["speedup_p99_vs_feast"] = round(
+            out["feast_get_online_features"]["p99_ms"] / out["ours"]["p99_ms"], 2
+        )
+        out["speedup_p99_vs_feast_listen"] = round(
+            out["feast_listen_grpc"]["p99_ms"] / out["ours"]["p99_ms"], 2
+        )
+        # Fresh tags: push a new note, then poll our client until it reads the tags back.
+        samples = []
+        stamp = time.time_ns()
+        for k in range(pushes):
+            nid = f"bench-fresh-{stamp}-{k}"
+            rec = {
+                "note_id": nid,
+                "tags": [{"text": "fresh", "dimension": "d", "confidence": 0.9}],
+                "tagger_version": "bench",
+            }
+            t = time.perf_counter()
+            client.push_note_tags([rec])
+            while client.note_tags([nid])[0] is None:
+                if time.perf_counter() - t > 5:
+                    raise RuntimeError(f"pushed note {nid} not readable after 5 s")
+            samples.append(time.perf_counter() - t)
+        out["push_to_readable"] = {"pushes": pushes, **percentiles(samples)}
+    return out
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m features.bench", description=__doc__.split("\n")[0])
+    parser.add_argument("--run", required=True, help="applied + materialized run directory (SQLite)")
+    parser.add_argument("--redis", help="HOST:PORT of a redis-server to benchmark too")
+    parser.add_argument("--start-redis", action="store_true", help="start a throwaway redis-server")
+    parser.add_argument("--ids", type=int, default=100)
+    parser.add_argument("--repeats", type=int, default=200)
+    parser.add_argument("--pushes", type=int, default=100)
+    parser.add_argument("--json", action="store_true", help="print JSON (default: also JSON, indented)")
+    args = parser.parse_args(argv)
+    from features.feast_repo import apply, materialize
+
+    run = Path(args.run).resolve()
+    result: dict[str, Any] = {"run": str(run), "machine": f"{os.cpu_count()} CPUs"}
+    sqlite = FeastSettings(run)
+    result["sqlite"] = bench_store(sqlite, n_ids=args.ids, repeats=args.repeats, pushes=args.pushes)
+    with contextlib.ExitStack() as stack:
+        addr = args.redis or (stack.enter_context(redis_server()) if args.start_redis else None)
+        if addr:
+            rs = FeastSettings(run, online="redis", redis=addr)
+            t = time.perf_counter()
+            with contextlib.redirect_stdout(sys.stderr):  # Feast prints progress; stdout is JSON only
+                apply(rs, compute=False)
+                m = materialize(rs)
+            result["redis_load"] = {
+                "apply_and_materialize_s": round(time.perf_counter() - t, 2),
+                **{"materialize_s": m["materialize_seconds"]},
+            }
+            result["redis"] = bench_store(rs, n_ids=args.ids, repeats=args.repeats, pushes=args.pushes)
+    print(json.dumps(result, indent=None if args.json else 2))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
