@@ -63,7 +63,11 @@ STAGES: list[tuple[str, str, Stage]] = [
     ("data", "prepare the synthetic community into canonical tables", _stage_data),
     ("handbook", "build the User Interest Handbook from notes and engagement", _stage_handbook),
     ("teacher", "tag every note with the offline handbook teacher (chain-of-thought trace)", _stage_teacher),
-    ("features", "compute feature tables; Feast apply + materialize into the SQLite online store", _stage_features),
+    (
+        "features",
+        "compute feature tables; Feast apply + materialize into the SQLite online store",
+        _stage_features,
+    ),
 ]
 
 
