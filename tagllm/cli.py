@@ -22,6 +22,8 @@ GROUPS: dict[str, tuple[str, str]] = {
     "tag": ("tagging.cli:tag", "Build the handbook, run teachers, evaluate tags."),
     "teacher": ("tagging.teacher_cli:teacher", "Serve a local model as an OpenAI-compatible endpoint."),
     "features": ("features.features_cli:features", "Tags as Feast features: apply, materialize, push."),
+    "train": ("ranking.cli:train", "Train the TorchRec two-tower retrieval model and the LightGBM ranker."),
+    "eval": ("ranking.cli:eval_group", "Offline evaluation: warm/cold Recall@K, NDCG@K, ablations, peers."),
     "ab": ("ab_analysis.cli:ab", "A/B lift reports: JSON, Markdown, HTML with plots."),
     "bench": ("tagllm.bench:bench", "Benchmarks that print JSON (ratios to peers measured in the same run)."),
     "demo": ("tagllm.demo:demo", "Run the main job end to end on the synthetic community."),

@@ -1,0 +1,437 @@
+"""Training and evaluation data for retrieval and ranking, computed from a run's parquet tables.
+
+Everything here is point-in-time: a user's features for an example at time ``t`` use only the
+user's engagements with ``ts < t`` (strictly before), and the time split trains on interactions
+before the run's ``cold_start_cutoff`` and evaluates on clicks at or after it.
+
+The Feast path (``features.client.FeatureClient.training_set``) computes the same user features as
+daily snapshots; :func:`build_training_examples` is the single place to swap it in (see its
+docstring).
+
+Index conventions (shared with the model): position ``i`` in :attr:`NoteCatalog.note_ids` is the
+note's index; embedding-table ids reserve 0 for "unknown/padding", so tag ids are ``1..V``,
+category ids ``1..C``, user ids ``1..U`` and note ids ``1..N_train`` (0 for notes never seen in
+training: every cold-start note).
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from features.errors import ConfigError, NotFoundError
+from features.io import RunDir
+
+__all__ = [
+    "ENGAGEMENT_WEIGHTS",
+    "TAG_SOURCES",
+    "Examples",
+    "Interactions",
+    "NoteCatalog",
+    "RunData",
+    "build_training_examples",
+    "load_catalog",
+    "load_run_data",
+    "ragged_gather",
+    "resolve_tag_source",
+    "user_states",
+]
+
+log = logging.getLogger(__name__)
+
+# Impressions carry no interest; stronger actions weigh more (same as features.compute).
+ENGAGEMENT_WEIGHTS: Mapping[str, float] = {
+    "click": 1.0,
+    "like": 2.0,
+    "collect": 3.0,
+    "comment": 3.0,
+    "share": 4.0,
+}
+
+# "auto" = student tags (tables/tags.parquet) when present, else teacher tags, else reference tags.
+TAG_SOURCES = ("auto", "student", "teacher", "ground_truth", "reference", "none")
+
+
+def resolve_tag_source(run: RunDir, tag_source: str) -> str:
+    """Return the concrete tag source for ``tag_source`` (``auto`` picks student, else teacher).
+
+    Raises:
+        ConfigError: unknown ``tag_source``.
+    """
+    if tag_source not in TAG_SOURCES:
+        raise ConfigError(f"tag_source: got {tag_source!r}; expected one of {', '.join(TAG_SOURCES)}")
+    if tag_source == "auto":
+        if run.has_table("tags"):
+            return "student"
+        return "teacher" if run.has_table("teacher_tags") else "reference"
+    return tag_source
+
+
+def _tag_lists(run: RunDir, notes: pd.DataFrame, source: str) -> pd.DataFrame:
+    """(note_id, texts, dims, confs) for ``source``; notes without tags get empty lists."""
+    if source == "none":
+        rows = pd.DataFrame({"note_id": notes["note_id"]})
+        rows["texts"] = [[] for _ in range(len(rows))]
+        rows["dims"] = rows["texts"]
+        rows["confs"] = rows["texts"]
+        return rows
+    if source in ("student", "teacher"):
+        table = "tags" if source == "student" else "teacher_tags"
+        if not run.has_table(table):
+            raise NotFoundError(
+                f"tag_source={source!r}: {run.table_path(table)} does not exist "
+                f"({'`tagllm tag apply`' if source == 'student' else '`tagllm tag teach`'} writes it)"
+            )
+        df = run.read_table(table, check=False)
+        df = df.sort_values("generated_at", kind="stable").drop_duplicates("note_id", keep="last")
+        texts = [[str(t["text"]) for t in ts] for ts in df["tags"]]
+        dims = [[str(t["dimension"]) for t in ts] for ts in df["tags"]]
+        confs = [[float(t["confidence"]) for t in ts] for ts in df["tags"]]
+        return pd.DataFrame(
+            {"note_id": df["note_id"].to_numpy(), "texts": texts, "dims": dims, "confs": confs}
+        )
+    if source == "ground_truth":
+        gt = run.read_ground_truth("note_attributes")
+        gt = gt.assign(text=gt["dimension"].astype(str) + ":" + gt["value"].astype(str).str.lower())
+        grouped = gt.groupby("note_id", sort=False)
+        return pd.DataFrame(
+            {
+                "note_id": list(grouped.groups),
+                "texts": grouped["text"].agg(list).tolist(),
+                "dims": grouped["dimension"].agg(list).tolist(),
+                "confs": [[1.0] * len(t) for t in grouped["text"].agg(list)],
+            }
+        )
+    # reference: the dataset's own human/creator tags, lower-cased, as one "reference" dimension.
+    if "reference_tags" not in notes.columns:
+        raise NotFoundError("tag_source='reference': notes has no reference_tags column")
+    texts = [
+        sorted({str(t).strip().lower() for t in (ts if ts is not None else []) if str(t).strip()})
+        for ts in notes["reference_tags"]
+    ]
+    return pd.DataFrame(
+        {
+            "note_id": notes["note_id"].to_numpy(),
+            "texts": texts,
+            "dims": [["reference"] * len(t) for t in texts],
+            "confs": [[1.0] * len(t) for t in texts],
+        }
+    )
+
+
+@dataclass(frozen=True)
+class NoteCatalog:
+    """Every note with its category and tags, as flat arrays.
+
+    Attributes:
+        note_ids: (N,) note id strings; the position is the note's index.
+        category: (N,) category ids in 1..C.
+        created_s: (N,) creation time, epoch seconds.
+        tag_ptr: (N+1,) CSR offsets into ``tag_vals``/``tag_conf``/``tag_dims``.
+        tag_vals: (T,) tag ids in 1..V.
+        tag_conf: (T,) tag confidences in [0, 1].
+        tag_dims: (T,) dimension ids in 1..Dm (0 = unknown).
+        vocab: tag text -> id.
+        categories: category names; ``categories[c - 1]`` has id c.
+        dimensions: dimension names; ``dimensions[d - 1]`` has id d.
+        tag_source: the concrete tag source.
+    """
+
+    note_ids: np.ndarray
+    category: np.ndarray
+    created_s: np.ndarray
+    tag_ptr: np.ndarray
+    tag_vals: np.ndarray
+    tag_conf: np.ndarray
+    tag_dims: np.ndarray
+    vocab: Mapping[str, int]
+    categories: Sequence[str]
+    dimensions: Sequence[str]
+    tag_source: str
+    index: Mapping[str, int] = field(repr=False)
+
+    @property
+    def num_notes(self) -> int:
+        return len(self.note_ids)
+
+    @property
+    def num_tags(self) -> int:
+        """Rows of the tag table (ids 0..V)."""
+        return len(self.vocab) + 1
+
+    def tags_of(self, i: int) -> np.ndarray:
+        return self.tag_vals[self.tag_ptr[i] : self.tag_ptr[i + 1]]
+
+
+def load_catalog(run: RunDir, tag_source: str = "auto", notes: pd.DataFrame | None = None) -> NoteCatalog:
+    """Build the note catalog with tags from ``tag_source`` (see :data:`TAG_SOURCES`)."""
+    source = resolve_tag_source(run, tag_source)
+    notes = run.read_table("notes") if notes is None else notes
+    tags = _tag_lists(run, notes, source)
+    merged = notes[["note_id", "category", "created_at"]].merge(tags, on="note_id", how="left")
+    for col in ("texts", "dims", "confs"):
+        merged[col] = [v if isinstance(v, list) else [] for v in merged[col]]
+    vocab = {t: i for i, t in enumerate(sorted({t for ts in merged["texts"] for t in ts}), start=1)}
+    dimensions = sorted({d for ds in merged["dims"] for d in ds})
+    dim_ids = {d: i for i, d in enumerate(dimensions, start=1)}
+    categories = sorted(merged["category"].astype(str).unique())
+    cat_ids = {c: i for i, c in enumerate(categories, start=1)}
+    lens = np.array([len(t) for t in merged["texts"]], dtype=np.int64)
+    ptr = np.concatenate([[0], np.cumsum(lens)]).astype(np.int64)
+    flat_texts = [t for ts in merged["texts"] for t in ts]
+    note_ids = merged["note_id"].astype(str).to_numpy()
+    catalog = NoteCatalog(
+        note_ids=note_ids,
+        category=merged["category"].astype(str).map(cat_ids).to_numpy(np.int64),
+        created_s=_epoch_s(merged["created_at"]),
+        tag_ptr=ptr,
+        tag_vals=np.array([vocab[t] for t in flat_texts], dtype=np.int64),
+        tag_conf=np.array([c for cs in merged["confs"] for c in cs], dtype=np.float32),
+        tag_dims=np.array([dim_ids[d] for ds in merged["dims"] for d in ds], dtype=np.int64),
+        vocab=vocab,
+        categories=categories,
+        dimensions=dimensions,
+        tag_source=source,
+        index={n: i for i, n in enumerate(note_ids)},
+    )
+    log.info(
+        "catalog %s: %d notes, %d tags, %d tag texts", source, len(note_ids), len(flat_texts), len(vocab)
+    )
+    return catalog
+
+
+@dataclass(frozen=True)
+class Interactions:
+    """Interactions as index arrays, sorted by (user, ts).
+
+    Attributes:
+        user: (M,) user index (position in :attr:`RunData.user_ids`).
+        note: (M,) note index (position in the catalog).
+        ts: (M,) epoch seconds.
+        event: (M,) event names.
+        weight: (M,) engagement weight (0 for impressions).
+    """
+
+    user: np.ndarray
+    note: np.ndarray
+    ts: np.ndarray
+    event: np.ndarray
+    weight: np.ndarray
+
+    def select(self, mask: np.ndarray) -> Interactions:
+        return Interactions(
+            self.user[mask], self.note[mask], self.ts[mask], self.event[mask], self.weight[mask]
+        )
+
+    def __len__(self) -> int:
+        return len(self.user)
+
+
+@dataclass(frozen=True)
+class RunData:
+    """A run's notes, users and interactions as index arrays, plus its cold-start cutoff."""
+
+    catalog: NoteCatalog
+    user_ids: np.ndarray
+    interactions: Interactions
+    cutoff_s: float
+    source: str
+
+    @property
+    def num_users(self) -> int:
+        return len(self.user_ids)
+
+    @property
+    def cold(self) -> np.ndarray:
+        """(N,) True for notes created at or after the cutoff (cold-start)."""
+        return self.catalog.created_s >= self.cutoff_s
+
+    def with_catalog(self, catalog: NoteCatalog) -> RunData:
+        """The same run with another tag source (the catalog must list the same notes in order)."""
+        if not np.array_equal(catalog.note_ids, self.catalog.note_ids):
+            raise ConfigError("with_catalog: catalog notes differ from the run's notes")
+        return RunData(catalog, self.user_ids, self.interactions, self.cutoff_s, self.source)
+
+
+def _epoch_s(ts: pd.Series) -> np.ndarray:
+    return (ts.dt.tz_convert("UTC").astype("datetime64[ns, UTC]").astype("int64") / 1e9).to_numpy(float)
+
+
+def load_run_data(run: RunDir | str, tag_source: str = "auto") -> RunData:
+    """Read a prepared run directory into :class:`RunData`.
+
+    Raises:
+        NotFoundError: the run is not prepared, or the tag source's table is missing.
+        ConfigError: the manifest has no ``cold_start_cutoff``.
+    """
+    run = RunDir(run) if not isinstance(run, RunDir) else run
+    manifest = run.manifest()
+    if not manifest.get("cold_start_cutoff"):
+        raise ConfigError(f"{run.manifest_path}: no cold_start_cutoff; re-run `tagllm data prepare`")
+    cutoff_s = pd.Timestamp(manifest["cold_start_cutoff"]).timestamp()
+    notes = run.read_table("notes")
+    catalog = load_catalog(run, tag_source, notes=notes)
+    users = run.read_table("users")
+    inter = run.read_table("interactions")
+    user_ids = users["user_id"].astype(str).to_numpy()
+    uidx = pd.Series(np.arange(len(user_ids)), index=user_ids)
+    nidx = pd.Series(np.arange(catalog.num_notes), index=catalog.note_ids)
+    u = uidx.reindex(inter["user_id"].astype(str)).to_numpy()
+    n = nidx.reindex(inter["note_id"].astype(str)).to_numpy()
+    ts = _epoch_s(inter["ts"])
+    order = np.lexsort((ts, u))
+    event = inter["event"].astype(str).to_numpy()
+    weight = np.array([ENGAGEMENT_WEIGHTS.get(e, 0.0) for e in event], dtype=np.float32)
+    interactions = Interactions(
+        u[order].astype(np.int64), n[order].astype(np.int64), ts[order], event[order], weight[order]
+    )
+    return RunData(catalog, user_ids, interactions, cutoff_s, str(manifest.get("source", "")))
+
+
+def ragged_gather(ptr: np.ndarray, rows: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Positions of the CSR entries of ``rows`` (concatenated, in order) and each row's length.
+
+    Args:
+        ptr: (R+1,) CSR offsets.
+        rows: (K,) row indices.
+
+    Returns:
+        positions (sum of lengths,) into the CSR values, and lengths (K,).
+    """
+    starts = ptr[rows]
+    lens = ptr[rows + 1] - starts
+    total = int(lens.sum())
+    if total == 0:
+        return np.zeros(0, dtype=np.int64), lens
+    offs = np.repeat(np.cumsum(lens) - lens, lens)
+    return np.repeat(starts, lens) + (np.arange(total) - offs), lens
+
+
+@dataclass(frozen=True)
+class Examples:
+    """(user, note, ts) rows with point-in-time user history, ready for batching.
+
+    Attributes:
+        user: (B,) user index.
+        note: (B,) note index (-1 for user-only rows).
+        ts: (B,) epoch seconds of the example; history uses events strictly before it.
+        label: (B,) 1.0 for positives (retrieval examples are all positives).
+        hist_ptr: (B+1,) CSR offsets into ``hist_note`` / ``hist_weight``.
+        hist_note: (H,) note index of each history engagement (most recent last).
+        hist_weight: (H,) engagement weight of each history entry.
+    """
+
+    user: np.ndarray
+    note: np.ndarray
+    ts: np.ndarray
+    label: np.ndarray
+    hist_ptr: np.ndarray
+    hist_note: np.ndarray
+    hist_weight: np.ndarray
+
+    def __len__(self) -> int:
+        return len(self.user)
+
+    def take(self, rows: np.ndarray) -> Examples:
+        pos, lens = ragged_gather(self.hist_ptr, rows)
+        return Examples(
+            self.user[rows],
+            self.note[rows],
+            self.ts[rows],
+            self.label[rows],
+            np.concatenate([[0], np.cumsum(lens)]).astype(np.int64),
+            self.hist_note[pos],
+            self.hist_weight[pos],
+        )
+
+
+def user_states(
+    data: RunData,
+    users: np.ndarray,
+    ts: np.ndarray,
+    *,
+    history_len: int = 30,
+    label: np.ndarray | None = None,
+    note: np.ndarray | None = None,
+) -> Examples:
+    """Point-in-time history for each (user, ts): the last ``history_len`` engagements with ``ts' < ts``.
+
+    Args:
+        data: the run.
+        users: (B,) user indices.
+        ts: (B,) epoch seconds.
+        history_len: engagements kept per row (most recent).
+        label: optional (B,) labels; default ones.
+        note: optional (B,) note indices; default -1.
+    """
+    if history_len < 1:
+        raise ConfigError(f"history_len: got {history_len!r}; expected an integer >= 1")
+    eng = data.interactions.select(data.interactions.weight > 0)
+    # Engagements are sorted by (user, ts): one int64 key makes "events of u before t" one searchsorted.
+    t0 = min(float(eng.ts.min()) if len(eng) else 0.0, float(np.min(ts)) if len(ts) else 0.0) - 1.0
+    t1 = max(float(eng.ts.max()) if len(eng) else 0.0, float(np.max(ts)) if len(ts) else 0.0) + 1.0
+    span = int(np.ceil((t1 - t0) * 1000)) + 2
+    key = eng.user * span + ((eng.ts - t0) * 1000).astype(np.int64)
+    q = users.astype(np.int64) * span + ((ts - t0) * 1000).astype(np.int64)
+    end = np.searchsorted(key, q, side="left")
+    start = np.searchsorted(key, users.astype(np.int64) * span, side="left")
+    lo = np.maximum(start, end - history_len)
+    lens = end - lo
+    ptr = np.concatenate([[0], np.cumsum(lens)]).astype(np.int64)
+    pos = np.repeat(lo, lens) + (np.arange(int(lens.sum())) - np.repeat(ptr[:-1], lens))
+    n = len(users)
+    return Examples(
+        user=users.astype(np.int64),
+        note=np.full(n, -1, np.int64) if note is None else note.astype(np.int64),
+        ts=ts.astype(float),
+        label=np.ones(n, np.float32) if label is None else label.astype(np.float32),
+        hist_ptr=ptr,
+        hist_note=eng.note[pos],
+        hist_weight=eng.weight[pos],
+    )
+
+
+def build_training_examples(
+    run: RunDir | str | RunData,
+    tag_source: str = "auto",
+    *,
+    start_s: float | None = None,
+    end_s: float | None = None,
+    positive_events: Sequence[str] = ("click",),
+    history_len: int = 30,
+) -> tuple[RunData, Examples]:
+    """Retrieval training examples: one per positive event in ``[start_s, end_s)`` (default: before the
+    cold-start cutoff), each with the user's history strictly before the event.
+
+    This is where Feast plugs in: replace :func:`user_states` by
+    ``FeatureClient(run).training_set(labels, service="retrieval")`` (labels = user_id, note_id,
+    event_timestamp) and map its ``user_interests`` columns (top_tag_ids, top_tag_weights) onto the
+    user-tower bags; the item side is a pure function of the note (tags, category), so
+    :class:`NoteCatalog` stays as is.
+
+    Returns:
+        (the run data, the examples) — the run data carries the catalog for the tag source.
+    """
+    data = run if isinstance(run, RunData) else load_run_data(run, tag_source)
+    inter = data.interactions
+    end = data.cutoff_s if end_s is None else end_s
+    mask = np.isin(inter.event, list(positive_events)) & (inter.ts < end)
+    if start_s is not None:
+        mask &= inter.ts >= start_s
+    if not mask.any():
+        raise NotFoundError(
+            f"no training positives: no {'/'.join(positive_events)} events before "
+            f"{pd.Timestamp(end, unit='s', tz='UTC').isoformat()} (positive_events, end_s)"
+        )
+    pos = inter.select(mask)
+    return data, user_states(data, pos.user, pos.ts, history_len=history_len, note=pos.note)
+
+
+def summarize_examples(ex: Examples) -> dict[str, Any]:
+    lens = np.diff(ex.hist_ptr)
+    return {"examples": len(ex), "mean_history": round(float(lens.mean()), 2) if len(ex) else 0.0}

@@ -1,0 +1,212 @@
+"""Train the two-tower retrieval model: a plain ``train(...)`` function (tests call it at tiny sizes).
+
+Example::
+
+    from ranking.dataset import build_training_examples
+    from ranking.train_retrieval import TrainConfig, train
+
+    data, examples = build_training_examples("runs/demo", tag_source="teacher")
+    result = train(data, examples, TrainConfig(feature_set="tags", epochs=5))
+    items = result.item_embeddings()                 # (N, out_dim): every note, cold-start included
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from features.errors import ConfigError
+from ranking.dataset import Examples, RunData, user_states
+from ranking.two_tower import FeatureEncoder, TwoTower, in_batch_softmax_loss
+
+__all__ = ["RetrievalModel", "TrainConfig", "log_popularity", "train"]
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """How to train the two-tower model.
+
+    Args:
+        feature_set: ``ids``, ``category`` or ``tags`` (see ``ranking.two_tower.FEATURE_SETS``).
+        epochs: passes over the examples.
+        batch_size: examples per step (also the number of in-batch negatives + 1).
+        lr: Adam learning rate (tables and towers).
+        note_dropout: probability of hiding a note's id in training, so the towers learn to embed
+            notes from content alone (what every cold-start note gets).
+        embedding_dim: table width.
+        hidden_dim: tower hidden width.
+        out_dim: embedding size.
+        temperature: softmax temperature.
+        logq: subtract log popularity from in-batch logits (popularity correction); False trains
+            the plain in-batch softmax, which favours popular notes.
+        seed: torch and numpy seed.
+        max_steps: stop after this many steps (0 = no limit); for tests and benchmarks.
+    """
+
+    feature_set: str = "tags"
+    epochs: int = 4
+    batch_size: int = 512
+    lr: float = 5e-3
+    note_dropout: float = 0.5
+    embedding_dim: int = 32
+    hidden_dim: int = 64
+    out_dim: int = 32
+    temperature: float = 0.05
+    logq: bool = True
+    seed: int = 0
+    max_steps: int = 0
+
+    def __post_init__(self) -> None:
+        for name in ("epochs", "batch_size"):
+            if getattr(self, name) < 1:
+                raise ConfigError(f"{name}: got {getattr(self, name)!r}; expected an integer >= 1")
+        if not 0 <= self.note_dropout < 1:
+            raise ConfigError(f"note_dropout: got {self.note_dropout!r}; expected a number in [0, 1)")
+        if not self.lr > 0:
+            raise ConfigError(f"lr: got {self.lr!r}; expected a number > 0")
+
+
+def log_popularity(notes: np.ndarray, num_notes: int) -> np.ndarray:
+    """(num_notes,) log of each note's share of training positives (add-one smoothed)."""
+    counts = np.bincount(notes, minlength=num_notes).astype(np.float64) + 1.0
+    return np.log(counts / counts.sum()).astype(np.float32)
+
+
+@dataclass
+class RetrievalModel:
+    """A trained two-tower model with the encoder that feeds it."""
+
+    model: TwoTower
+    encoder: FeatureEncoder
+    data: RunData
+    config: TrainConfig
+    losses: list[float] = field(default_factory=list)
+    examples_per_s: float = 0.0
+    train_seconds: float = 0.0
+
+    @torch.no_grad()
+    def item_embeddings(self, notes: np.ndarray | None = None, batch: int = 4096) -> np.ndarray:
+        """(len(notes), out_dim) float32 embeddings; default every note in the catalog."""
+        self.model.eval()
+        notes = np.arange(self.data.catalog.num_notes) if notes is None else np.asarray(notes)
+        out = [
+            self.model.item_embedding(self.encoder.encode(notes=notes[i : i + batch])).numpy()
+            for i in range(0, len(notes), batch)
+        ]
+        return (
+            np.concatenate(out).astype(np.float32) if out else np.zeros((0, self.config.out_dim), np.float32)
+        )
+
+    @torch.no_grad()
+    def user_embeddings(self, users: np.ndarray, ts: np.ndarray | float, history_len: int = 30) -> np.ndarray:
+        """(len(users), out_dim) float32 embeddings from each user's history strictly before ``ts``."""
+        self.model.eval()
+        ts_arr = np.broadcast_to(np.asarray(ts, dtype=float), users.shape).copy()
+        ex = user_states(self.data, users, ts_arr, history_len=history_len)
+        return self.model.user_embedding(self.encoder.encode(ex)).numpy().astype(np.float32)
+
+    def save(self, path: str | Path) -> Path:
+        """Write weights, config and id maps to ``path`` (a .pt file, atomically)."""
+        from features.io import atomic_path
+
+        with atomic_path(path) as tmp:
+            torch.save(
+                {
+                    "state_dict": self.model.state_dict(),
+                    "train_config": asdict(self.config),
+                    "model_config": asdict(self.model.config),
+                    "user_map": self.encoder.user_map,
+                    "note_map": self.encoder.note_map,
+                    "tag_source": self.data.catalog.tag_source,
+                },
+                tmp,
+            )
+        return Path(path)
+
+
+def train(
+    data: RunData,
+    examples: Examples,
+    config: TrainConfig | None = None,
+    *,
+    on_step: Any = None,
+) -> RetrievalModel:
+    """Train a two-tower model on positive ``examples`` with in-batch softmax and logQ correction.
+
+    Args:
+        data: the run (its catalog decides the tags).
+        examples: positive (user, note, ts) rows with point-in-time history.
+        config: training settings.
+        on_step: optional callable(step, loss) for progress.
+
+    Returns:
+        the trained :class:`RetrievalModel` (``losses`` holds the per-step losses).
+    """
+    config = config or TrainConfig()
+    if len(examples) < 2:
+        raise ConfigError(f"examples: got {len(examples)} rows; expected at least 2 to form a batch")
+    if (examples.note < 0).any():
+        raise ConfigError("examples: every training row needs a note (note index >= 0)")
+    torch.manual_seed(config.seed)
+    rng = np.random.default_rng(config.seed)
+    encoder = FeatureEncoder(data, config.feature_set, examples.user, examples.note)
+    model = TwoTower(
+        encoder.config(
+            embedding_dim=config.embedding_dim,
+            hidden_dim=config.hidden_dim,
+            out_dim=config.out_dim,
+            temperature=config.temperature,
+        )
+    )
+    log_q = torch.from_numpy(log_popularity(examples.note, data.catalog.num_notes))
+    if not config.logq:
+        log_q = torch.zeros_like(log_q)
+    opt = torch.optim.Adam(model.parameters(), lr=config.lr)
+    losses: list[float] = []
+    step = 0
+    seen = 0
+    t0 = time.perf_counter()
+    model.train()
+    for _epoch in range(config.epochs):
+        order = rng.permutation(len(examples))
+        for i in range(0, len(order) - 1, config.batch_size):
+            rows = order[i : i + config.batch_size]
+            if len(rows) < 2:
+                continue
+            batch = examples.take(rows)
+            kjt = encoder.encode(batch, note_dropout=config.note_dropout, rng=rng)
+            users, items = model(kjt)
+            note = torch.from_numpy(batch.note)
+            loss = in_batch_softmax_loss(users, items, log_q[note], note, config.temperature)
+            opt.zero_grad()
+            loss.backward()
+            opt.step()
+            losses.append(float(loss.detach()))
+            seen += len(rows)
+            step += 1
+            if on_step is not None:
+                on_step(step, losses[-1])
+            if config.max_steps and step >= config.max_steps:
+                break
+        if config.max_steps and step >= config.max_steps:
+            break
+    secs = time.perf_counter() - t0
+    model.eval()
+    log.info(
+        "two-tower %s/%s: %d steps, loss %.3f -> %.3f, %.0f examples/s",
+        config.feature_set,
+        data.catalog.tag_source,
+        step,
+        losses[0],
+        losses[-1],
+        seen / max(secs, 1e-9),
+    )
+    return RetrievalModel(model, encoder, data, config, losses, seen / max(secs, 1e-9), secs)

@@ -1,0 +1,338 @@
+"""Two-tower retrieval model in TorchRec: one weighted ``EmbeddingBagCollection`` over a
+``KeyedJaggedTensor``, a user tower and an item tower.
+
+Features (which ones are used is :class:`FeatureSet`):
+
+==========  =====  ==================================================  ==========
+feature     tower  values                                              table
+==========  =====  ==================================================  ==========
+user_id     user   the user's id (0 = unseen user)                     user_id
+u_notes     user   note ids of the last H engagements, weighted         note_id
+u_cats      user   categories of those notes, weighted                  category
+u_tags      user   tag ids of those notes, weight = event x confidence  tag
+note_id     item   the note's id; 0 for unseen notes and with dropout   note_id
+i_cat       item   the note's category                                  category
+i_tags      item   the note's tag ids, weight = confidence              tag
+==========  =====  ==================================================  ==========
+
+User and item bags share the ``tag`` and ``category`` tables, so a brand-new note embeds from its
+tags alone, in the same space the users' histories were learned in. Weights are normalized to sum 1
+per bag, so SUM pooling is a weighted mean. Every KJT carries all keys of its feature set; a
+user-only or item-only batch gives the other side's keys zero lengths.
+
+``import torchrec`` takes seconds: this module imports it at import time, so import this module
+lazily (``ranking`` itself does not).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Literal
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+from torchrec.modules.embedding_configs import EmbeddingBagConfig, PoolingType
+from torchrec.modules.embedding_modules import EmbeddingBagCollection
+from torchrec.sparse.jagged_tensor import KeyedJaggedTensor
+
+from features.errors import ConfigError
+from ranking.dataset import Examples, NoteCatalog, RunData, ragged_gather
+
+__all__ = [
+    "FEATURE_SETS",
+    "FeatureEncoder",
+    "TwoTower",
+    "TwoTowerConfig",
+    "in_batch_softmax_loss",
+]
+
+# Feature set name -> (user features, item features). Tag models keep ids and category too.
+FEATURE_SETS: Mapping[str, tuple[tuple[str, ...], tuple[str, ...]]] = {
+    "ids": (("user_id", "u_notes"), ("note_id",)),
+    "category": (("user_id", "u_notes", "u_cats"), ("note_id", "i_cat")),
+    "tags": (("user_id", "u_notes", "u_cats", "u_tags"), ("note_id", "i_cat", "i_tags")),
+}
+_TABLE_OF = {
+    "user_id": "user_id",
+    "u_notes": "note_id",
+    "note_id": "note_id",
+    "u_cats": "category",
+    "i_cat": "category",
+    "u_tags": "tag",
+    "i_tags": "tag",
+}
+
+Part = Literal["both", "user", "item"]
+
+
+@dataclass(frozen=True)
+class TwoTowerConfig:
+    """Sizes of the two-tower model.
+
+    Args:
+        num_users: rows of the user-id table (ids 0..num_users-1; 0 = unseen).
+        num_notes: rows of the note-id table (0 = unseen / dropped out).
+        num_tags: rows of the tag table (0 = padding).
+        num_categories: rows of the category table (0 = unknown).
+        feature_set: one of :data:`FEATURE_SETS`.
+        embedding_dim: D of every table.
+        hidden_dim: width of each tower's hidden layer.
+        out_dim: size of the (L2-normalized) tower outputs.
+        temperature: softmax temperature on cosine similarities.
+    """
+
+    num_users: int
+    num_notes: int
+    num_tags: int
+    num_categories: int
+    feature_set: str = "tags"
+    embedding_dim: int = 32
+    hidden_dim: int = 64
+    out_dim: int = 32
+    temperature: float = 0.05
+
+    def __post_init__(self) -> None:
+        if self.feature_set not in FEATURE_SETS:
+            raise ConfigError(
+                f"feature_set: got {self.feature_set!r}; expected one of {', '.join(FEATURE_SETS)}"
+            )
+        for name in ("num_users", "num_notes", "num_tags", "num_categories", "embedding_dim", "out_dim"):
+            if getattr(self, name) < 1:
+                raise ConfigError(f"{name}: got {getattr(self, name)!r}; expected an integer >= 1")
+        if not self.temperature > 0:
+            raise ConfigError(f"temperature: got {self.temperature!r}; expected a number > 0")
+
+    @property
+    def user_features(self) -> tuple[str, ...]:
+        return FEATURE_SETS[self.feature_set][0]
+
+    @property
+    def item_features(self) -> tuple[str, ...]:
+        return FEATURE_SETS[self.feature_set][1]
+
+    @property
+    def keys(self) -> list[str]:
+        return [*self.user_features, *self.item_features]
+
+    def tables(self) -> list[EmbeddingBagConfig]:
+        rows = {
+            "user_id": self.num_users,
+            "note_id": self.num_notes,
+            "category": self.num_categories,
+            "tag": self.num_tags,
+        }
+        by_table: dict[str, list[str]] = {}
+        for key in self.keys:
+            by_table.setdefault(_TABLE_OF[key], []).append(key)
+        return [
+            EmbeddingBagConfig(
+                name=table,
+                embedding_dim=self.embedding_dim,
+                num_embeddings=rows[table],
+                feature_names=feats,
+                pooling=PoolingType.SUM,
+            )
+            for table, feats in by_table.items()
+        ]
+
+
+def _tower(in_dim: int, hidden: int, out: int) -> nn.Sequential:
+    return nn.Sequential(nn.Linear(in_dim, hidden), nn.ReLU(), nn.Linear(hidden, out))
+
+
+class TwoTower(nn.Module):
+    """User and item towers over one weighted EmbeddingBagCollection.
+
+    Args:
+        config: sizes and feature set.
+        device: where the tables live (``torch.device("meta")`` before DistributedModelParallel).
+
+    Example::
+
+        model = TwoTower(TwoTowerConfig(num_users=10, num_notes=20, num_tags=30, num_categories=4))
+        users, items = model(kjt)        # (B, out_dim) each, L2-normalized
+    """
+
+    def __init__(self, config: TwoTowerConfig, device: torch.device | None = None) -> None:
+        super().__init__()
+        self.config = config
+        self.ebc = EmbeddingBagCollection(tables=config.tables(), is_weighted=True, device=device)
+        d = config.embedding_dim
+        self.user_tower = _tower(d * len(config.user_features), config.hidden_dim, config.out_dim)
+        self.item_tower = _tower(d * len(config.item_features), config.hidden_dim, config.out_dim)
+
+    def _pooled(self, kjt: KeyedJaggedTensor) -> dict[str, torch.Tensor]:
+        kt = self.ebc(kjt)
+        out: dict[str, torch.Tensor] = {}
+        for key, emb in kt.to_dict().items():
+            out[key.split("@", 1)[0]] = emb  # shared tables name outputs "feature@table"
+        return out
+
+    def forward(self, kjt: KeyedJaggedTensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Args: kjt with every key of the feature set, batch B. Returns (users (B, O), items (B, O))."""
+        pooled = self._pooled(kjt)
+        return self._user(pooled), self._item(pooled)
+
+    def _user(self, pooled: dict[str, torch.Tensor]) -> torch.Tensor:
+        x = torch.cat([pooled[k] for k in self.config.user_features], dim=1)
+        return F.normalize(self.user_tower(x), dim=1)
+
+    def _item(self, pooled: dict[str, torch.Tensor]) -> torch.Tensor:
+        x = torch.cat([pooled[k] for k in self.config.item_features], dim=1)
+        return F.normalize(self.item_tower(x), dim=1)
+
+    def user_embedding(self, kjt: KeyedJaggedTensor) -> torch.Tensor:
+        """(B, O) user embeddings; item keys of ``kjt`` may be empty."""
+        return self._user(self._pooled(kjt))
+
+    def item_embedding(self, kjt: KeyedJaggedTensor) -> torch.Tensor:
+        """(B, O) item embeddings; user keys of ``kjt`` may be empty."""
+        return self._item(self._pooled(kjt))
+
+
+def in_batch_softmax_loss(
+    users: torch.Tensor,
+    items: torch.Tensor,
+    log_q: torch.Tensor,
+    note: torch.Tensor,
+    temperature: float,
+) -> torch.Tensor:
+    """Sampled softmax over the batch's items with logQ popularity correction.
+
+    Args:
+        users: (B, O) user embeddings.
+        items: (B, O) embeddings of each user's positive item.
+        log_q: (B,) log sampling probability of each item (its share of training positives).
+        note: (B,) note index of each item; duplicates of the positive are masked out.
+        temperature: divides the cosine logits.
+
+    Returns:
+        scalar mean cross-entropy.
+    """
+    logits = users @ items.T / temperature - log_q[None, :]
+    same = note[:, None] == note[None, :]
+    same.fill_diagonal_(False)
+    logits = logits.masked_fill(same, float("-inf"))
+    return F.cross_entropy(logits, torch.arange(len(users), device=users.device))
+
+
+class FeatureEncoder:
+    """Turns :class:`Examples` and note indices into KeyedJaggedTensors for one feature set.
+
+    Args:
+        data: the run (catalog with the tag source).
+        feature_set: one of :data:`FEATURE_SETS`.
+        train_users: user indices seen in training (they get ids 1..; others 0).
+        train_notes: note indices seen in training (ids 1..; others, e.g. cold-start notes, 0).
+    """
+
+    def __init__(
+        self, data: RunData, feature_set: str, train_users: np.ndarray, train_notes: np.ndarray
+    ) -> None:
+        if feature_set not in FEATURE_SETS:
+            raise ConfigError(f"feature_set: got {feature_set!r}; expected one of {', '.join(FEATURE_SETS)}")
+        self.catalog: NoteCatalog = data.catalog
+        self.feature_set = feature_set
+        self.user_map = np.zeros(data.num_users, np.int64)
+        users = np.unique(train_users)
+        self.user_map[users] = np.arange(1, len(users) + 1)
+        self.note_map = np.zeros(data.catalog.num_notes, np.int64)
+        notes = np.unique(train_notes)
+        self.note_map[notes] = np.arange(1, len(notes) + 1)
+
+    def config(self, **kwargs: object) -> TwoTowerConfig:
+        """A :class:`TwoTowerConfig` sized for this encoder (``kwargs`` override the defaults)."""
+        return TwoTowerConfig(
+            num_users=int(self.user_map.max()) + 1,
+            num_notes=int(self.note_map.max()) + 1,
+            num_tags=self.catalog.num_tags,
+            num_categories=len(self.catalog.categories) + 1,
+            feature_set=self.feature_set,
+            **kwargs,  # type: ignore[arg-type]
+        )
+
+    def _user_bags(self, ex: Examples) -> dict[str, tuple[np.ndarray, np.ndarray, np.ndarray]]:
+        c = self.catalog
+        lens = np.diff(ex.hist_ptr)
+        row = np.repeat(np.arange(len(ex)), lens)
+        w = ex.hist_weight.astype(np.float64)
+        bags = {
+            "user_id": (self.user_map[ex.user], np.ones(len(ex)), np.ones(len(ex), np.int64)),
+            "u_notes": (self.note_map[ex.hist_note], _normalize(w, row, len(ex)), lens),
+            "u_cats": (c.category[ex.hist_note], _normalize(w, row, len(ex)), lens),
+        }
+        if "u_tags" in FEATURE_SETS[self.feature_set][0]:
+            pos, tlens = ragged_gather(c.tag_ptr, ex.hist_note)
+            tw = np.repeat(w, tlens) * c.tag_conf[pos]
+            trow = np.repeat(row, tlens)
+            per_ex = np.bincount(row, weights=tlens, minlength=len(ex)).astype(np.int64)
+            bags["u_tags"] = (c.tag_vals[pos], _normalize(tw, trow, len(ex)), per_ex)
+        return bags
+
+    def _item_bags(
+        self, notes: np.ndarray, note_dropout: float, rng: np.random.Generator | None
+    ) -> dict[str, tuple[np.ndarray, np.ndarray, np.ndarray]]:
+        c = self.catalog
+        ids = self.note_map[notes]
+        if note_dropout > 0 and rng is not None:
+            ids = np.where(rng.random(len(ids)) < note_dropout, 0, ids)
+        ones = np.ones(len(notes))
+        one = np.ones(len(notes), np.int64)
+        bags = {"note_id": (ids, ones, one), "i_cat": (c.category[notes], ones, one)}
+        pos, tlens = ragged_gather(c.tag_ptr, notes)
+        bags["i_tags"] = (
+            c.tag_vals[pos],
+            _normalize(
+                c.tag_conf[pos].astype(np.float64), np.repeat(np.arange(len(notes)), tlens), len(notes)
+            ),
+            tlens,
+        )
+        return bags
+
+    def encode(
+        self,
+        ex: Examples | None = None,
+        notes: np.ndarray | None = None,
+        *,
+        note_dropout: float = 0.0,
+        rng: np.random.Generator | None = None,
+    ) -> KeyedJaggedTensor:
+        """KJT for a batch: user bags from ``ex`` and/or item bags from ``notes`` (default ``ex.note``).
+
+        Args:
+            ex: examples (user side), or None for an item-only batch.
+            notes: (B,) note indices (item side), or None for a user-only batch when ``ex.note`` is -1.
+            note_dropout: probability of replacing a note id by 0 (training only).
+            rng: random generator for the dropout.
+        """
+        if ex is None and notes is None:
+            raise ConfigError("encode: pass ex (user side), notes (item side) or both")
+        if notes is None and ex is not None and (ex.note >= 0).all():
+            notes = ex.note
+        batch = len(ex) if ex is not None else len(notes)  # type: ignore[arg-type]
+        user_keys, item_keys = FEATURE_SETS[self.feature_set]
+        bags: dict[str, tuple[np.ndarray, np.ndarray, np.ndarray]] = {}
+        if ex is not None:
+            bags.update(self._user_bags(ex))
+        if notes is not None:
+            if len(notes) != batch:
+                raise ConfigError(f"encode: notes has {len(notes)} rows, ex has {batch}")
+            bags.update(self._item_bags(notes, note_dropout, rng))
+        empty = (np.zeros(0, np.int64), np.zeros(0), np.zeros(batch, np.int64))
+        keys = [*user_keys, *item_keys]
+        parts = [bags.get(k, empty) for k in keys]
+        return KeyedJaggedTensor(
+            keys=keys,
+            values=torch.from_numpy(np.concatenate([p[0] for p in parts]).astype(np.int64)),
+            weights=torch.from_numpy(np.concatenate([p[1] for p in parts]).astype(np.float32)),
+            lengths=torch.from_numpy(np.concatenate([p[2] for p in parts]).astype(np.int64)),
+        )
+
+
+def _normalize(w: np.ndarray, row: np.ndarray, n: int) -> np.ndarray:
+    """Scale ``w`` so each row's weights sum to 1 (rows with zero total stay zero)."""
+    tot = np.bincount(row, weights=w, minlength=n)
+    return w / np.where(tot[row] > 0, tot[row], 1.0)

@@ -1,0 +1,30 @@
+from __future__ import annotations
+
+import pytest
+
+from features.errors import ConfigError
+
+
+def test_stages_write_summary_sections(tmp_path):
+    from features.io import RunDir
+    from features.prepare import prepare
+    from ranking.pipeline import ranker_stage, retrieval_stage
+    from ranking.ranker import RankerConfig
+    from ranking.train_retrieval import TrainConfig
+
+    prepare("synthetic", tmp_path, size="tiny", seed=0)
+    fig = retrieval_stage(tmp_path, tag_sources=["ground_truth"], config=TrainConfig(epochs=1))
+    assert fig["main_model"] == "tags:ground_truth"
+    assert (tmp_path / "retrieval" / "model.pt").exists()
+    rk = ranker_stage(tmp_path, tag_source="ground_truth", config=RankerConfig(n_estimators=10))
+    assert 0 <= rk["full_auc"] <= 1
+    assert {"retrieval", "ranker"} <= set(RunDir(tmp_path).summary())
+
+
+def test_retrieval_stage_rejects_unknown_tag_source(tmp_path):
+    from features.prepare import prepare
+    from ranking.pipeline import retrieval_stage
+
+    prepare("synthetic", tmp_path, size="tiny", seed=0)
+    with pytest.raises(ConfigError, match="tag_sources"):
+        retrieval_stage(tmp_path, tag_sources=["bogus"])

@@ -1,0 +1,95 @@
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from features.errors import ConfigError
+from ranking.dataset import build_training_examples, user_states
+from ranking.evaluate import EmbeddingScorer, auc, evaluate_retrieval, gauc, group_ndcg, retrieval_test_set
+
+
+def test_history_is_strictly_before_example(tiny_data):
+    data, ex = build_training_examples(tiny_data)
+    inter = data.interactions
+    for i in range(0, len(ex), max(1, len(ex) // 25)):
+        h = ex.hist_note[ex.hist_ptr[i] : ex.hist_ptr[i + 1]]
+        m = (inter.user == ex.user[i]) & (inter.ts < ex.ts[i]) & (inter.weight > 0)
+        assert h.tolist() == inter.note[m][-30:].tolist()
+    assert (ex.ts < data.cutoff_s).all()
+
+
+def test_user_states_rejects_bad_history_len(tiny_data):
+    with pytest.raises(ConfigError, match="history_len"):
+        user_states(tiny_data, np.array([0]), np.array([1.0]), history_len=0)
+
+
+def test_train_embeds_every_note_including_cold(tiny_data):
+    from ranking.train_retrieval import TrainConfig, train
+
+    data, ex = build_training_examples(tiny_data)
+    result = train(data, ex, TrainConfig(epochs=3, batch_size=64, embedding_dim=8, hidden_dim=16, out_dim=8))
+    assert result.losses[-1] < result.losses[0]
+    items = result.item_embeddings()
+    assert items.shape == (data.catalog.num_notes, 8)
+    cold = data.cold
+    assert cold.any()
+    # Cold notes embed from their tags: different tags, different vectors.
+    assert np.unique(items[cold].round(4), axis=0).shape[0] > 1
+    test = retrieval_test_set(data)
+    m = evaluate_retrieval(
+        EmbeddingScorer(result.user_embeddings(test.users, data.cutoff_s), test.users, items), test
+    )
+    assert 0 <= m["cold_recall@50"] <= 1
+
+
+def test_train_config_errors_name_the_option():
+    from ranking.train_retrieval import TrainConfig
+
+    with pytest.raises(ConfigError, match="note_dropout"):
+        TrainConfig(note_dropout=1.5)
+    from ranking.two_tower import TwoTowerConfig
+
+    with pytest.raises(ConfigError, match="feature_set"):
+        TwoTowerConfig(num_users=1, num_notes=1, num_tags=1, num_categories=1, feature_set="bogus")
+
+
+def test_metrics_small_cases():
+    y = np.array([1, 0, 1, 0])
+    assert auc(y, np.array([0.9, 0.1, 0.8, 0.2])) == 1.0
+    assert auc(y, np.array([0.1, 0.9, 0.2, 0.8])) == 0.0
+    assert np.isnan(auc(np.ones(3), np.arange(3)))
+    g = np.array([0, 0, 1, 1])
+    assert gauc(y, np.array([0.9, 0.1, 0.2, 0.8]), np.array([0, 0, 1, 1])) == 0.5
+    assert group_ndcg(np.array([1.0, 0, 0, 1]), np.array([0.9, 0.1, 0.2, 0.8]), g) == 1.0
+
+
+def test_index_exact_hnsw_ivf_agree_on_top1():
+    from ranking.index import NoteIndex
+
+    rng = np.random.default_rng(0)
+    v = rng.normal(size=(500, 16)).astype(np.float32)
+    v /= np.linalg.norm(v, axis=1, keepdims=True)
+    ids = [f"n{i}" for i in range(500)]
+    q = v[:10]
+    for kind in ("exact", "hnsw", "ivf"):
+        index = NoteIndex.build(v, ids, kind=kind, nprobe=64)
+        _, top = index.search(q, 5)
+        assert [t[0] for t in top] == ids[:10]
+    index = NoteIndex.build(v, ids)
+    index.add(v[:1] * 1.0, ["new"])
+    assert len(index) == 501
+    with pytest.raises(ConfigError, match="kind"):
+        NoteIndex.build(v, ids, kind="lsh")
+
+
+def test_peers_score_shapes(tiny_data):
+    from ranking.peers import ALSScorer, PopularityScorer, TagOverlapScorer
+
+    users = np.arange(3)
+    notes = np.arange(10)
+    for scorer in (
+        PopularityScorer(tiny_data),
+        ALSScorer(tiny_data, factors=4, iterations=2),
+        TagOverlapScorer(tiny_data),
+    ):
+        assert scorer.scores(users, notes).shape == (3, 10)
