@@ -58,16 +58,30 @@ def _stage_features(run: Path, opts: dict[str, Any]) -> dict[str, Any]:
     return feature_stage(run)
 
 
+def _stage_retrieval(run: Path, opts: dict[str, Any]) -> dict[str, Any]:
+    from ranking.pipeline import retrieval_stage
+
+    return retrieval_stage(run)
+
+
+def _stage_ranker(run: Path, opts: dict[str, Any]) -> dict[str, Any]:
+    from ranking.pipeline import ranker_stage
+
+    return ranker_stage(run)
+
+
 # (summary section, description, function). Later stages append here as they land.
 STAGES: list[tuple[str, str, Stage]] = [
     ("data", "prepare the synthetic community into canonical tables", _stage_data),
     ("handbook", "build the User Interest Handbook from notes and engagement", _stage_handbook),
     ("teacher", "tag every note with the offline handbook teacher (chain-of-thought trace)", _stage_teacher),
+    ("features", "feature tables; Feast apply + materialize (SQLite online store)", _stage_features),
     (
-        "features",
-        "compute feature tables; Feast apply + materialize into the SQLite online store",
-        _stage_features,
+        "retrieval",
+        "train TorchRec two-tower models (ablations) + peers; warm/cold Recall@50",
+        _stage_retrieval,
     ),
+    ("ranker", "train the LightGBM ranker on tag-match features; AUC, GAUC, NDCG", _stage_ranker),
 ]
 
 
