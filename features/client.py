@@ -145,29 +145,49 @@ def _varint(n: int) -> bytes:
             return bytes(out)
 
 
-def _decode_column(raws: list[bytes | None], repeated_proto: Any) -> list[Any]:
+def _decode_column(
+    raws: list[bytes | None], repeated_proto: Any, memo: dict[bytes, Any] | None = None
+) -> list[Any]:
     """Decode many stored ValueProto bytes with one C-level parse.
 
     The values are framed as field 1 of a ``RepeatedValue`` message (tag 0x0A + varint length), so
-    protobuf parses them all at once instead of one Python call per value.
+    protobuf parses them all at once instead of one Python call per value. With ``memo``, decoded
+    values are memoized by their stored bytes: the store is still read on every call, and a changed
+    value has different bytes, so a memo hit is never stale. List values come back as fresh lists.
     """
-    present = [r for r in raws if r is not None]
-    rv = repeated_proto()
-    rv.ParseFromString(b"".join(b"\x0a" + _varint(len(r)) + r for r in present))
-    it = iter(rv.val)
-    out: list[Any] = []
-    for r in raws:
+    out: list[Any] = [None] * len(raws)
+    misses: list[int] = []
+    for i, r in enumerate(raws):
         if r is None:
-            out.append(None)
             continue
-        v = next(it)
+        if memo is not None:
+            hit = memo.get(r, _MISS)
+            if hit is not _MISS:
+                out[i] = list(hit) if isinstance(hit, tuple) else hit
+                continue
+        misses.append(i)
+    if not misses:
+        return out
+    rv = repeated_proto()
+    rv.ParseFromString(b"".join(b"\x0a" + _varint(len(raws[i])) + raws[i] for i in misses))  # type: ignore[operator, arg-type]
+    for i, v in zip(misses, rv.val, strict=True):
         kind = v.WhichOneof("val")
         if kind is None or kind == "null_val":
-            out.append(None)
+            value: Any = None
         else:
-            val = getattr(v, kind)
-            out.append(list(val.val) if kind.endswith("_list_val") else val)
+            value = getattr(v, kind)
+            if kind.endswith("_list_val"):
+                value = tuple(value.val)
+        if memo is not None:
+            if len(memo) >= _MEMO_MAX:
+                memo.clear()
+            memo[raws[i]] = value  # type: ignore[index]
+        out[i] = list(value) if isinstance(value, tuple) else value
     return out
+
+
+_MISS = object()
+_MEMO_MAX = 500_000  # decoded values kept (bounded; cleared when full)
 
 
 def _decode(raw: bytes | None, value_proto: Any) -> Any:
@@ -219,6 +239,7 @@ class FeatureClient:
         self._sqlite: sqlite3.Connection | None = None
         self._redis: Any = None
         self._redis_fields: dict[tuple[str, tuple[str, ...]], list[bytes]] = {}
+        self._memo: dict[bytes, Any] = {}
 
     # ------------------------------------------------------------------ plumbing
 
@@ -301,7 +322,7 @@ class FeatureClient:
         found = [values is not None for values in raw]
         columns = {
             n: _decode_column(
-                [values.get(n) if values is not None else None for values in raw], self._repeated
+                [values.get(n) if values is not None else None for values in raw], self._repeated, self._memo
             )
             for n in names
         }
