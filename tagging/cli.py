@@ -149,3 +149,87 @@ def _print_report(report: dict) -> None:
         else:
             table.add_row(name, f"unavailable: {r.get('error')}", *[""] * (len(cols) - 1))
     Console().print(table)
+
+
+@tag.command("distill")
+@run_option
+@click.option("--teacher-table", default="teacher_tags", show_default=True, help="The teacher's tags table.")
+@click.option("--epochs", type=click.IntRange(min=1), default=None, help="Most epochs [default: 12].")
+@click.option("--batch-size", type=click.IntRange(min=1), default=None, help="Training batch [default: 32].")
+@click.option(
+    "--max-minutes",
+    type=click.FloatRange(min=0, min_open=True),
+    default=None,
+    help="Training wall-clock budget, summed over resumed runs [default: 3.5].",
+)
+@click.option("--device", type=click.Choice(("auto", "cpu", "cuda")), default=None, help="[default: auto]")
+@click.option("--seed", type=int, default=None, help="[default: 0]")
+@click.option(
+    "--config",
+    "config_path",
+    type=click.Path(dir_okay=False, exists=True),
+    help="YAML of StudentConfig fields (model size, lengths, lr, patience, ...).",
+)
+@click.option(
+    "--model", "model_dir", type=click.Path(file_okay=False), help="[default: RUN_DIR/student/model]"
+)
+@handbook_option
+def distill_cmd(
+    run_dir: str,
+    teacher_table: str,
+    epochs: int | None,
+    batch_size: int | None,
+    max_minutes: float | None,
+    device: str | None,
+    seed: int | None,
+    config_path: str | None,
+    model_dir: str | None,
+    handbook_path: str | None,
+) -> None:
+    """Distill the teacher's tags into the small student (resumable: re-run to continue a killed run)."""
+    from tagging.pipeline import distill_run
+
+    figures = distill_run(
+        run_dir,
+        teacher_table=teacher_table,
+        config_path=config_path,
+        model_dir=model_dir,
+        handbook_path=handbook_path,
+        epochs=epochs,
+        batch_size=batch_size,
+        max_minutes=max_minutes,
+        device=device,
+        seed=seed,
+    )
+    click.echo(json.dumps(figures, indent=2, ensure_ascii=False, default=str))
+
+
+@tag.command("apply")
+@run_option
+@click.option(
+    "--model", "model_dir", type=click.Path(file_okay=False), help="[default: RUN_DIR/student/model]"
+)
+@click.option("--batch-size", type=click.IntRange(min=1), default=64, show_default=True)
+@click.option("--num-beams", type=click.IntRange(min=1), default=1, show_default=True, help="1 = greedy.")
+@click.option("--device", type=click.Choice(("auto", "cpu", "cuda")), default="auto", show_default=True)
+@handbook_option
+def apply_cmd(
+    run_dir: str,
+    model_dir: str | None,
+    batch_size: int,
+    num_beams: int,
+    device: str,
+    handbook_path: str | None,
+) -> None:
+    """Tag every note with the student; write tables/tags.parquet and tag_vocab.json."""
+    from tagging.pipeline import apply_run
+
+    figures = apply_run(
+        run_dir,
+        model_dir=model_dir,
+        batch_size=batch_size,
+        num_beams=num_beams,
+        device=device,
+        handbook_path=handbook_path,
+    )
+    click.echo(json.dumps(figures, indent=2, ensure_ascii=False, default=str))

@@ -6,6 +6,7 @@ section of ``summary.json`` (and writes that section).
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 from collections.abc import Mapping, Sequence
@@ -19,11 +20,21 @@ from features.errors import ConfigError, NotFoundError
 from features.io import RunDir
 from tagging.handbook_model import Handbook, load_handbook
 
-__all__ = ["TEACHER_TABLE", "build_run_handbook", "evaluate_run", "gold_for_run", "teach_run"]
+__all__ = [
+    "STUDENT_TABLE",
+    "TEACHER_TABLE",
+    "apply_run",
+    "build_run_handbook",
+    "distill_run",
+    "evaluate_run",
+    "gold_for_run",
+    "teach_run",
+]
 
 log = logging.getLogger(__name__)
 
 TEACHER_TABLE = "teacher_tags"
+STUDENT_TABLE = "tags"
 
 
 def _ground_truth(run: RunDir, name: str) -> pd.DataFrame | None:
@@ -227,3 +238,215 @@ def evaluate_run(
         },
     )
     return report
+
+
+# --------------------------------------------------------------------------- student (issue 4)
+
+
+def _student_inputs(
+    run: RunDir, handbook_path: str | os.PathLike[str] | None
+) -> tuple[pd.DataFrame, Handbook | None]:
+    notes = run.read_table("notes")
+    path = Path(handbook_path) if handbook_path is not None else run.path / "handbook.yaml"
+    if handbook_path is not None or path.exists():
+        return notes, load_handbook(path)
+    log.warning("%s: no handbook; the student's tags are normalized without synonyms/boilerplate", run.path)
+    return notes, None
+
+
+def _held_out_scores(
+    run: RunDir,
+    notes: pd.DataFrame,
+    hb: Handbook | None,
+    pred: Mapping[str, Sequence[str]],
+    test_ids: Sequence[str],
+    teacher_table: pd.DataFrame | None,
+) -> dict[str, Any]:
+    from tagging.student.metrics import score
+
+    gold = None
+    if hb is not None:
+        try:
+            gold, _ = gold_for_run(run, notes, hb)
+        except NotFoundError:
+            gold = None
+    return score(pred, note_ids=test_ids, notes=notes, handbook=hb, teacher_table=teacher_table, gold=gold)
+
+
+def _student_section(run: RunDir, figures: Mapping[str, Any]) -> dict[str, Any]:
+    section = dict(run.summary().get("student", {})) if run.summary_path.exists() else {}
+    section.update(figures)
+    held = figures.get("held_out", {})
+    for key, part in (
+        ("f1_vs_teacher", "vs_teacher"),
+        ("f1_vs_gold", "vs_gold"),
+        ("teacher_f1_vs_gold", "teacher_vs_gold"),
+    ):
+        if part in held:
+            section[key] = held[part]["f1"]
+    run.update_summary("student", section)
+    return section
+
+
+def distill_run(
+    run_dir: str | os.PathLike[str],
+    *,
+    teacher_table: str = TEACHER_TABLE,
+    config: Mapping[str, Any] | None = None,
+    config_path: str | os.PathLike[str] | None = None,
+    model_dir: str | os.PathLike[str] | None = None,
+    handbook_path: str | os.PathLike[str] | None = None,
+    progress: bool = True,
+    evaluate: bool = True,
+    **overrides: Any,
+) -> dict[str, Any]:
+    """Distill the teacher's tags (RUN_DIR/tables/<teacher_table>.parquet) into the student.
+
+    Checkpoints live in RUN_DIR/student/ (a killed run resumes); the model is exported to
+    ``model_dir`` (default RUN_DIR/student/model). The held-out test notes are then tagged and scored
+    against the teacher and the ground truth; the figures go to summary.json ``student``.
+
+    Args:
+        run_dir: a run with notes and a teacher table.
+        teacher_table: the teacher's tags table name.
+        config: StudentConfig fields; ``overrides`` (epochs, batch_size, max_minutes, device, seed,
+            ...) win over it, and it over ``config_path`` (YAML).
+        evaluate: score the held-out notes after training.
+
+    Returns:
+        ``{"distill": {...}, "held_out": {"vs_teacher", "vs_gold", "teacher_vs_gold"}, "notes_per_s"}``.
+
+    Raises:
+        NotFoundError: no teacher table. ConfigError: a bad option (named in the message).
+    """
+    from tagging.student.apply import StudentTagger
+    from tagging.student.config import StudentConfig
+    from tagging.student.distill import distill, write_model_card
+    from tagging.student.metrics import held_out_ids
+    from tagging.types import Tag, notes_from_frame
+
+    run = RunDir(run_dir).require()
+    cfg = StudentConfig.from_mapping(
+        {**_read_yaml_mapping(config_path, "student config"), **(config or {})}, **overrides
+    )
+    if not run.has_table(teacher_table):
+        have = [p.stem for p in sorted(run.tables_dir.glob("*.parquet"))]
+        raise NotFoundError(
+            f"--teacher-table {teacher_table!r}: no table {run.table_path(teacher_table)} "
+            f"(present: {', '.join(have) or 'none'}); run `tagllm tag teach --run {run.path}` first"
+        )
+    notes, hb = _student_inputs(run, handbook_path)
+    tt = pd.read_parquet(run.table_path(teacher_table))
+    teacher = {
+        str(n): [
+            Tag(t["text"], t["dimension"], float(t["confidence"])) for t in (ts if ts is not None else [])
+        ]
+        for n, ts in zip(tt["note_id"], tt["tags"], strict=True)
+    }
+    version = str(tt["tagger_version"].iloc[0]) if len(tt) else ""
+    out = Path(model_dir) if model_dir is not None else run.path / "student" / "model"
+    inputs = notes_from_frame(notes)
+    result = distill(
+        inputs, teacher, work_dir=run.path / "student", out_dir=out, config=cfg, handbook=hb,
+        teacher_version=f"{tt['tagger'].iloc[0] if len(tt) else ''}:{version}", progress=progress,
+    )  # fmt: skip
+    figures: dict[str, Any] = {"distill": {k: v for k, v in result.as_dict().items() if k != "history"}}
+    if evaluate:
+        tagger = StudentTagger.load(out, handbook=hb, device=cfg.device)
+        test_ids = held_out_ids([n.note_id for n in inputs], tagger.meta)
+        test = [n for n in inputs if n.note_id in set(test_ids)]
+        res = tagger.tag(test)
+        pred = {r.note_id: [t.text for t in r.tags] for r in res}
+        held = _held_out_scores(run, notes, hb, pred, [n.note_id for n in test], tt)
+        figures["held_out"] = held
+        figures["notes_per_s"] = round(tagger.last_notes_per_s, 1)
+        meta = json.loads((out / "student.json").read_text(encoding="utf-8"))
+        write_model_card(out, meta, {**held, "notes_per_s": figures["notes_per_s"]})
+    log.info("student distilled: %s", figures)
+    _student_section(run, figures)
+    return figures
+
+
+def apply_run(
+    run_dir: str | os.PathLike[str],
+    *,
+    model_dir: str | os.PathLike[str] | None = None,
+    batch_size: int = 64,
+    num_beams: int = 1,
+    device: str = "auto",
+    handbook_path: str | os.PathLike[str] | None = None,
+    progress: bool = True,
+) -> dict[str, Any]:
+    """Tag every note of a run with the student; write RUN_DIR/tables/tags.parquet and tag_vocab.json.
+
+    The ``tags`` table (tagger ``student``, tagger_version ``student-<weights hash>``) is written
+    atomically; the vocabulary extends an existing RUN_DIR/tag_vocab.json (ids never change).
+    Held-out notes are scored against the teacher and the ground truth.
+
+    Returns:
+        ``{"apply": {notes, notes_per_s, seconds, tags_path, vocab_path, vocab_size, ...}, "held_out": {...}}``.
+
+    Raises:
+        NotFoundError: no model folder. ConfigError: bad batch size, beams or device.
+    """
+    import time
+
+    from features.io import write_parquet
+    from tagging.normalize import TagVocabulary
+    from tagging.student.apply import StudentTagger
+    from tagging.student.metrics import held_out_ids
+    from tagging.types import notes_from_frame, results_to_tags_table
+
+    run = RunDir(run_dir).require()
+    notes, hb = _student_inputs(run, handbook_path)
+    path = Path(model_dir) if model_dir is not None else run.path / "student" / "model"
+    tagger = StudentTagger.load(path, handbook=hb, batch_size=batch_size, num_beams=num_beams, device=device)
+    inputs = notes_from_frame(notes)
+    bar = None
+    if progress:
+        from tqdm.auto import tqdm
+
+        bar = tqdm(total=len(inputs), desc="student", unit="note")
+    t0 = time.perf_counter()
+    results = []
+    chunk = max(batch_size * 8, 256)
+    try:
+        for s in range(0, len(inputs), chunk):
+            results.extend(tagger.tag(inputs[s : s + chunk]))
+            if bar is not None:
+                bar.update(min(chunk, len(inputs) - s))
+    finally:
+        if bar is not None:
+            bar.close()
+    seconds = time.perf_counter() - t0
+    table = results_to_tags_table(results, tagger=tagger.name, version=tagger.version)
+    tags_path = write_parquet(table, run.table_path(STUDENT_TABLE))
+    vocab_path = run.path / "tag_vocab.json"
+    base = TagVocabulary.load(vocab_path) if vocab_path.exists() else None
+    vocab = TagVocabulary.from_tables([table], base=base)
+    vocab.save(vocab_path)
+    rate = len(inputs) / seconds if seconds > 0 else 0.0
+    log.info("student tagged %d notes in %.1fs (%.1f notes/s)", len(inputs), seconds, rate)
+    figures: dict[str, Any] = {
+        "apply": {
+            "notes": len(inputs),
+            "tagger_version": tagger.version,
+            "device": tagger.device,
+            "batch_size": batch_size,
+            "num_beams": num_beams,
+            "seconds": round(seconds, 2),
+            "notes_per_s": round(rate, 1),
+            "tags_per_note": round(sum(len(r.tags) for r in results) / max(len(results), 1), 3),
+            "tags_path": str(tags_path),
+            "vocab_path": str(vocab_path),
+            "vocab_size": len(vocab),
+            "vocab_version": vocab.version,
+        },
+        "notes_per_s": round(rate, 1),
+    }
+    test_ids = set(held_out_ids([n.note_id for n in inputs], tagger.meta))
+    pred = {r.note_id: [t.text for t in r.tags] for r in results if r.note_id in test_ids}
+    tt = pd.read_parquet(run.table_path(TEACHER_TABLE)) if run.has_table(TEACHER_TABLE) else None
+    figures["held_out"] = _held_out_scores(run, notes, hb, pred, sorted(test_ids), tt)
+    _student_section(run, figures)
+    return figures

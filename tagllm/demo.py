@@ -58,6 +58,15 @@ def _stage_features(run: Path, opts: dict[str, Any]) -> dict[str, Any]:
     return feature_stage(run)
 
 
+def _stage_student(run: Path, opts: dict[str, Any]) -> dict[str, Any]:
+    from features.io import RunDir
+    from tagging.pipeline import apply_run, distill_run
+
+    distill_run(run)
+    figures = apply_run(run)
+    return {k: v for k, v in RunDir(run).summary().get("student", figures).items() if k != "seconds"}
+
+
 def _stage_retrieval(run: Path, opts: dict[str, Any]) -> dict[str, Any]:
     from ranking.pipeline import retrieval_stage
 
@@ -75,6 +84,7 @@ STAGES: list[tuple[str, str, Stage]] = [
     ("data", "prepare the synthetic community into canonical tables", _stage_data),
     ("handbook", "build the User Interest Handbook from notes and engagement", _stage_handbook),
     ("teacher", "tag every note with the offline handbook teacher (chain-of-thought trace)", _stage_teacher),
+    ("student", "distill the teacher into the small student; the student tags every note", _stage_student),
     ("features", "feature tables; Feast apply + materialize (SQLite online store)", _stage_features),
     (
         "retrieval",

@@ -1,0 +1,118 @@
+"""Student configuration (model size, sequence lengths, training budget) and device selection.
+
+The defaults fit the demo: on the synthetic "small" community (4,000 notes) distillation finishes in
+at most ``max_minutes`` (3.5) on a 2-core CPU with a ~1.6M-parameter model.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from features.errors import ConfigError
+
+__all__ = ["DEVICE_CHOICES", "MAX_PARAMS", "StudentConfig", "resolve_device"]
+
+DEVICE_CHOICES = ("auto", "cpu", "cuda")
+MAX_PARAMS = 30_000_000
+
+
+class StudentConfig(BaseModel):
+    """Everything that shapes the student and its training.
+
+    Model: ``d_model``, ``d_ff``, ``num_heads``, ``encoder_layers``, ``decoder_layers`` (a T5
+    encoder-decoder), ``vocab_size`` (byte-level BPE trained on the corpus).
+    Data: ``max_source_tokens``, ``max_target_tokens``, ``val_share`` / ``test_share`` (held out by a
+    hash of note_id), ``cap_per_dimension``.
+    Training: ``epochs``, ``batch_size``, ``lr``, ``warmup_steps``, ``patience`` (epochs without a
+    better validation loss), ``max_minutes`` (wall-clock budget, summed over resumed runs),
+    ``max_steps`` (0 = no limit), ``checkpoint_every`` (optimizer steps), ``seed``, ``device``.
+    Decoding: ``grounding`` (``auto``: copy-grounded decoding when at least ``grounding_min_share`` of
+    the teacher's training tags occur in their note's text; see :class:`~tagging.student.format.TagConstraint`).
+    """
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    d_model: int = Field(default=128, ge=8)
+    d_ff: int = Field(default=512, ge=8)
+    num_heads: int = Field(default=4, ge=1)
+    encoder_layers: int = Field(default=3, ge=1)
+    decoder_layers: int = Field(default=2, ge=1)
+    dropout: float = Field(default=0.1, ge=0.0, lt=1.0)
+    vocab_size: int = Field(default=4000, ge=300)
+    max_source_tokens: int = Field(default=96, ge=8)
+    max_target_tokens: int = Field(default=48, ge=4)
+    val_share: float = Field(default=0.05, gt=0.0, lt=0.5)
+    test_share: float = Field(default=0.15, gt=0.0, lt=0.5)
+    cap_per_dimension: int = Field(default=3, ge=1)
+    epochs: int = Field(default=12, ge=1)
+    batch_size: int = Field(default=32, ge=1)
+    lr: float = Field(default=3e-3, gt=0.0)
+    warmup_steps: int = Field(default=100, ge=0)
+    patience: int = Field(default=2, ge=1)
+    max_minutes: float = Field(default=3.5, gt=0.0)
+    max_steps: int = Field(default=0, ge=0)
+    checkpoint_every: int = Field(default=50, ge=1)
+    seed: int = 0
+    device: Literal["auto", "cpu", "cuda"] = "auto"
+    grounding: Literal["auto", "on", "off"] = "auto"
+    grounding_min_share: float = Field(default=0.5, ge=0.0, le=1.0)
+
+    @classmethod
+    def from_mapping(cls, values: Mapping[str, Any] | None = None, **overrides: Any) -> StudentConfig:
+        """Validate ``values`` (plus non-None ``overrides``); errors name the option.
+
+        Raises:
+            ConfigError: an unknown option or a value outside its range.
+        """
+        merged = {**(values or {}), **{k: v for k, v in overrides.items() if v is not None}}
+        try:
+            cfg = cls.model_validate(merged)
+        except ValidationError as exc:
+            parts = [
+                f"{'.'.join(str(x) for x in e['loc'])}: {e['msg']} (got {e.get('input')!r})"
+                for e in exc.errors()[:5]
+            ]
+            raise ConfigError("student config is invalid: " + "; ".join(parts)) from exc
+        if cfg.d_model % cfg.num_heads:
+            raise ConfigError(f"d_model ({cfg.d_model}) must be a multiple of num_heads ({cfg.num_heads})")
+        if cfg.val_share + cfg.test_share >= 0.9:
+            raise ConfigError(f"val_share + test_share must be < 0.9, got {cfg.val_share} + {cfg.test_share}")
+        return cfg
+
+    def architecture(self) -> dict[str, Any]:
+        """The fields that change the network (a checkpoint is resumable only when these match)."""
+        keys = ("d_model", "d_ff", "num_heads", "encoder_layers", "decoder_layers", "vocab_size")
+        return {k: getattr(self, k) for k in keys} | {
+            "max_source_tokens": self.max_source_tokens,
+            "max_target_tokens": self.max_target_tokens,
+            "val_share": self.val_share,
+            "test_share": self.test_share,
+            "seed": self.seed,
+        }
+
+
+def resolve_device(device: str = "auto") -> str:
+    """``auto`` -> ``cuda`` when available else ``cpu``; ``cuda`` without CUDA is an error.
+
+    ``TAGLLM_FORCE_CPU=1`` makes ``auto`` choose the CPU.
+
+    Raises:
+        ConfigError: ``device`` is not one of auto/cpu/cuda, or ``cuda`` was asked for and is absent.
+    """
+    import torch
+
+    if device not in DEVICE_CHOICES:
+        raise ConfigError(f"--device must be one of {', '.join(DEVICE_CHOICES)}; got {device!r}")
+    has_cuda = bool(torch.cuda.is_available())
+    if device == "cuda" and not has_cuda:
+        raise ConfigError(
+            "--device cuda: CUDA is not available on this machine (torch "
+            f"{torch.__version__}); use --device cpu or --device auto"
+        )
+    if device == "auto":
+        return "cuda" if has_cuda and os.environ.get("TAGLLM_FORCE_CPU") != "1" else "cpu"
+    return device
