@@ -38,7 +38,8 @@ format: install
 	$(BIN)/ruff check --fix .
 
 bench: install
-	$(BIN)/tagllm bench all --out docs/bench-results
+	@test -f $(RUN)/summary.json || $(BIN)/tagllm demo --out $(RUN)
+	$(BIN)/tagllm bench all --run $(RUN) --out docs/bench-results
 
 lock: install
 	{ sed -n '1,3p' requirements/cpu.lock; $(BIN)/pip freeze --all --exclude-editable | grep -v '^pip=='; } > requirements/cpu.lock.tmp

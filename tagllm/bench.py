@@ -77,13 +77,60 @@ def bench_data_cmd(size: str, repeats: int) -> None:
     click.echo(json.dumps(bench_data({"size": size, "repeats": repeats}), indent=2))
 
 
+def _module_benchmarks(run: str) -> dict[str, list[str]]:
+    """The per-package benchmark commands (each prints JSON) over a finished demo run."""
+    import shutil
+    import sys
+
+    py = sys.executable
+    feats = [py, "-m", "features.bench", "--run", run, "--json"]
+    if shutil.which("redis-server"):
+        feats.append("--start-redis")
+    return {
+        "features": feats,
+        "student": [py, "-m", "tagging.student.bench", "--run", run, "--json"],
+        "ranking": [py, "-m", "ranking.bench", run],
+        "ab": [py, "-m", "ab_analysis.bench", "--users", "1000000", "--json"],
+    }
+
+
 @bench.command("all")
 @click.option("--out", type=click.Path(file_okay=False), default="docs/bench-results", show_default=True)
-def bench_all(out: str) -> None:
-    """Run every benchmark with default settings; print and save their JSON."""
+@click.option(
+    "--run",
+    "run_dir",
+    type=click.Path(file_okay=False),
+    default="runs/demo",
+    show_default=True,
+    help="A finished `tagllm demo` run for the feature, student and ranking benchmarks.",
+)
+def bench_all(out: str, run_dir: str) -> None:
+    """Run every benchmark with default settings; save each one's JSON into --out.
+
+    Benchmarks run one at a time in their own process (no cross-talk); a failing one is recorded
+    with its exit status and the others still run.
+    """
+    import subprocess
+
+    from features.io import write_json
+
     Path(out).mkdir(parents=True, exist_ok=True)
-    results = {}
-    for name, fn in BENCHMARKS.items():
-        results[name] = fn({})
-        (Path(out) / f"{name}.json").write_text(json.dumps(results[name], indent=2) + "\n")
-    click.echo(json.dumps(results, indent=2))
+    if not (Path(run_dir) / "summary.json").exists():
+        raise click.UsageError(
+            f"--run {run_dir}: no finished demo run there; run `tagllm demo --out {run_dir}` first"
+        )
+    results: dict[str, Any] = {name: fn({}) for name, fn in BENCHMARKS.items()}
+    for name, cmd in _module_benchmarks(run_dir).items():
+        click.echo(f"running {name}: {' '.join(cmd)}", err=True)
+        proc = subprocess.run(cmd, capture_output=True, text=True)
+        try:
+            results[name] = (
+                json.loads(proc.stdout[proc.stdout.index("{") :]) if proc.returncode == 0 else None
+            )
+        except ValueError:
+            results[name] = None
+        if results[name] is None:
+            results[name] = {"error": f"exit {proc.returncode}", "stderr_tail": proc.stderr[-2000:]}
+    for name, figures in results.items():
+        write_json(figures, Path(out) / f"{name}.json")
+    click.echo(json.dumps(results, indent=2, default=str))
