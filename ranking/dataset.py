@@ -24,6 +24,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from features.compute import DEFAULT_EVENT_WEIGHTS
 from features.errors import ConfigError, NotFoundError
 from features.io import RunDir
 
@@ -44,14 +45,8 @@ __all__ = [
 
 log = logging.getLogger(__name__)
 
-# Impressions carry no interest; stronger actions weigh more (same as features.compute).
-ENGAGEMENT_WEIGHTS: Mapping[str, float] = {
-    "click": 1.0,
-    "like": 2.0,
-    "collect": 3.0,
-    "comment": 3.0,
-    "share": 4.0,
-}
+# Impressions carry no interest; stronger actions weigh more: the same weights as the Feast features.
+ENGAGEMENT_WEIGHTS: Mapping[str, float] = {e: w for e, w in DEFAULT_EVENT_WEIGHTS.items() if w > 0}
 
 # "auto" = student tags (tables/tags.parquet) when present, else teacher tags, else reference tags.
 TAG_SOURCES = ("auto", "student", "teacher", "ground_truth", "reference", "none")
