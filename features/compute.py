@@ -101,24 +101,17 @@ class TagVocab:
 
     @classmethod
     def load(cls, path: Path) -> TagVocab:
-        """Read a tagger's vocabulary: ``{text: id}``, or that mapping under ``tags``/``token_to_id``,
-        or a list of texts (position = id, position 0 = padding)."""
+        """Read the tagger's vocabulary (``tagging.normalize.TagVocabulary.save``):
+        ``{"version": int, "hash": str, "tokens": ["<pad>", "tag a", ...]}`` — a tag's id is its
+        position in ``tokens``; position 0 is padding."""
         raw: Any = json.loads(path.read_text(encoding="utf-8"))
-        if isinstance(raw, dict):
-            for key in ("tags", "token_to_id", "vocab", "ids"):
-                if key in raw:
-                    raw = raw[key]
-                    break
-        if isinstance(raw, list):
-            raw = {t: i for i, t in enumerate(raw) if i > 0 and isinstance(t, str)}
-        if not isinstance(raw, dict) or not all(
-            isinstance(k, str) and isinstance(v, int) and v > 0 for k, v in raw.items()
-        ):
+        tokens = raw.get("tokens") if isinstance(raw, dict) else None
+        if not isinstance(tokens, list) or not all(isinstance(t, str) for t in tokens):
             raise ConfigError(
-                f"{path}: unreadable tag vocabulary; expected {{text: id > 0}} (0 is padding), "
-                "that mapping under 'tags', or a list of texts"
+                f"{path}: unreadable tag vocabulary; expected a JSON object with 'tokens': a list of tag "
+                f"texts whose position is the id (position 0 = padding), as written by `tagllm tag apply`"
             )
-        return cls(dict(raw), source=str(path))
+        return cls({t: i for i, t in enumerate(tokens) if i > 0}, source=str(path))
 
     def lookup(self, texts: list[str]) -> list[int]:
         """Ids of ``texts``; unknown texts map to 0 (padding) and are counted by the caller."""

@@ -34,16 +34,21 @@ def test_tagger_vocab_and_student_tags_win(tmp_path):
             "tags": student,
         }
     )
-    (run.path / "tag_vocab.json").write_text(json.dumps({"tags": {"ramen": 7, "hiking": 9}}))
+    # The vocabulary exactly as the tagger writes it (the contract between tagging and features).
+    from tagging.normalize import TagVocabulary
+
+    vocab = TagVocabulary().extend(["x1", "x2", "x3", "x4", "x5", "x6", "ramen", "x8", "hiking"])
+    vocab.save(run.path / "tag_vocab.json")
     ft = compute_feature_tables(run.path)
     assert ft.tags_table == "tags" and set(ft.note_tags["tagger_version"]) == {"s1"}
     ids = dict(zip(ft.note_tags["tag_texts"].explode(), ft.note_tags["tag_ids"].explode(), strict=True))
-    assert ids["ramen"] == 7 and ids["hiking"] == 9 and ids["tent"] == 0  # unknown -> padding
+    assert ids["ramen"] == vocab.id("ramen") == 7 and ids["hiking"] == vocab.id("hiking") == 9
+    assert ids["tent"] == 0  # unknown -> padding
     assert ft.figures["tags_out_of_vocab"] > 0
 
 
 def test_bad_vocab_file_names_expected_form(tmp_path):
-    (tmp_path / "v.json").write_text(json.dumps({"tags": {"a": "x"}}))
+    (tmp_path / "v.json").write_text(json.dumps({"tokens": ["<pad>", 3]}))
     with pytest.raises(ConfigError, match="expected"):
         TagVocab.load(tmp_path / "v.json")
 
