@@ -7,7 +7,6 @@ keep their outputs, and ``--resume`` skips stages whose summary section is alrea
 
 from __future__ import annotations
 
-import json
 import logging
 import sys
 import time
@@ -121,19 +120,49 @@ def run_demo(out: str | Path, *, size: str = "small", seed: int = 0, resume: boo
     return run.summary()
 
 
+# The figures a person wants to see per stage; everything else stays in summary.json.
+HEADLINES: dict[str, tuple[str, ...]] = {
+    "data": ("rows", "categories", "cold_start_note_share"),
+    "handbook": ("dimensions", "values", "boilerplate", "dimension_recovery.recovered_share"),
+    "teacher": ("notes", "failed", "f1", "precision", "recall", "redundancy"),
+    "student": ("f1_vs_teacher", "f1_vs_gold", "teacher_f1_vs_gold", "notes_per_s", "distill.parameters"),
+    "features": ("tags_table", "rows", "online_entities.note_tags", "online_store"),
+    "retrieval": ("main_model", "cold_recall@50_all", "cold_recall@50_segment", "examples_per_s"),
+    "ranker": ("tag_source", "full_auc", "full_gauc", "no_tags_auc", "full_cold_auc"),
+}
+
+
+def _lookup(figures: dict[str, Any], dotted: str) -> Any:
+    value: Any = figures
+    for part in dotted.split("."):
+        if not isinstance(value, dict) or part not in value:
+            return None
+        value = value[part]
+    return value
+
+
+def _fmt(value: Any) -> str:
+    if isinstance(value, float):
+        return f"{value:.4g}"
+    if isinstance(value, dict):
+        return ", ".join(f"{k} {_fmt(v)}" for k, v in value.items() if not isinstance(v, (dict, list)))
+    return str(value)
+
+
 def print_summary(summary: dict[str, Any], path: Path) -> None:
+    """A table of each stage's headline figures (the full figures are in summary.json)."""
     from rich.console import Console
     from rich.table import Table
 
     console = Console(file=sys.stdout)
-    table = Table("stage", "headline figures", title=f"TagLLM demo — {path}", show_lines=True)
+    table = Table("stage", "headline figures", "s", title=f"TagLLM demo — {path}", show_lines=True)
     for section, figures in summary.items():
-        shown = {k: v for k, v in figures.items() if not isinstance(v, (dict, list))}
-        nested = {k: v for k, v in figures.items() if isinstance(v, dict)}
-        text = "  ".join(f"{k}={v}" for k, v in shown.items())
-        for k, v in nested.items():
-            text += f"\n{k}: " + json.dumps(v, ensure_ascii=False)[:300]
-        table.add_row(section, text)
+        keys = HEADLINES.get(section) or tuple(
+            k for k, v in figures.items() if not isinstance(v, (dict, list))
+        )
+        shown = [(k, _lookup(figures, k)) for k in keys]
+        text = "\n".join(f"{k}: {_fmt(v)}" for k, v in shown if v is not None)
+        table.add_row(section, text, _fmt(figures.get("seconds", "")))
     console.print(table)
 
 

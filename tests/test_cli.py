@@ -92,3 +92,17 @@ def test_prepare_and_describe_synthetic(tiny_run):
     assert (tiny_run / "ground_truth" / "note_attributes.parquet").exists()
     human = CliRunner().invoke(cli, ["data", "describe", str(tiny_run)])
     assert human.exit_code == 0 and "Per category" in human.output
+
+
+def test_demo_summary_table_shows_headlines_and_tolerates_unknown_sections(capsys, tmp_path):
+    from tagllm.demo import print_summary
+
+    summary = {
+        "teacher": {"f1": 0.88621, "notes": 4000, "seconds": 1.5, "run": {"requests": 0}},
+        "handbook": {"dimension_recovery": {"recovered_share": 0.9535}, "dimensions": 52},
+        "new_stage": {"x": 1, "nested": {"y": 2}},
+    }
+    print_summary(summary, tmp_path / "summary.json")
+    out = capsys.readouterr().out
+    assert "f1: 0.8862" in out and "recovered_share: 0.9535" in out and "x: 1" in out
+    assert "requests" not in out  # only headline figures are printed
