@@ -80,5 +80,22 @@ def bench(run_dir: str | Path, *, n_index: int = 100_000, k: int = 100, repeats:
     return out
 
 
+def main(argv: list[str] | None = None) -> int:
+    import argparse
+
+    parser = argparse.ArgumentParser(prog="python -m ranking.bench", description=__doc__.split("\n")[0])
+    parser.add_argument("run_dir", help="a run with tags (`tagllm demo` makes one)")
+    parser.add_argument("--n-index", type=int, default=100_000, help="notes in the ANN benchmark index")
+    parser.add_argument("--k", type=int, default=100, help="top-K of the search benchmark")
+    parser.add_argument("--repeats", type=int, default=200)
+    args = parser.parse_args(argv)
+    if not Path(args.run_dir, "manifest.json").exists():
+        parser.error(f"run_dir {args.run_dir!r} is not a prepared run directory (no manifest.json)")
+    sys.stdout.write(
+        json.dumps(bench(args.run_dir, n_index=args.n_index, k=args.k, repeats=args.repeats), indent=2) + "\n"
+    )
+    return 0
+
+
 if __name__ == "__main__":
-    print(json.dumps(bench(sys.argv[1]), indent=2))
+    raise SystemExit(main())
