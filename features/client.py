@@ -30,6 +30,7 @@ from typing import TYPE_CHECKING, Any
 
 import pandas as pd
 
+from features.compute import VIEW_FEATURES, VIEW_JOIN_KEY
 from features.errors import ConfigError, NotFoundError
 from features.feast_repo import (
     FEATURE_VIEWS,
@@ -45,33 +46,6 @@ if TYPE_CHECKING:
     from feast import FeatureStore
 
 __all__ = ["FeatureClient", "NoteTags", "OnlineRows", "UserInterests"]
-
-# Feature names per view, in declaration order (feature_repo/definitions.py; a test checks they agree).
-VIEW_FEATURES: Mapping[str, tuple[str, ...]] = {
-    "note_tags": ("tag_texts", "tag_ids", "tag_dimensions", "tag_confidences", "tagger_version", "n_tags"),
-    "note_stats": (
-        "impressions",
-        "clicks",
-        "engagements",
-        "ctr",
-        "age_days",
-        "created_at_s",
-        "is_cold_start",
-    ),
-    "user_interests": (
-        "top_tags",
-        "top_tag_ids",
-        "top_tag_weights",
-        "top_dimensions",
-        "top_dimension_weights",
-        "n_engagements",
-    ),
-}
-VIEW_JOIN_KEY: Mapping[str, str] = {
-    "note_tags": "note_id",
-    "note_stats": "note_id",
-    "user_interests": "user_id",
-}
 
 
 @dataclass(frozen=True)

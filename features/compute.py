@@ -36,6 +36,8 @@ from features.io import RunDir
 
 __all__ = [
     "DEFAULT_EVENT_WEIGHTS",
+    "VIEW_FEATURES",
+    "VIEW_JOIN_KEY",
     "FeatureConfig",
     "FeatureTables",
     "TagVocab",
@@ -47,6 +49,33 @@ __all__ = [
 ]
 
 log = logging.getLogger(__name__)
+
+# Feature names per view, in declaration order (feature_repo/definitions.py; a test checks they agree).
+VIEW_FEATURES: Mapping[str, tuple[str, ...]] = {
+    "note_tags": ("tag_texts", "tag_ids", "tag_dimensions", "tag_confidences", "tagger_version", "n_tags"),
+    "note_stats": (
+        "impressions",
+        "clicks",
+        "engagements",
+        "ctr",
+        "age_days",
+        "created_at_s",
+        "is_cold_start",
+    ),
+    "user_interests": (
+        "top_tags",
+        "top_tag_ids",
+        "top_tag_weights",
+        "top_dimensions",
+        "top_dimension_weights",
+        "n_engagements",
+    ),
+}
+VIEW_JOIN_KEY: Mapping[str, str] = {
+    "note_tags": "note_id",
+    "note_stats": "note_id",
+    "user_interests": "user_id",
+}
 
 # Impressions carry no interest signal; stronger actions weigh more.
 DEFAULT_EVENT_WEIGHTS: Mapping[str, float] = {
@@ -239,19 +268,7 @@ def note_stats_table(
     for c in ("impressions", "clicks", "engagements"):
         out[c] = out[c].astype(np.int64)
     out["event_timestamp"] = out["event_timestamp"].astype("datetime64[us, UTC]")
-    return out[
-        [
-            "note_id",
-            "event_timestamp",
-            "impressions",
-            "clicks",
-            "engagements",
-            "ctr",
-            "age_days",
-            "created_at_s",
-            "is_cold_start",
-        ]
-    ]
+    return out[["note_id", "event_timestamp", *VIEW_FEATURES["note_stats"]]]
 
 
 def _top(scores: Mapping[str, float], k: int) -> tuple[list[str], list[float]]:
