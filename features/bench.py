@@ -74,9 +74,18 @@ def redis_server() -> Iterator[str]:
         _wait_port(port, proc, 10)
         yield f"127.0.0.1:{port}"
     finally:
-        with contextlib.suppress(ProcessLookupError):
-            os.kill(proc.pid, signal.SIGTERM)
-        proc.wait(timeout=10)
+        stop_process(proc)
+
+
+def stop_process(proc: subprocess.Popen[Any], timeout: float = 10) -> None:
+    """Stop a server we started: SIGTERM by pid, then SIGKILL if it has not exited within ``timeout``."""
+    with contextlib.suppress(ProcessLookupError):
+        os.kill(proc.pid, signal.SIGTERM)
+    try:
+        proc.wait(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        os.kill(proc.pid, signal.SIGKILL)
+        proc.wait()
 
 
 def _wait_port(port: int, proc: subprocess.Popen[Any], timeout: float) -> None:
@@ -124,13 +133,7 @@ def feast_listen(settings: FeastSettings) -> Iterator[Any]:
     finally:
         if channel is not None:
             channel.close()
-        with contextlib.suppress(ProcessLookupError):
-            os.kill(proc.pid, signal.SIGTERM)
-        try:
-            proc.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            os.kill(proc.pid, signal.SIGKILL)
-            proc.wait()
+        stop_process(proc)
 
 
 def bench_store(

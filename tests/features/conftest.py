@@ -3,9 +3,7 @@
 from __future__ import annotations
 
 import contextlib
-import os
 import shutil
-import signal
 import socket
 import subprocess
 import time
@@ -15,6 +13,7 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
+from features.bench import stop_process
 from features.io import RunDir
 
 T0 = pd.Timestamp("2026-01-01T00:00:00Z")
@@ -70,13 +69,7 @@ def redis_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
             time.sleep(0.05)
         yield f"127.0.0.1:{port}"
     finally:
-        with contextlib.suppress(ProcessLookupError):
-            os.kill(proc.pid, signal.SIGTERM)
-        try:
-            proc.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            os.kill(proc.pid, signal.SIGKILL)
-            proc.wait()
+        stop_process(proc)
 
 
 def make_tiny_run(path: Path, *, n_notes: int = 30, n_users: int = 6) -> RunDir:
