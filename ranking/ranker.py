@@ -35,6 +35,7 @@ __all__ = [
     "TAG_FEATURES",
     "Ranker",
     "RankerConfig",
+    "feature_columns",
     "ranker_features",
     "ranking_examples",
     "train_ranker",
@@ -200,43 +201,102 @@ def _note_counts(data: RunData, event: str, notes: np.ndarray, ts: np.ndarray) -
     )
 
 
-def ranker_features(data: RunData, ex: Examples, retrieval: Any = None) -> pd.DataFrame:
-    """One row of :data:`FEATURES` per example (``retrieval``: a RetrievalModel or None -> 0)."""
+def ranker_features(
+    data: RunData,
+    ex: Examples,
+    retrieval: Any = None,
+    *,
+    note_stats: tuple[np.ndarray, np.ndarray] | None = None,
+    retrieval_scores: np.ndarray | None = None,
+    shared_history: bool = False,
+) -> pd.DataFrame:
+    """One row of :data:`FEATURES` per example.
+
+    Args:
+        data: the run.
+        ex: examples with point-in-time histories.
+        retrieval: a RetrievalModel for ``retrieval_score`` (None and no ``retrieval_scores`` -> 0).
+        note_stats: (impressions, clicks) per note index, already as of every example's time — the
+            serving path keeps them live instead of counting the interaction log per request.
+        retrieval_scores: (len(ex),) precomputed user . item scores (serving keeps embeddings).
+        shared_history: every example belongs to one user at one time and ``ex`` carries that single
+            history once (``hist_ptr`` of length 2): the profile is built once, not per candidate.
+    """
+    return pd.DataFrame(
+        feature_columns(
+            data,
+            ex,
+            retrieval,
+            note_stats=note_stats,
+            retrieval_scores=retrieval_scores,
+            shared_history=shared_history,
+        )
+    )
+
+
+def feature_columns(
+    data: RunData,
+    ex: Examples,
+    retrieval: Any = None,
+    *,
+    note_stats: tuple[np.ndarray, np.ndarray] | None = None,
+    retrieval_scores: np.ndarray | None = None,
+    shared_history: bool = False,
+) -> dict[str, np.ndarray]:
+    """:func:`ranker_features` as a dict of (len(ex),) float arrays (no DataFrame: the serving path)."""
     c = data.catalog
     b = len(ex)
     notes = ex.note
     if (notes < 0).any():
         raise ConfigError("ranker_features: every example needs a note (note index >= 0)")
-    hrow = np.repeat(np.arange(b), np.diff(ex.hist_ptr))
+    if shared_history and len(ex.hist_ptr) != 2:
+        raise ConfigError(
+            f"shared_history: ex carries {len(ex.hist_ptr) - 1} histories; expected exactly one (hist_ptr of length 2)"
+        )
+    n_hist = 1 if shared_history else b  # profile rows
+    urow = np.zeros(b, np.int64) if shared_history else np.arange(b)  # example -> profile row
+    hrow = np.repeat(np.arange(n_hist), np.diff(ex.hist_ptr))
     pos, tl = ragged_gather(c.tag_ptr, ex.hist_note)
     prow = np.repeat(hrow, tl)
     pw = np.repeat(ex.hist_weight.astype(np.float64), tl) * c.tag_conf[pos]
     v = c.num_tags + 1
-    tag_keys, tag_w = _profile(prow, c.tag_vals[pos], pw, v, b)
+    tag_keys, tag_w = _profile(prow, c.tag_vals[pos], pw, v, n_hist)
     n_dims = len(c.dimensions) + 1
-    dim_keys, dim_w = _profile(prow, c.tag_dims[pos], pw, n_dims, b)
+    dim_keys, dim_w = _profile(prow, c.tag_dims[pos], pw, n_dims, n_hist)
     n_cats = len(c.categories) + 1
-    cat_keys, cat_w = _profile(hrow, c.category[ex.hist_note], ex.hist_weight.astype(np.float64), n_cats, b)
+    cat_keys, cat_w = _profile(
+        hrow, c.category[ex.hist_note], ex.hist_weight.astype(np.float64), n_cats, n_hist
+    )
 
     npos, ntl = ragged_gather(c.tag_ptr, notes)
     nrow = np.repeat(np.arange(b), ntl)
-    found, w = _lookup(tag_keys, tag_w, _pair_keys(nrow, c.tag_vals[npos], v))
+    found, w = _lookup(tag_keys, tag_w, _pair_keys(urow[nrow], c.tag_vals[npos], v))
     overlap = np.bincount(nrow, weights=found, minlength=b)
     weighted = np.bincount(nrow, weights=w * c.tag_conf[npos], minlength=b)
-    prof_size = np.bincount(tag_keys // v, minlength=b).astype(np.float64)
+    prof_size = np.bincount(tag_keys // v, minlength=n_hist).astype(np.float64)[urow]
     union = ntl + prof_size - overlap
     # Per-dimension: the note's distinct dimensions, whether the user has weight there, and whether a tag matched.
     nd_keys = _pair_keys(nrow, c.tag_dims[npos], n_dims)
     uniq_nd = np.unique(nd_keys)
-    d_found, d_w = _lookup(dim_keys, dim_w, uniq_nd)
     d_row = uniq_nd // n_dims
+    d_found, d_w = _lookup(dim_keys, dim_w, urow[d_row] * n_dims + uniq_nd % n_dims)
     matched_nd = np.unique(nd_keys[found])
     n_note_dims = np.bincount(d_row, minlength=b).astype(np.float64)
-    _, cat_aff = _lookup(cat_keys, cat_w, _pair_keys(np.arange(b), c.category[notes], n_cats))
-    impressions = _note_counts(data, "impression", notes, ex.ts)
-    clicks = _note_counts(data, "click", notes, ex.ts)
+    _, cat_aff = _lookup(cat_keys, cat_w, _pair_keys(urow, c.category[notes], n_cats))
+    if note_stats is not None:
+        impressions = note_stats[0][notes].astype(np.float64)
+        clicks = note_stats[1][notes].astype(np.float64)
+    else:
+        impressions = _note_counts(data, "impression", notes, ex.ts)
+        clicks = _note_counts(data, "click", notes, ex.ts)
     score = np.zeros(b)
-    if retrieval is not None:
+    if retrieval_scores is not None:
+        score = np.asarray(retrieval_scores, dtype=np.float64)
+    elif retrieval is not None:
+        if shared_history:
+            raise ConfigError(
+                "shared_history: pass retrieval_scores (the retrieval model needs one row per example)"
+            )
         import torch
 
         with torch.no_grad():
@@ -249,24 +309,22 @@ def ranker_features(data: RunData, ex: Examples, retrieval: Any = None) -> pd.Da
                 ]
             )
         score = (users_v * retrieval.item_embeddings(notes)).sum(axis=1)
-    return pd.DataFrame(
-        {
-            "tag_overlap": overlap,
-            "tag_weighted": weighted,
-            "tag_jaccard": np.where(union > 0, overlap / np.maximum(union, 1), 0.0),
-            "dim_overlap": np.bincount(d_row, weights=d_found, minlength=b),
-            "dim_weighted": np.bincount(d_row, weights=d_w, minlength=b),
-            "dim_match_share": np.bincount(matched_nd // n_dims, minlength=b) / np.maximum(n_note_dims, 1),
-            "cat_affinity": cat_aff,
-            "note_impressions": impressions,
-            "note_clicks": clicks,
-            "note_ctr": (clicks + 0.5) / (impressions + 5.0),
-            "note_age_days": (ex.ts - c.created_s[notes]) / 86400.0,
-            "note_n_tags": ntl.astype(np.float64),
-            "user_history": np.diff(ex.hist_ptr).astype(np.float64),
-            "retrieval_score": score,
-        }
-    )
+    return {
+        "tag_overlap": overlap,
+        "tag_weighted": weighted,
+        "tag_jaccard": np.where(union > 0, overlap / np.maximum(union, 1), 0.0),
+        "dim_overlap": np.bincount(d_row, weights=d_found, minlength=b),
+        "dim_weighted": np.bincount(d_row, weights=d_w, minlength=b),
+        "dim_match_share": np.bincount(matched_nd // n_dims, minlength=b) / np.maximum(n_note_dims, 1),
+        "cat_affinity": cat_aff,
+        "note_impressions": impressions,
+        "note_clicks": clicks,
+        "note_ctr": (clicks + 0.5) / (impressions + 5.0),
+        "note_age_days": (ex.ts - c.created_s[notes]) / 86400.0,
+        "note_n_tags": ntl.astype(np.float64),
+        "user_history": np.diff(ex.hist_ptr).astype(np.float64)[urow],
+        "retrieval_score": score,
+    }
 
 
 @dataclass
@@ -283,6 +341,14 @@ class Ranker:
         if missing:
             raise ConfigError(f"ranker features missing: {missing}; expected columns {list(self.features)}")
         return np.asarray(self.booster.predict(frame[list(self.features)].to_numpy(np.float32)))
+
+    def predict_columns(self, columns: dict[str, np.ndarray]) -> np.ndarray:
+        """:meth:`predict` on :func:`feature_columns` output (no DataFrame; the serving path)."""
+        missing = [f for f in self.features if f not in columns]
+        if missing:
+            raise ConfigError(f"ranker features missing: {missing}; expected columns {list(self.features)}")
+        x = np.column_stack([columns[f] for f in self.features]).astype(np.float32)
+        return np.asarray(self.booster.predict(x, num_threads=1))
 
     def importance(self) -> dict[str, float]:
         gains = self.booster.feature_importance(importance_type="gain")

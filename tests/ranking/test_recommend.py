@@ -1,0 +1,131 @@
+"""The in-memory recommend pipeline: retrieval + ranker + reasons + the cold-start path."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from features.errors import ConfigError, NotFoundError
+from ranking.recommend import Filters
+from tests.ranking.conftest import make_tiny_data
+
+
+@pytest.fixture(scope="module")
+def trained():
+    from ranking.dataset import build_training_examples
+    from ranking.ranker import RankerConfig, ranker_features, ranking_examples, train_ranker
+    from ranking.train_retrieval import TrainConfig, train
+
+    data = make_tiny_data()
+    data, ex = build_training_examples(data)
+    model = train(data, ex, TrainConfig(feature_set="tags", epochs=3, batch_size=64))
+    rex = ranking_examples(data, 0.0, data.cutoff_s, RankerConfig(n_estimators=20))
+    ranker = train_ranker(ranker_features(data, rex, model), rex, RankerConfig(n_estimators=20))
+    return model, ranker
+
+
+@pytest.fixture
+def rec(trained):
+    from ranking.recommend import Recommender
+    from ranking.train_retrieval import RetrievalModel
+
+    model, ranker = trained
+    # A fresh copy of the mutable parts per test: add_note grows the catalog and encoder.
+    fresh = make_tiny_data()
+    encoder = model.encoder
+    import copy
+
+    enc = copy.copy(encoder)
+    enc.catalog = fresh.catalog
+    m = RetrievalModel(model.model, enc, fresh, model.config)
+    return Recommender(m, ranker)
+
+
+def test_recommend_returns_k_unseen_sorted_with_reasons(rec):
+    user = str(rec.user_ids()[0])
+    out = rec.recommend(user, k=10)
+    assert len(out) == 10
+    scores = [r.score for r in out]
+    assert scores == sorted(scores, reverse=True)
+    u = rec._user(user)
+    seen = {str(rec.catalog.note_ids[n]) for n in rec._seen[u]}
+    assert not seen & {r.note_id for r in out}
+    prof = rec._profile(u)
+    for r in out:  # every reason is a tag of the note that the user has weight on
+        tags = {t for t, _, _ in rec.note_tags(r.note_id)}
+        assert set(r.reasons) <= tags
+        assert all(rec.catalog.vocab[t] in prof for t in r.reasons)
+
+
+def test_ranker_scores_match_offline_features(rec, trained):
+    """Serving features (live counts, cached history) equal the offline point-in-time features."""
+    from ranking.dataset import user_states
+    from ranking.ranker import ranker_features
+
+    user = str(rec.user_ids()[3])
+    notes = [str(n) for n in rec.catalog.note_ids[:25]]
+    got = {r.note_id: r.score for r in rec.rank(user, notes)}
+    u = rec._user(user)
+    idx = np.arange(25)
+    ex = user_states(rec.data, np.full(25, u), np.full(25, rec.now_s), history_len=rec.history_len, note=idx)
+    frame = ranker_features(rec.data, ex, rec.model)
+    want = trained[1].predict(frame)
+    np.testing.assert_allclose([got[n] for n in notes], want, rtol=1e-5, atol=1e-6)
+
+
+def test_filters(rec):
+    user = str(rec.user_ids()[1])
+    out = rec.recommend(user, k=5, filters=Filters(categories=("b",)))
+    assert out and all(r.category == "b" for r in out)
+    cold = rec.recommend(user, k=5, filters=Filters(cold_start_only=True))
+    assert cold and all(r.cold_start for r in cold)
+    first = rec.recommend(user, k=3)
+    again = rec.recommend(user, k=3, filters=Filters(exclude_note_ids=tuple(r.note_id for r in first)))
+    assert not {r.note_id for r in first} & {r.note_id for r in again}
+    with pytest.raises(NotFoundError, match=r"filters\.categories"):
+        rec.recommend(user, k=3, filters=Filters(categories=("nope",)))
+
+
+def test_bad_arguments_name_the_field(rec):
+    with pytest.raises(NotFoundError, match="user_id"):
+        rec.recommend("nobody", k=5)
+    with pytest.raises(ConfigError, match="k:"):
+        rec.recommend(str(rec.user_ids()[0]), k=0)
+    with pytest.raises(NotFoundError, match="note_ids: 2 unknown"):
+        rec.rank(str(rec.user_ids()[0]), ["n0001", "x1", "x2"])
+    with pytest.raises(NotFoundError, match="category"):
+        rec.add_note("new", "zzz", [])
+
+
+def test_new_note_is_retrievable_at_once(rec):
+    """A brand-new note carrying a user's favourite tags reaches that user's top list immediately."""
+    user = str(rec.user_ids()[2])
+    interests, _ = rec.user_interests(user, top_k=3)
+    tags = [(t, d, 1.0) for t, d, _ in interests] + [("never-seen-tag", "d1", 0.5)]
+    cat = rec.catalog.categories[0]
+    before = len(rec.index)
+    added = rec.add_note("fresh-1", cat, tags)
+    assert added.index_size == before + 1 and not added.replaced
+    assert added.unknown_tags == ("never-seen-tag",)
+    assert rec.note_tags("fresh-1")[-1][0] == "never-seen-tag"
+    top = rec.recommend(user, k=10, filters=Filters(cold_start_only=True))
+    assert "fresh-1" in [r.note_id for r in top]
+    hit = next(r for r in top if r.note_id == "fresh-1")
+    assert hit.cold_start and set(hit.reasons) <= {t for t, _, _ in interests}
+    # Re-tagging replaces rather than duplicates.
+    again = rec.add_note("fresh-1", cat, tags[:1])
+    assert again.replaced and len(rec.index) == before + 1
+
+
+def test_observe_updates_history_and_counts(rec):
+    user = str(rec.user_ids()[4])
+    note = str(rec.catalog.note_ids[7])
+    u = rec._user(user)
+    n_hist = len(rec._users[u].hist_note)
+    clicks = rec._clicks[7]
+    rec.observe(user, note, "click")
+    assert rec._clicks[7] == clicks + 1
+    assert rec._users[u].embedding is None and len(rec._users[u].hist_note) == min(
+        n_hist + 1, rec.history_len
+    )
+    assert note not in [r.note_id for r in rec.recommend(user, k=50)]
