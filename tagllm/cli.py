@@ -27,6 +27,8 @@ GROUPS: dict[str, tuple[str, str]] = {
     "ab": ("ab_analysis.cli:ab", "A/B lift reports: JSON, Markdown, HTML with plots."),
     "bench": ("tagllm.bench:bench", "Benchmarks that print JSON (ratios to peers measured in the same run)."),
     "demo": ("tagllm.demo:demo", "Run the main job end to end on the synthetic community."),
+    "serve": ("ranking.server_cli:serve", "Serve tag features, recommendations and tagging over gRPC."),
+    "client": ("ranking.client_cli:client", "Call a running gRPC server; print JSON (or a table)."),
 }
 
 
