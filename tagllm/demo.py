@@ -78,6 +78,12 @@ def _stage_ranker(run: Path, opts: dict[str, Any]) -> dict[str, Any]:
     return ranker_stage(run)
 
 
+def _stage_serving(run: Path, opts: dict[str, Any]) -> dict[str, Any]:
+    from ranking.serving_demo import serving_stage
+
+    return serving_stage(run)
+
+
 # (summary section, description, function). Later stages append here as they land.
 STAGES: list[tuple[str, str, Stage]] = [
     ("data", "prepare the synthetic community into canonical tables", _stage_data),
@@ -91,6 +97,7 @@ STAGES: list[tuple[str, str, Stage]] = [
         _stage_retrieval,
     ),
     ("ranker", "train the LightGBM ranker on tag-match features; AUC, GAUC, NDCG", _stage_ranker),
+    ("serving", "start `tagllm serve`, call every gRPC method once, tag a fresh note, stop", _stage_serving),
 ]
 
 
@@ -129,6 +136,15 @@ HEADLINES: dict[str, tuple[str, ...]] = {
     "features": ("tags_table", "rows", "online_entities.note_tags", "online_store"),
     "retrieval": ("main_model", "cold_recall@50_all", "cold_recall@50_segment", "examples_per_s"),
     "ranker": ("tag_source", "full_auc", "full_gauc", "no_tags_auc", "full_cold_auc"),
+    "serving": (
+        "startup_s",
+        "calls.Recommend.ms",
+        "calls.GetNoteTags.ms",
+        "calls.TagNotes.ms",
+        "freshness.ms_to_recommend",
+        "freshness.rank_among_cold_start",
+        "shutdown_code",
+    ),
 }
 
 
