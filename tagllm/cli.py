@@ -31,6 +31,20 @@ GROUPS: dict[str, tuple[str, str]] = {
     "client": ("ranking.client_cli:client", "Call a running gRPC server; print JSON (or a table)."),
 }
 
+# Commands that another package contributes to a group (the group's package must not import it:
+# ab_analysis imports no sibling package, but `tagllm ab simulate` drives the ranking pipeline).
+ATTACHED: dict[str, dict[str, str]] = {
+    "ab": {"simulate": "ranking.simulate_cli:simulate"},
+}
+
+
+def _load(target: str) -> click.Command:
+    module_name, attr = target.split(":")
+    cmd = getattr(importlib.import_module(module_name), attr)
+    if not isinstance(cmd, click.Command):  # pragma: no cover - wiring error
+        raise TypeError(f"{target} is not a click command")
+    return cmd
+
 
 class LazyGroup(click.Group):
     """A click group whose sub-commands are imported on first use."""
@@ -44,11 +58,11 @@ class LazyGroup(click.Group):
 
     def get_command(self, ctx: click.Context, cmd_name: str) -> click.Command | None:
         if cmd_name in self._lazy:
-            target, _ = self._lazy[cmd_name]
-            module_name, attr = target.split(":")
-            cmd = getattr(importlib.import_module(module_name), attr)
-            if not isinstance(cmd, click.Command):  # pragma: no cover - wiring error
-                raise TypeError(f"{target} is not a click command")
+            cmd = _load(self._lazy[cmd_name][0])
+            if isinstance(cmd, click.Group):
+                for name, target in ATTACHED.get(cmd_name, {}).items():
+                    if name not in cmd.commands:
+                        cmd.add_command(_load(target), name)
             return cmd
         return super().get_command(ctx, cmd_name)
 
@@ -68,6 +82,8 @@ def configure_logging(verbose: int, quiet: bool) -> None:
         datefmt="%H:%M:%S",
         stream=sys.stderr,
     )
+    if level > logging.DEBUG:  # matplotlib logs every categorical axis at INFO
+        logging.getLogger("matplotlib").setLevel(logging.WARNING)
 
 
 @click.group(cls=LazyGroup, lazy=GROUPS, context_settings={"help_option_names": ["-h", "--help"]})

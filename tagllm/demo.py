@@ -84,6 +84,12 @@ def _stage_serving(run: Path, opts: dict[str, Any]) -> dict[str, Any]:
     return serving_stage(run)
 
 
+def _stage_ab(run: Path, opts: dict[str, Any]) -> dict[str, Any]:
+    from ranking.simulate import simulate_stage
+
+    return simulate_stage(run)
+
+
 # (summary section, description, function). Later stages append here as they land.
 STAGES: list[tuple[str, str, Stage]] = [
     ("data", "prepare the synthetic community into canonical tables", _stage_data),
@@ -98,6 +104,11 @@ STAGES: list[tuple[str, str, Stage]] = [
     ),
     ("ranker", "train the LightGBM ranker on tag-match features; AUC, GAUC, NDCG", _stage_ranker),
     ("serving", "start `tagllm serve`, call every gRPC method once, tag a fresh note, stop", _stage_serving),
+    (
+        "ab",
+        "SIMULATED online A/B test (control: no tags, treatment: student tags) + lift report",
+        _stage_ab,
+    ),
 ]
 
 
@@ -144,6 +155,14 @@ HEADLINES: dict[str, tuple[str, ...]] = {
         "freshness.ms_to_recommend",
         "freshness.rank_among_cold_start",
         "shutdown_code",
+    ),
+    "ab": (
+        "headline.view_duration_per_user",
+        "headline.interactions_per_user",
+        "headline.pv_ctr",
+        "headline.pv_ctr_cold_start",
+        "srm.status",
+        "html",
     ),
 }
 

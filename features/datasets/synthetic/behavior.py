@@ -28,7 +28,16 @@ from features.datasets.synthetic.sizes import GeneratorConfig
 from features.datasets.synthetic.taxonomy import Taxonomy
 from features.schemas import EVENTS
 
-__all__ = ["BehaviorParams", "UsersResult", "make_interactions", "make_users"]
+__all__ = [
+    "BehaviorParams",
+    "UsersResult",
+    "click_logit",
+    "dwell_log_median",
+    "engagement_logit",
+    "make_interactions",
+    "make_users",
+    "preference_match",
+]
 
 log = logging.getLogger(__name__)
 
@@ -212,7 +221,7 @@ def _pick_notes(
     return note
 
 
-def _match(
+def preference_match(
     users: UsersResult, notes: NotesResult, u: np.ndarray, note: np.ndarray, n_values: int
 ) -> np.ndarray:
     """Sum of the user's preference weights over the note's true attributes, per impression."""
@@ -224,6 +233,31 @@ def _match(
         hit = (vid >= 0) & (users.pref_keys[pos] == key)
         match += np.where(hit, users.pref_weight[pos], 0.0)
     return match
+
+
+def click_logit(
+    params: BehaviorParams, match: np.ndarray, quality: np.ndarray, bias: np.ndarray, preferred: np.ndarray
+) -> np.ndarray:
+    """Click logit per impression (the module docstring's formula); ``preferred`` is 0/1."""
+    return (
+        params.click_base
+        + params.match_weight * match
+        + params.quality_weight * quality
+        + bias
+        + params.category_weight * preferred
+    )
+
+
+def dwell_log_median(params: BehaviorParams, match: np.ndarray, quality: np.ndarray) -> np.ndarray:
+    """``mu`` of the lognormal dwell seconds of clicks."""
+    return np.log(params.dwell_median_s) + params.dwell_match * match + 0.1 * quality
+
+
+def engagement_logit(
+    params: BehaviorParams, event: int, match: np.ndarray, quality: np.ndarray
+) -> np.ndarray:
+    """Logit of engagement ``event`` (0..3: like, collect, comment, share) after a click."""
+    return params.engage_base[event] + params.engage_match[event] * match + 0.2 * quality
 
 
 def make_interactions(
@@ -273,25 +307,19 @@ def make_interactions(
     lo = np.minimum(lo, last_us)
     ts = lo + ((last_us - lo) * rng.random(n) ** params.recency_power).astype(np.int64)
 
-    match = _match(users, notes, u, note, len(taxonomy.values))
+    match = preference_match(users, notes, u, note, len(taxonomy.values))
     preferred = (users.cat_idx[u] == notes.category[note][:, None]).any(axis=1)
-    logit = (
-        params.click_base
-        + params.match_weight * match
-        + params.quality_weight * notes.quality[note]
-        + users.bias[u]
-        + params.category_weight * preferred
-    )
+    logit = click_logit(params, match, notes.quality[note], users.bias[u], preferred)
     ci = np.flatnonzero(rng.random(n) < _sigmoid(logit))
     click_ts = ts[ci] + rng.integers(_SEC_US, 20 * _SEC_US, size=len(ci))
-    mu = np.log(params.dwell_median_s) + params.dwell_match * match[ci] + 0.1 * notes.quality[note[ci]]
+    mu = dwell_log_median(params, match[ci], notes.quality[note[ci]])
     dwell = np.round(np.clip(rng.lognormal(mu, params.dwell_sigma), 1.0, 1_200.0), 1)
 
     parts_u, parts_n, parts_ts, parts_ev, parts_dw = [u, u[ci]], [note, note[ci]], [ts, click_ts], [], []
     parts_ev += [np.zeros(n, np.int8), np.ones(len(ci), np.int8)]
     parts_dw += [np.full(n, np.nan), dwell]
-    for e, (base, slope) in enumerate(zip(params.engage_base, params.engage_match, strict=True), start=2):
-        p = _sigmoid(base + slope * match[ci] + 0.2 * notes.quality[note[ci]])
+    for e in range(2, 2 + len(params.engage_base)):
+        p = _sigmoid(engagement_logit(params, e - 2, match[ci], notes.quality[note[ci]]))
         hit = np.flatnonzero(rng.random(len(ci)) < p)
         parts_u.append(u[ci[hit]])
         parts_n.append(note[ci[hit]])

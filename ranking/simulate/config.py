@@ -1,0 +1,85 @@
+"""The simulator's settings: one frozen dataclass, validated on construction."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+from features.errors import ConfigError
+from ranking.ranker import RankerConfig
+from ranking.train_retrieval import TrainConfig
+
+__all__ = ["TREATMENT_TAG_SOURCES", "SimConfig"]
+
+TREATMENT_TAG_SOURCES = ("student", "teacher", "ground_truth", "reference")
+
+
+def _int_at_least(name: str, value: Any, low: int) -> None:
+    if isinstance(value, bool) or not isinstance(value, int) or value < low:
+        raise ConfigError(f"{name}: got {value!r}; expected an integer >= {low}")
+
+
+@dataclass(frozen=True)
+class SimConfig:
+    """How the simulated online A/B test runs.
+
+    Args:
+        days: experiment days (users randomized 50/50 to control and treatment).
+        pre_days: pre-period days before the experiment, everyone on control (CUPED covariates);
+            0 disables CUPED.
+        users: cap on simulated users (a random subset chosen by a salted hash); None = every user.
+        k: notes shown per session (the slate; every shown note is an impression).
+        candidates: retrieval candidates ranked per session (>= ``k``).
+        sessions_per_day: mean sessions per user per day, scaled by each user's true activity.
+        seed: seeds the assignment salt, the sessions, the responses and both arms' training.
+        treatment_tags: tag source of the treatment arm; ``student`` falls back to the run's best
+            available source (logged) when the run has no student tags.
+        experiment: experiment name (assignment salt and the ``experiment`` column).
+        retrieval: two-tower training settings for both arms (``feature_set`` is set per arm).
+        ranker: LightGBM settings for both arms.
+        batch_sessions: sessions served per batch (one user-tower forward and one ranker call);
+            a batch sees the recommenders' state at its first session.
+        progress: show a progress bar over the simulated days.
+    """
+
+    days: int = 7
+    pre_days: int = 3
+    users: int | None = None
+    k: int = 10
+    candidates: int = 50
+    sessions_per_day: float = 1.0
+    seed: int = 0
+    treatment_tags: str = "student"
+    experiment: str = "tag-features"
+    retrieval: TrainConfig = field(default_factory=TrainConfig)
+    ranker: RankerConfig = field(default_factory=RankerConfig)
+    batch_sessions: int = 64
+    progress: bool = False
+
+    def __post_init__(self) -> None:
+        _int_at_least("days", self.days, 1)
+        _int_at_least("pre_days", self.pre_days, 0)
+        if self.users is not None:
+            _int_at_least("users", self.users, 2)
+        _int_at_least("k", self.k, 1)
+        _int_at_least("candidates", self.candidates, 1)
+        if self.candidates < self.k:
+            raise ConfigError(f"candidates: got {self.candidates!r}; expected an integer >= k ({self.k})")
+        if isinstance(self.sessions_per_day, bool) or not (
+            isinstance(self.sessions_per_day, int | float) and 0 < self.sessions_per_day <= 100
+        ):
+            raise ConfigError(
+                f"sessions_per_day: got {self.sessions_per_day!r}; expected a number in (0, 100]"
+            )
+        _int_at_least("seed", self.seed, 0)
+        _int_at_least("batch_sessions", self.batch_sessions, 1)
+        if self.treatment_tags not in TREATMENT_TAG_SOURCES:
+            raise ConfigError(
+                f"treatment_tags: got {self.treatment_tags!r}; expected one of {', '.join(TREATMENT_TAG_SOURCES)}"
+            )
+        if not isinstance(self.experiment, str) or not self.experiment.strip():
+            raise ConfigError(f"experiment: got {self.experiment!r}; expected a non-empty name")
+        if not isinstance(self.retrieval, TrainConfig):
+            raise ConfigError(f"retrieval: got {type(self.retrieval).__name__}; expected a TrainConfig")
+        if not isinstance(self.ranker, RankerConfig):
+            raise ConfigError(f"ranker: got {type(self.ranker).__name__}; expected a RankerConfig")
