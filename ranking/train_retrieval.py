@@ -45,6 +45,9 @@ class TrainConfig:
         hidden_dim: tower hidden width.
         out_dim: embedding size.
         temperature: softmax temperature.
+        content_skip: shared linear path from the content bags to both towers' outputs (see
+            ``TwoTowerConfig``); cold-start notes are scored through it.
+        feature_norm: LayerNorm every pooled bag (balances the tag and category scales).
         logq: subtract log popularity from in-batch logits (popularity correction); False trains
             the plain in-batch softmax, which favours popular notes.
         seed: torch and numpy seed.
@@ -60,6 +63,8 @@ class TrainConfig:
     hidden_dim: int = 64
     out_dim: int = 32
     temperature: float = 0.05
+    content_skip: bool = True
+    feature_norm: bool = True
     logq: bool = True
     seed: int = 0
     max_steps: int = 0
@@ -164,6 +169,8 @@ def train(
             hidden_dim=config.hidden_dim,
             out_dim=config.out_dim,
             temperature=config.temperature,
+            content_skip=config.content_skip,
+            feature_norm=config.feature_norm,
         )
     )
     log_q = torch.from_numpy(log_popularity(examples.note, data.catalog.num_notes))

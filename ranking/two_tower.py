@@ -82,6 +82,15 @@ class TwoTowerConfig:
         hidden_dim: width of each tower's hidden layer.
         out_dim: size of the (L2-normalized) tower outputs.
         temperature: softmax temperature on cosine similarities.
+        content_skip: add a linear path from the content bags (category, tags) to each tower's
+            output, through one projection shared by both towers, so the score holds a direct
+            learned content-overlap term (what a cold-start note is scored by).
+        feature_norm: LayerNorm each pooled bag before the towers. TorchRec initializes a table
+            uniformly in +-1/sqrt(rows), so the 9-row category table starts ~8x larger than
+            the 500-row tag table, and a mean over ~90 history tags shrinks it further: without
+            the norm the towers fit the category first and underuse the tags.
+        The two flags default to False so models saved before them load unchanged;
+        :class:`ranking.train_retrieval.TrainConfig` turns both on.
     """
 
     num_users: int
@@ -93,6 +102,8 @@ class TwoTowerConfig:
     hidden_dim: int = 64
     out_dim: int = 32
     temperature: float = 0.05
+    content_skip: bool = False
+    feature_norm: bool = False
 
     def __post_init__(self) -> None:
         if self.feature_set not in FEATURE_SETS:
@@ -112,6 +123,12 @@ class TwoTowerConfig:
     @property
     def item_features(self) -> tuple[str, ...]:
         return FEATURE_SETS[self.feature_set][1]
+
+    @property
+    def content_pairs(self) -> list[tuple[str, str]]:
+        """(user key, item key) pairs of content bags over a shared table, e.g. (u_tags, i_tags)."""
+        pairs = [("u_cats", "i_cat"), ("u_tags", "i_tags")]
+        return [(u, i) for u, i in pairs if u in self.user_features and i in self.item_features]
 
     @property
     def keys(self) -> list[str]:
@@ -163,12 +180,16 @@ class TwoTower(nn.Module):
         d = config.embedding_dim
         self.user_tower = _tower(d * len(config.user_features), config.hidden_dim, config.out_dim)
         self.item_tower = _tower(d * len(config.item_features), config.hidden_dim, config.out_dim)
+        self.norms = nn.ModuleDict({k: nn.LayerNorm(d) for k in config.keys}) if config.feature_norm else None
+        pairs = config.content_pairs if config.content_skip else []
+        self.content_proj = nn.Linear(d * len(pairs), config.out_dim, bias=False) if pairs else None
 
     def _pooled(self, kjt: KeyedJaggedTensor) -> dict[str, torch.Tensor]:
         kt = self.ebc(kjt)
         out: dict[str, torch.Tensor] = {}
         for key, emb in kt.to_dict().items():
-            out[key.split("@", 1)[0]] = emb  # shared tables name outputs "feature@table"
+            name = key.split("@", 1)[0]  # shared tables name outputs "feature@table"
+            out[name] = self.norms[name](emb) if self.norms is not None else emb
         return out
 
     def forward(self, kjt: KeyedJaggedTensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -178,11 +199,19 @@ class TwoTower(nn.Module):
 
     def _user(self, pooled: dict[str, torch.Tensor]) -> torch.Tensor:
         x = torch.cat([pooled[k] for k in self.config.user_features], dim=1)
-        return F.normalize(self.user_tower(x), dim=1)
+        return F.normalize(self.user_tower(x) + self._skip(pooled, 0), dim=1)
 
     def _item(self, pooled: dict[str, torch.Tensor]) -> torch.Tensor:
         x = torch.cat([pooled[k] for k in self.config.item_features], dim=1)
-        return F.normalize(self.item_tower(x), dim=1)
+        return F.normalize(self.item_tower(x) + self._skip(pooled, 1), dim=1)
+
+    def _skip(self, pooled: dict[str, torch.Tensor], side: int) -> torch.Tensor | float:
+        # One projection for both sides: the score gets (P c_user) . (P c_item) over the shared
+        # tag/category tables, a learned tag overlap that needs no note id.
+        if self.content_proj is None:
+            return 0.0
+        c = torch.cat([pooled[pair[side]] for pair in self.config.content_pairs], dim=1)
+        return self.content_proj(c)
 
     def user_embedding(self, kjt: KeyedJaggedTensor) -> torch.Tensor:
         """(B, O) user embeddings; item keys of ``kjt`` may be empty."""

@@ -93,3 +93,52 @@ def test_peers_score_shapes(tiny_data):
         TagOverlapScorer(tiny_data),
     ):
         assert scorer.scores(users, notes).shape == (3, 10)
+
+
+def test_content_skip_scores_cold_notes_from_tags():
+    """With the id dropped (0), a note embeds from category + tags alone, through the shared skip."""
+    import torch
+    from torchrec.sparse.jagged_tensor import KeyedJaggedTensor
+
+    from ranking.two_tower import TwoTower, TwoTowerConfig
+
+    torch.manual_seed(0)
+    cfg = TwoTowerConfig(
+        num_users=5, num_notes=9, num_tags=12, num_categories=3, embedding_dim=8, out_dim=8, content_skip=True
+    )
+    model = TwoTower(cfg).eval()
+    assert model.content_proj is not None and model.content_proj.in_features == 2 * 8
+    ids_only = TwoTower(
+        TwoTowerConfig(
+            num_users=5, num_notes=9, num_tags=12, num_categories=3, feature_set="ids", content_skip=True
+        )
+    )
+    assert ids_only.content_proj is None
+
+    def items(note_ids: list[int], tags: list[list[int]]) -> torch.Tensor:
+        n = len(note_ids)
+        keys = list(cfg.keys)
+        bags = {"note_id": ([*note_ids], [1] * n), "i_cat": ([1] * n, [1] * n)}
+        bags["i_tags"] = ([t for ts in tags for t in ts], [len(ts) for ts in tags])
+        vals, lens = [], []
+        for k in keys:
+            v, ln = bags.get(k, ([], [0] * n))
+            vals += v
+            lens += ln
+        kjt = KeyedJaggedTensor(
+            keys=keys,
+            values=torch.tensor(vals, dtype=torch.int64),
+            weights=torch.cat([torch.full((sum(bags[k][1]) if k in bags else 0,), 1.0) for k in keys]),
+            lengths=torch.tensor(lens, dtype=torch.int64),
+        )
+        with torch.no_grad():
+            return model.item_embedding(kjt)
+
+    # Two cold notes (id 0) with the same tags embed the same; different tags move the embedding.
+    e = items([0, 0, 0], [[3], [3], [7]])
+    assert torch.allclose(e[0], e[1])
+    assert not torch.allclose(e[0], e[2])
+    # The skip is part of the score: zeroing it changes the cold note's embedding.
+    with torch.no_grad():
+        model.content_proj.weight.zero_()
+    assert not torch.allclose(items([0], [[3]])[0], e[0])
