@@ -41,9 +41,23 @@ def train() -> None:
 @click.option("--epochs", type=click.IntRange(min=1), default=4, show_default=True)
 @click.option("--batch-size", type=click.IntRange(min=2), default=512, show_default=True)
 @click.option("--no-peers", is_flag=True, help="Skip popularity / ALS / tag-overlap peers.")
+@click.option(
+    "--feature-source",
+    type=click.Choice(["parquet", "feast"]),
+    default="parquet",
+    show_default=True,
+    help="User tag bag from parquet history, or point in time from the run's Feast store "
+    "(needs `tagllm features apply` + `materialize`).",
+)
 @click.option("--json", "as_json", is_flag=True)
 def retrieval_cmd(
-    run_dir: str, tag_sources: tuple[str, ...], epochs: int, batch_size: int, no_peers: bool, as_json: bool
+    run_dir: str,
+    tag_sources: tuple[str, ...],
+    epochs: int,
+    batch_size: int,
+    no_peers: bool,
+    feature_source: str,
+    as_json: bool,
 ) -> None:
     """Train two-tower models (ids, category, tags per source) on RUN_DIR and evaluate them."""
     from ranking.pipeline import retrieval_stage
@@ -55,6 +69,7 @@ def retrieval_cmd(
         tag_sources=list(tag_sources) or None,
         config=TrainConfig(epochs=epochs, batch_size=batch_size),
         peers=not no_peers,
+        feature_source=feature_source,
     )
     _print(figures, as_json)
 

@@ -18,7 +18,16 @@ import numpy as np
 
 from features.errors import ConfigError
 from features.io import RunDir, write_json, write_parquet
-from ranking.dataset import TAG_SOURCES, RunData, build_training_examples, load_catalog, load_run_data
+from ranking.dataset import (
+    FEATURE_SOURCES,
+    TAG_SOURCES,
+    RunData,
+    build_training_examples,
+    feast_user_interests,
+    load_catalog,
+    load_run_data,
+    require_feast_store,
+)
 
 __all__ = ["available_tag_sources", "ranker_stage", "retrieval_stage"]
 
@@ -55,6 +64,7 @@ def retrieval_stage(
     peers: bool = True,
     ks: Sequence[int] = (10, 50),
     num_threads: int = 1,
+    feature_source: str = "parquet",
 ) -> dict[str, Any]:
     """Train the two-tower model per ablation, evaluate warm/cold on the time split, score peers.
 
@@ -63,8 +73,18 @@ def retrieval_stage(
     run has no tagger output). The first tag source is the main model: saved to
     RUN_DIR/retrieval/model.pt with item embeddings of every note (cold-start included).
 
+    ``feature_source="feast"``: the tag models' user tag bag comes from the run's Feast store — the
+    training labels go through ``FeatureClient.training_set(service="retrieval")`` (point in time),
+    and the test users' bag is Feast's ``user_interests`` at the cutoff, so training and evaluation
+    agree; user id / history notes / categories stay parquet-based, items are unchanged. The
+    ``ids``/``category`` ablations and the peers have no user tag bag and are the same either way.
+
     Returns:
-        the ``retrieval`` summary section.
+        the ``retrieval`` summary section (with ``feast``: rows, seconds and id-mapping counts).
+
+    Raises:
+        ConfigError: unknown tag source or feature source.
+        NotFoundError: ``feature_source="feast"`` and the run has no Feast store.
     """
     from ranking.evaluate import EmbeddingScorer, evaluate_retrieval, retrieval_test_set
     from ranking.peers import ALSScorer, PopularityScorer, TagOverlapScorer
@@ -78,6 +98,12 @@ def retrieval_stage(
         raise ConfigError(
             f"tag_sources: got {bad}; expected some of student, teacher, ground_truth, reference"
         )
+    if feature_source not in FEATURE_SOURCES:
+        raise ConfigError(
+            f"feature_source: got {feature_source!r}; expected one of {', '.join(FEATURE_SOURCES)}"
+        )
+    if feature_source == "feast":
+        require_feast_store(run)
     old_threads = _threads(num_threads)
     t_start = time.perf_counter()
     try:
@@ -85,6 +111,31 @@ def retrieval_stage(
         tests = {pool: retrieval_test_set(base, pool=pool) for pool in ("all", "segment")}
         rows: list[dict[str, Any]] = []
         main: Any = None
+        feast_figures: dict[str, Any] = {}
+        feast_train = feast_test = None
+        if feature_source == "feast":
+            from features.client import FeatureClient
+
+            t_open = time.perf_counter()
+            with FeatureClient(run.path) as client:
+                open_s = time.perf_counter() - t_open
+                feast_train = feast_user_interests(
+                    run, base, examples.user, examples.ts, examples.note, client=client
+                )
+                test_users = tests["all"].users
+                feast_test = feast_user_interests(
+                    run, base, test_users, np.full(len(test_users), base.cutoff_s), client=client
+                )
+            feast_figures = {
+                "open_store_s": round(open_s, 2),
+                "train_rows": len(feast_train),
+                "train_set_s": round(feast_train.seconds, 2),
+                "train_rows_per_s": round(len(feast_train) / max(feast_train.seconds, 1e-9)),
+                "train_rows_without_snapshot": feast_train.rows_without_snapshot,
+                "test_rows": len(feast_test),
+                "test_set_s": round(feast_test.seconds, 2),
+                "test_rows_without_snapshot": feast_test.rows_without_snapshot,
+            }
 
         def score(name: str, kind: str, scorer: Any, extra: dict[str, Any]) -> None:
             for pool, test in tests.items():
@@ -95,10 +146,18 @@ def retrieval_stage(
         for src in sources:
             runs.append((f"tags:{src}", "tags", base.with_catalog(load_catalog(run, src))))
         for name, feature_set, data in runs:
-            result = train(data, examples, replace(cfg, feature_set=feature_set))
+            train_ex, test_tags = examples, None
+            if feast_train is not None and feast_test is not None and feature_set == "tags":
+                train_tags, mapped = feast_train.bags(data.catalog)
+                test_tags, _ = feast_test.bags(data.catalog)
+                train_ex = examples.with_user_tags(train_tags)
+                feast_figures.setdefault("mapping", {})[name] = mapped
+            result = train(data, train_ex, replace(cfg, feature_set=feature_set))
             items = result.item_embeddings()
             users = tests["all"].users
-            scorer = EmbeddingScorer(result.user_embeddings(users, data.cutoff_s), users, items)
+            scorer = EmbeddingScorer(
+                result.user_embeddings(users, data.cutoff_s, user_tags=test_tags), users, items
+            )
             score(
                 name,
                 "two-tower",
@@ -122,7 +181,13 @@ def retrieval_stage(
 
         table = pd.DataFrame(rows)
         write_parquet(table, out_dir / "evaluation.parquet")
-        figures: dict[str, Any] = {"examples": len(examples), "test_users": len(tests["all"].users)}
+        figures: dict[str, Any] = {
+            "examples": len(examples),
+            "test_users": len(tests["all"].users),
+            "feature_source": feature_source,
+        }
+        if feast_figures:
+            figures["feast"] = feast_figures
         if main is not None:
             name, result, items = main
             result.save(out_dir / "model.pt")

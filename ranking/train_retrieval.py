@@ -22,7 +22,7 @@ import numpy as np
 import torch
 
 from features.errors import ConfigError
-from ranking.dataset import Examples, RunData, user_states
+from ranking.dataset import Examples, RunData, UserTagBags, user_states
 from ranking.two_tower import FeatureEncoder, TwoTower, in_batch_softmax_loss
 
 __all__ = ["RetrievalModel", "TrainConfig", "log_popularity", "train"]
@@ -111,11 +111,21 @@ class RetrievalModel:
         )
 
     @torch.no_grad()
-    def user_embeddings(self, users: np.ndarray, ts: np.ndarray | float, history_len: int = 30) -> np.ndarray:
-        """(len(users), out_dim) float32 embeddings from each user's history strictly before ``ts``."""
+    def user_embeddings(
+        self,
+        users: np.ndarray,
+        ts: np.ndarray | float,
+        history_len: int = 30,
+        user_tags: UserTagBags | None = None,
+    ) -> np.ndarray:
+        """(len(users), out_dim) float32 embeddings from each user's history strictly before ``ts``.
+
+        ``user_tags`` (one bag per user, e.g. Feast's point-in-time interests at ``ts``) replaces the
+        history-derived tag bag, as for a model trained with ``feature_source="feast"``.
+        """
         self.model.eval()
         ts_arr = np.broadcast_to(np.asarray(ts, dtype=float), users.shape).copy()
-        ex = user_states(self.data, users, ts_arr, history_len=history_len)
+        ex = user_states(self.data, users, ts_arr, history_len=history_len).with_user_tags(user_tags)
         return self.model.user_embedding(self.encoder.encode(ex)).numpy().astype(np.float32)
 
     def save(self, path: str | Path) -> Path:

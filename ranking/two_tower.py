@@ -10,6 +10,7 @@ user_id     user   the user's id (0 = unseen user)                     user_id
 u_notes     user   note ids of the last H engagements, weighted         note_id
 u_cats      user   categories of those notes, weighted                  category
 u_tags      user   tag ids of those notes, weight = event x confidence  tag
+                   (or ``Examples.user_tags`` when set, e.g. from Feast)
 note_id     item   the note's id; 0 for unseen notes and with dropout   note_id
 i_cat       item   the note's category                                  category
 i_tags      item   the note's tag ids, weight = confidence              tag
@@ -293,7 +294,13 @@ class FeatureEncoder:
             "u_notes": (self.note_map[ex.hist_note], _normalize(w, row, len(ex)), lens),
             "u_cats": (c.category[ex.hist_note], _normalize(w, row, len(ex)), lens),
         }
-        if "u_tags" in FEATURE_SETS[self.feature_set][0]:
+        if "u_tags" in FEATURE_SETS[self.feature_set][0] and ex.user_tags is not None:
+            # A precomputed bag (e.g. Feast's point-in-time user_interests), already in catalog ids.
+            ut = ex.user_tags
+            ulens = np.diff(ut.ptr)
+            urow = np.repeat(np.arange(len(ex)), ulens)
+            bags["u_tags"] = (ut.vals, _normalize(ut.weight.astype(np.float64), urow, len(ex)), ulens)
+        elif "u_tags" in FEATURE_SETS[self.feature_set][0]:
             pos, tlens = ragged_gather(c.tag_ptr, ex.hist_note)
             tw = np.repeat(w, tlens) * c.tag_conf[pos]
             trow = np.repeat(row, tlens)
