@@ -190,6 +190,7 @@ def retrieval_stage(
             figures["feast"] = feast_figures
         if main is not None:
             name, result, items = main
+            result.feature_source = feature_source
             result.save(out_dir / "model.pt")
             write_parquet(
                 pd.DataFrame({"note_id": result.data.catalog.note_ids, "embedding": list(items)}),

@@ -136,7 +136,15 @@ def load_retrieval(run_dir: str | Path, data: RunData | None = None) -> Any:
     model = TwoTower(mcfg)
     model.load_state_dict(state["state_dict"])
     model.eval()
-    return RetrievalModel(model, encoder, data, tcfg)
+    source = str(state.get("feature_source", "parquet"))
+    if source == "feast":
+        log.warning(
+            "%s was trained with user tag bags from Feast snapshots (feature_source=feast); serving builds "
+            "them from each user's live history (the same profile definition, fresher, not truncated "
+            "to the snapshot's top tags)",
+            path,
+        )
+    return RetrievalModel(model, encoder, data, tcfg, feature_source=source)
 
 
 def load_ranker(run_dir: str | Path) -> Any:

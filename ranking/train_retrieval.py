@@ -96,6 +96,7 @@ class RetrievalModel:
     losses: list[float] = field(default_factory=list)
     examples_per_s: float = 0.0
     train_seconds: float = 0.0
+    feature_source: str = "parquet"  # where the user tag bag came from in training (saved with the model)
 
     @torch.no_grad()
     def item_embeddings(self, notes: np.ndarray | None = None, batch: int = 4096) -> np.ndarray:
@@ -141,6 +142,7 @@ class RetrievalModel:
                     "user_map": self.encoder.user_map,
                     "note_map": self.encoder.note_map,
                     "tag_source": self.data.catalog.tag_source,
+                    "feature_source": self.feature_source,
                 },
                 tmp,
             )
