@@ -27,7 +27,7 @@ from typing import Any
 
 from features.feast_repo import FEATURE_REPO, FeastSettings
 
-__all__ = ["bench_store", "feast_listen", "main", "percentiles", "redis_server"]
+__all__ = ["bench_store", "feast_listen", "main", "percentiles", "redis_server", "start_feast_cli"]
 
 
 def percentiles(samples_s: list[float]) -> dict[str, float]:
@@ -98,8 +98,20 @@ def _wait_port(port: int, proc: subprocess.Popen[Any], timeout: float) -> None:
         time.sleep(0.1)
 
 
+def start_feast_cli(settings: FeastSettings, *args: str) -> subprocess.Popen[Any]:
+    """Start ``feast -f <run's feature_store.yaml> <args>`` from the feature repo (quiet)."""
+    feast_cli = Path(sys.executable).with_name("feast")
+    return subprocess.Popen(
+        [str(feast_cli), "-f", str(settings.yaml_path), *args],
+        cwd=FEATURE_REPO,
+        env={**os.environ, **settings.env()},
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+
+
 @contextlib.contextmanager
-def feast_listen(settings: FeastSettings) -> Iterator[Any]:
+def feast_listen(settings: FeastSettings, *, start_timeout_s: float = 60.0) -> Iterator[Any]:
     """Run the stock ``feast listen`` for this run as a subprocess; yield a call(view, ids, features)."""
     import grpc
     from feast.protos.feast.serving.GrpcServer_pb2_grpc import GrpcFeatureServerStub
@@ -107,18 +119,10 @@ def feast_listen(settings: FeastSettings) -> Iterator[Any]:
     from feast.protos.feast.types.Value_pb2 import RepeatedValue, Value
 
     port = _free_port()
-    feast_cli = Path(sys.executable).with_name("feast")
-    cmd = [str(feast_cli), "-f", str(settings.yaml_path), "listen", "--address", f"127.0.0.1:{port}"]
-    proc = subprocess.Popen(
-        cmd,
-        cwd=FEATURE_REPO,
-        env={**os.environ, **settings.env()},
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
+    proc = start_feast_cli(settings, "listen", "--address", f"127.0.0.1:{port}")
     channel = None
     try:
-        _wait_port(port, proc, 60)
+        _wait_port(port, proc, start_timeout_s)
         channel = grpc.insecure_channel(f"127.0.0.1:{port}")
         stub = GrpcFeatureServerStub(channel)
 

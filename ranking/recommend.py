@@ -212,8 +212,11 @@ class Recommender:
         self.version = version or "in-memory"
         self.history_len = max(history_len, tower_history)
         self.tower_history = tower_history
-        data: RunData = model.data
-        self.data = data
+        self.data: RunData = model.data
+        self._tag_dim_cache: np.ndarray | None = None
+        # Our own note-id map: add_note grows it in place.
+        self._set_catalog(replace(self.data.catalog, index=dict(self.data.catalog.index)))
+        data = self.data
         inter = data.interactions
         self.now_s = (
             float(now_s) if now_s is not None else (float(inter.ts.max()) + 1.0 if len(inter) else 0.0)
@@ -232,7 +235,6 @@ class Recommender:
         for text, i in c.vocab.items():
             self._tag_text[i] = text
         self._extra_tags: dict[int, list[TagTriple]] = {}
-        self._tag_dim_cache: np.ndarray | None = None
         # Users: histories as of now, embeddings in one batch.
         ex = user_states(
             data, np.arange(data.num_users), np.full(data.num_users, self.now_s), history_len=self.history_len
@@ -613,8 +615,11 @@ class Recommender:
         dim_ids: dict[str, int],
     ) -> None:
         c = self.catalog
-        index = dict(c.index)
-        index[note_id] = c.num_notes
+        index = c.index
+        if isinstance(index, dict):  # grow in place: copying a 100k-entry map per new note is wasteful
+            index[note_id] = c.num_notes
+        else:
+            index = {**index, note_id: c.num_notes}
         new = replace(
             c,
             note_ids=np.append(c.note_ids, note_id),
