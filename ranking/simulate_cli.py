@@ -59,6 +59,21 @@ TAG_CHOICES = ["student", "teacher", "ground_truth", "reference"]
     help="Tag source of the treatment arm (student falls back to the run's best source when absent).",
 )
 @click.option(
+    "--fresh-notes-per-day",
+    type=click.IntRange(min=0, max=10_000),
+    default=60,
+    show_default=True,
+    help="Brand-new notes published each simulated day (the cold-start notes; 0 = none).",
+)
+@click.option(
+    "--cold-start-days",
+    type=click.FloatRange(min=0, max=365, min_open=True),
+    default=3.0,
+    show_default=True,
+    help="An impression is cold-start when its note was published during the simulation less than "
+    "this many days before.",
+)
+@click.option(
     "--out",
     "out_dir",
     type=click.Path(file_okay=False, path_type=Path),
@@ -76,6 +91,8 @@ def simulate(
     candidates: int,
     sessions_per_day: float,
     treatment_tags: str,
+    fresh_notes_per_day: int,
+    cold_start_days: float,
     out_dir: Path | None,
     as_json: bool,
 ) -> None:
@@ -99,6 +116,8 @@ def simulate(
         candidates=candidates,
         sessions_per_day=sessions_per_day,
         treatment_tags=treatment_tags,
+        fresh_notes_per_day=fresh_notes_per_day,
+        cold_start_days=cold_start_days,
         progress=True,
     )
     figures = simulate_stage(run_dir, cfg, out=out_dir)

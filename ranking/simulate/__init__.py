@@ -10,7 +10,8 @@ engagement model from their true preferences; the events feed back into the reco
 CUPED covariates. The logs are written in ``ab_analysis``'s input format and analysed with it.
 
 Modules: ``config`` (SimConfig), ``truth`` (the generator's response model), ``arms`` (training the
-two variants), ``engine`` (assignment and the session loop), ``stage`` (outputs, analysis, summary).
+two variants), ``fresh`` (new notes published every simulated day), ``engine`` (assignment and the
+session loop), ``stage`` (outputs, analysis, summary).
 
 Example::
 

@@ -40,6 +40,13 @@ class SimConfig:
         batch_sessions: sessions served per batch (one user-tower forward and one ranker call);
             a batch sees the recommenders' state at its first session.
         progress: show a progress bar over the simulated days.
+        fresh_notes_per_day: brand-new notes published every simulated day (pre-period and
+            experiment), drawn from the data generator and added to both arms at their publication
+            time (treatment with its tags, control with its category); 0 disables them.
+        cold_start_days: an impression is cold-start when its note was published during the
+            simulation less than this many days before it (the ``pv_ctr_cold_start`` segment);
+            without fresh notes, cold start falls back to the catalog's notes published after the
+            training cutoff.
     """
 
     days: int = 7
@@ -55,6 +62,8 @@ class SimConfig:
     ranker: RankerConfig = field(default_factory=RankerConfig)
     batch_sessions: int = 64
     progress: bool = False
+    fresh_notes_per_day: int = 60
+    cold_start_days: float = 3.0
 
     def __post_init__(self) -> None:
         _int_at_least("days", self.days, 1)
@@ -73,6 +82,15 @@ class SimConfig:
             )
         _int_at_least("seed", self.seed, 0)
         _int_at_least("batch_sessions", self.batch_sessions, 1)
+        _int_at_least("fresh_notes_per_day", self.fresh_notes_per_day, 0)
+        if self.fresh_notes_per_day > 10_000:
+            raise ConfigError(
+                f"fresh_notes_per_day: got {self.fresh_notes_per_day!r}; expected an integer in [0, 10000]"
+            )
+        if isinstance(self.cold_start_days, bool) or not (
+            isinstance(self.cold_start_days, int | float) and 0 < self.cold_start_days <= 365
+        ):
+            raise ConfigError(f"cold_start_days: got {self.cold_start_days!r}; expected a number in (0, 365]")
         if self.treatment_tags not in TREATMENT_TAG_SOURCES:
             raise ConfigError(
                 f"treatment_tags: got {self.treatment_tags!r}; expected one of {', '.join(TREATMENT_TAG_SOURCES)}"

@@ -2,7 +2,8 @@
 
 Day 0 starts at the first UTC midnight after the run's last interaction. Days ``0 .. pre_days-1`` are the
 pre-period (everyone served by control), the next ``days`` the experiment (each user served by
-their arm). Every event is fed to both arms' recommenders, as a shared feature store would: note
+their arm). Each day's fresh notes (:mod:`ranking.simulate.fresh`) are added to both arms at their
+publication time, between session batches. Every event is fed to both arms' recommenders, as a shared feature store would: note
 impression/click counts are global, and a user's history holds whatever they engaged with.
 
 Randomness is keyed, not sequential: a user's sessions on a day and each session's responses draw
@@ -14,6 +15,7 @@ from __future__ import annotations
 
 import hashlib
 import logging
+from collections import deque
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -23,6 +25,7 @@ import pandas as pd
 
 from ranking.simulate.arms import Arm
 from ranking.simulate.config import SimConfig
+from ranking.simulate.fresh import FreshNote, Publisher
 from ranking.simulate.truth import ENGAGEMENTS, TrueModel
 
 __all__ = ["VARIANTS", "assign", "bucket", "run_sessions", "select_users"]
@@ -159,10 +162,16 @@ def run_sessions(
     cfg: SimConfig,
     start_s: float,
     on_day: Callable[[int], None] | None = None,
+    fresh: Publisher | None = None,
 ) -> pd.DataFrame:
     """Simulate ``pre_days + days`` days of sessions; returns the event log (one row per impression,
     click and engagement) with ``served_by`` (the arm that chose the slate), ``position`` and the
     true ``p_click`` of impressions.
+
+    ``is_cold_start``: with fresh notes, an impression of a note published during the simulation
+    less than ``cfg.cold_start_days`` before it (its clicks and engagements inherit the flag);
+    without (``fresh`` None or ``fresh_notes_per_day`` 0), the recommender's flag (catalog notes
+    published after the training cutoff).
 
     Sessions are served in time order, in batches of up to ``cfg.batch_sessions`` sessions of distinct
     users: a batch's slates come from the recommenders' state at its first session (as a serving
@@ -176,6 +185,7 @@ def run_sessions(
         cfg: settings.
         start_s: epoch seconds of day 0.
         on_day: called with the day number after each simulated day (progress).
+        fresh: publishes each day's new notes (None: no new notes).
     """
     from ranking.recommend import Filters
 
@@ -187,9 +197,12 @@ def run_sessions(
     recs = {name: arm.recommender for name, arm in arms.items()}
     shown: list[list[str]] = [[] for _ in users]
     logbook = _Log()
+    published: dict[str, float] | None = {} if fresh is not None and cfg.fresh_notes_per_day > 0 else None
     for day in range(cfg.pre_days + cfg.days):
+        pending = deque(fresh.draw(day) if published is not None and fresh is not None else [])
         sessions = _day_sessions(users, truth_idx, truth.activity, day, cfg, start_s)
         for batch in _batches(sessions, cfg.batch_sessions):
+            _publish(pending, batch[0][0], recs, note_truth, published)
             slates: dict[int, tuple[str, list[Any]]] = {}
             for arm in VARIANTS:
                 mine = [
@@ -211,11 +224,37 @@ def run_sessions(
                 t_user = int(truth_idx[i])
                 t_notes = np.fromiter((note_truth[r.note_id] for r in slate), np.int64, len(slate))
                 key = (cfg.seed, 2, day, t_user, j)
-                _serve(slate, users[i], t_user, t_notes, arm, ts, key, truth, recs, logbook)
+                if published is None:
+                    cold = [r.cold_start for r in slate]
+                else:
+                    horizon = cfg.cold_start_days * DAY_S
+                    cold = [ts - published.get(r.note_id, -np.inf) < horizon for r in slate]
+                _serve(slate, users[i], t_user, t_notes, arm, ts, cold, key, truth, recs, logbook)
                 shown[i].extend(r.note_id for r in slate)
+        _publish(pending, np.inf, recs, note_truth, published)
         if on_day is not None:
             on_day(day)
     return logbook.frame()
+
+
+def _publish(
+    pending: deque[FreshNote],
+    until_s: float,
+    recs: dict,
+    note_truth: dict[str, int],
+    published: dict[str, float] | None,
+) -> None:
+    """Add the pending notes published by ``until_s`` to every arm (treatment with its tags, control
+    with its category only) and advance the arms' serving clocks to their publication times."""
+    while pending and pending[0].created_s <= until_s:
+        note = pending.popleft()
+        for name, rec in recs.items():
+            tags = note.tags if name == "treatment" else ()
+            rec.add_note(note.note_id, note.category, tags, created_s=note.created_s)
+            rec.now_s = max(rec.now_s, note.created_s)
+        note_truth[note.note_id] = note.truth_index
+        if published is not None:
+            published[note.note_id] = note.created_s
 
 
 def _serve(
@@ -225,6 +264,7 @@ def _serve(
     t_notes: np.ndarray,
     arm: str,
     ts: float,
+    cold: list[bool],
     key: tuple[int, ...],
     truth: TrueModel,
     recs: dict,
@@ -239,18 +279,18 @@ def _serve(
     for pos, r in enumerate(slate):
         t_imp = ts + 0.001 * pos
         logbook.add(
-            uid, r.note_id, t_imp, "impression", arm, r.cold_start, pos, np.nan, float(resp.p_click[pos])
+            uid, r.note_id, t_imp, "impression", arm, cold[pos], pos, np.nan, float(resp.p_click[pos])
         )
         events.append((t_imp, pos, "impression", np.nan))
         if resp.click[pos]:
             t_click = t_imp + float(click_delay[pos])
             dwell = float(resp.dwell[pos])
-            logbook.add(uid, r.note_id, t_click, "click", arm, r.cold_start, pos, dwell, np.nan)
+            logbook.add(uid, r.note_id, t_click, "click", arm, cold[pos], pos, dwell, np.nan)
             events.append((t_click, pos, "click", dwell))
             for e, name in enumerate(ENGAGEMENTS):
                 if resp.engaged[pos, e]:
                     t_e = t_click + float(engage_frac[pos, e]) * dwell
-                    logbook.add(uid, r.note_id, t_e, name, arm, r.cold_start, pos, np.nan, np.nan)
+                    logbook.add(uid, r.note_id, t_e, name, arm, cold[pos], pos, np.nan, np.nan)
                     events.append((t_e, pos, name, np.nan))
     events.sort(key=lambda x: (x[0], x[1]))
     for t, pos, name, _ in events:

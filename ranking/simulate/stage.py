@@ -4,6 +4,8 @@ Output folder (default RUN/ab_sim/; every file written atomically, manifest.json
 
     events.parquet       event log in ab_analysis's input format (user_id, note_id, ts, event,
                          dwell_seconds, is_cold_start) + served_by, position, p_click; pre-period too
+                         (is_cold_start: a note published during the simulation < cold_start_days
+                         before the impression; see ranking.simulate.engine.run_sessions)
     assignments.parquet  user_id, experiment, variant, assigned_at + pre-period covariates (pre_*)
                          and user_segment
     users.parquet        the aggregated user-level table (what the report analysed)
@@ -33,6 +35,7 @@ from features.errors import ConfigError
 from features.io import RunDir, atomic_path, write_json, write_parquet
 from ranking.simulate.config import SimConfig
 from ranking.simulate.engine import DAY_S, assign, run_sessions, select_users
+from ranking.simulate.fresh import FRESH_PREFIX
 
 __all__ = ["METRIC_NAMES", "SIMULATION_LABEL", "simulate_stage"]
 
@@ -170,7 +173,10 @@ def simulate_stage(
             cfg.pre_days,
             cfg.days,
         )
-        events = _simulate(arms, truth, users, variants, cfg, start_s)
+        fresh, fresh_info = _publisher(run, truth, arms, cfg, start_s)
+        events = _simulate(arms, truth, users, variants, cfg, start_s, fresh)
+        if fresh is not None:
+            fresh_info |= {"published": fresh.published, "tag_seconds": round(fresh.tag_seconds, 2)}
         t_simulated, c_simulated = time.perf_counter(), time.process_time()
 
         seg = run.read_table("users")
@@ -204,6 +210,7 @@ def simulate_stage(
         t_done, c_done = time.perf_counter(), time.process_time()
 
         figures = _summary(report, plain, cfg, arms, events, assignments, out_dir, users)
+        figures["fresh_notes"] = fresh_info
         figures["seconds"] = {
             "train": round(t_trained - t_start, 2),
             "simulate": round(t_simulated - t_trained, 2),
@@ -224,8 +231,31 @@ def simulate_stage(
         torch.set_num_threads(old_threads)
 
 
+def _publisher(run: RunDir, truth: Any, arms: dict, cfg: SimConfig, start_s: float) -> tuple[Any, dict]:
+    """The fresh-note publisher (None when disabled) and its description for the summary."""
+    from ranking.simulate.fresh import Publisher, fresh_tag_source
+
+    if cfg.fresh_notes_per_day == 0:
+        info = {"per_day": 0, "cold_start": "catalog notes published after the training cutoff"}
+        return None, info
+    source, tag_fn = fresh_tag_source(run, arms["treatment"].description["tag_source"])
+    info = {
+        "per_day": cfg.fresh_notes_per_day,
+        "treatment_tags": source,
+        "control_tags": "none (category only)",
+        "cold_start": f"notes published during the simulation, < {cfg.cold_start_days:g} days before the impression",
+    }
+    return Publisher(truth, tag_fn, cfg, start_s), info
+
+
 def _simulate(
-    arms: dict, truth: Any, users: list[str], variants: dict[str, str], cfg: SimConfig, start_s: float
+    arms: dict,
+    truth: Any,
+    users: list[str],
+    variants: dict[str, str],
+    cfg: SimConfig,
+    start_s: float,
+    fresh: Any = None,
 ) -> pd.DataFrame:
     from tqdm.auto import tqdm
 
@@ -237,7 +267,9 @@ def _simulate(
         leave=False,
     )
     try:
-        events = run_sessions(arms, truth, users, variants, cfg, start_s, on_day=lambda _day: bar.update(1))
+        events = run_sessions(
+            arms, truth, users, variants, cfg, start_s, on_day=lambda _day: bar.update(1), fresh=fresh
+        )
     finally:
         bar.close()
     log.info(
@@ -308,6 +340,9 @@ def _summary(
         "events": len(events),
         "experiment_impressions": len(imp),
         "cold_start_impression_share": _num(float(imp["is_cold_start"].mean())) if len(imp) else None,
+        "fresh_impression_share": _num(float(imp["note_id"].str.startswith(FRESH_PREFIX).mean()))
+        if len(imp)
+        else None,
         "report": str(out_dir / "report.json"),
         "html": str(out_dir / "report.html"),
     }

@@ -31,7 +31,7 @@ from features.datasets.synthetic.behavior import (
 )
 from features.datasets.synthetic.notes import NotesResult, make_notes
 from features.datasets.synthetic.sizes import resolve_config
-from features.datasets.synthetic.taxonomy import build_taxonomy, value_popularity
+from features.datasets.synthetic.taxonomy import Taxonomy, build_taxonomy, value_popularity
 from features.errors import ConfigError
 from features.io import RunDir
 
@@ -67,7 +67,8 @@ class Responses:
 
 @dataclass
 class TrueModel:
-    """The generator's users and notes, and its response model."""
+    """The generator's users and notes (the run's, then any published during the simulation), and
+    its response model."""
 
     users: UsersResult
     notes: NotesResult
@@ -75,6 +76,8 @@ class TrueModel:
     params: BehaviorParams
     user_index: pd.Index
     note_index: pd.Index
+    taxonomy: Taxonomy
+    popularity: np.ndarray
 
     def user(self, user_ids: pd.Index | list[str] | np.ndarray) -> np.ndarray:
         """Generator user indices of ``user_ids`` (-1 for unknown ids)."""
@@ -83,6 +86,20 @@ class TrueModel:
     def note(self, note_ids: list[str] | np.ndarray) -> np.ndarray:
         """Generator note indices of ``note_ids`` (-1 for unknown ids)."""
         return np.asarray(self.note_index.get_indexer(list(note_ids)), dtype=np.int64)
+
+    def add_notes(self, new: NotesResult) -> None:
+        """Append notes drawn during the simulation (:func:`~features.datasets.synthetic.notes.draw_notes`)
+        so that :meth:`respond` answers them like the run's own notes."""
+        n = self.notes
+        self.notes = NotesResult(
+            pd.concat([n.notes, new.notes], ignore_index=True),
+            pd.concat([n.attributes, new.attributes], ignore_index=True),
+            np.concatenate([n.category, new.category]),
+            np.concatenate([n.created_us, new.created_us]),
+            np.concatenate([n.quality, new.quality]),
+            np.concatenate([n.attr_vids, new.attr_vids]),
+        )
+        self.note_index = self.note_index.append(pd.Index(new.notes["note_id"].astype(str)))
 
     @property
     def activity(self) -> np.ndarray:
@@ -174,6 +191,8 @@ def load_truth(run: RunDir) -> TrueModel:
         BehaviorParams(),
         pd.Index(users.users["user_id"].astype(str)),
         pd.Index(notes.notes["note_id"].astype(str)),
+        taxonomy,
+        popularity,
     )
 
 

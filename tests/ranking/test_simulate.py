@@ -30,6 +30,8 @@ FAST = SimConfig(
     treatment_tags="ground_truth",
     retrieval=TrainConfig(epochs=1),
     ranker=RankerConfig(n_estimators=15),
+    fresh_notes_per_day=12,
+    cold_start_days=1.5,
 )
 
 
@@ -66,6 +68,11 @@ def stage(tiny_run: Path) -> dict:
         ("treatment_tags", {"treatment_tags": "llm"}),
         ("experiment", {"experiment": " "}),
         ("batch_sessions", {"batch_sessions": 0}),
+        ("fresh_notes_per_day", {"fresh_notes_per_day": -1}),
+        ("fresh_notes_per_day", {"fresh_notes_per_day": 2.5}),
+        ("fresh_notes_per_day", {"fresh_notes_per_day": 20_000}),
+        ("cold_start_days", {"cold_start_days": 0}),
+        ("cold_start_days", {"cold_start_days": "3"}),
         ("retrieval", {"retrieval": {"epochs": 1}}),
     ],
 )
@@ -150,6 +157,15 @@ def test_batched_recommend_equals_single_requests(tiny_run: Path) -> None:
         assert not set(f.exclude_note_ids) & {r.note_id for r in got}
     with pytest.raises(ConfigError, match=r"^k: "):
         rec.recommend_many(users, 0)
+    # ... and after notes are published live (as the simulator adds fresh notes)
+    cat = rec.catalog.categories[0]
+    tags = [(t, "x", 1.0) for t in list(rec.catalog.vocab)[:3]]
+    for i in range(5):
+        rec.add_note(f"sim-test-{i}", cat, tags[: i % 4], created_s=rec.now_s + i)
+    batch = rec.recommend_many(users, 5, candidates=rec.num_notes)
+    for u, got in zip(users, batch, strict=True):
+        single = rec.recommend(u, 5, candidates=rec.num_notes)
+        assert [r.note_id for r in got] == [r.note_id for r in single]
 
 
 def test_treatment_falls_back_from_missing_student_tags(
@@ -161,6 +177,85 @@ def test_treatment_falls_back_from_missing_student_tags(
         assert resolve_treatment_tags(RunDir(tiny_run), "student") == "ground_truth"
     assert "no student tags" in caplog.text
     assert resolve_treatment_tags(RunDir(tiny_run), "ground_truth") == "ground_truth"
+
+
+# ---- fresh notes --------------------------------------------------------------------------------
+
+
+def test_fresh_notes_are_drawn_like_the_generators(tiny_run: Path) -> None:
+    from ranking.simulate.fresh import Publisher, truth_tags
+    from ranking.simulate.truth import load_truth
+
+    truth = load_truth(RunDir(tiny_run))
+    n0 = len(truth.note_index)
+    pub = Publisher(truth, truth_tags, FAST, start_s=1.77e9)
+    day1 = pub.draw(1)
+    assert len(day1) == FAST.fresh_notes_per_day and len(truth.note_index) == n0 + len(day1)
+    assert [f.created_s for f in day1] == sorted(f.created_s for f in day1)
+    assert all(1.77e9 + 86_400 <= f.created_s < 1.77e9 + 2 * 86_400 for f in day1)
+    assert all(f.tags and all(":" in t for t, _, _ in f.tags) for f in day1)
+    rows = truth.notes.notes.iloc[n0:]
+    assert rows["title"].str.len().gt(0).all() and rows["body"].str.len().gt(20).all()
+    assert set(rows["category"]) <= set(truth.taxonomy.category_names)
+    assert (truth.note([f.note_id for f in day1]) == [f.truth_index for f in day1]).all()
+    # the response model answers them like catalog notes
+    p = truth.respond(0, np.array([f.truth_index for f in day1]), np.random.default_rng(0)).p_click
+    assert ((p > 0) & (p < 1)).all()
+    # deterministic by (seed, day)
+    again = Publisher(load_truth(RunDir(tiny_run)), truth_tags, FAST, start_s=1.77e9).draw(1)
+    assert again == day1
+
+
+def test_fresh_tags_come_from_the_tagger_on_the_text(
+    tiny_run: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    from ranking.simulate.fresh import fresh_tag_source, tagger_tags
+    from tagging.types import Tag, TagResult
+
+    class TitleTagger:  # a test double: the first title word as a tag
+        name, version = "title", "0"
+
+        def __init__(self) -> None:
+            self.calls = 0
+
+        def tag(self, notes: list) -> list[TagResult]:
+            self.calls += 1
+            return [TagResult(n.note_id, (Tag(n.title.split()[0].lower(), "word", 0.5),)) for n in notes]
+
+    notes = RunDir(tiny_run).read_table("notes").head(4)
+    double = TitleTagger()
+    got = tagger_tags(double)(notes, pd.DataFrame())
+    assert double.calls == 1 and got == [[(t.split()[0].lower(), "word", 0.5)] for t in notes["title"]]
+    with caplog.at_level(logging.WARNING):
+        source, _ = fresh_tag_source(RunDir(tiny_run), "student")  # the tiny run has no student
+    assert source.startswith("ground_truth (fallback") and "no student model" in caplog.text
+
+
+def test_fresh_notes_reach_slates_and_the_cold_start_segment(tiny_run: Path, stage: dict) -> None:
+    ev = pd.read_parquet(tiny_run / "ab_sim" / "events.parquet")
+    fresh = ev["note_id"].str.startswith("sim")
+    imp = ev["event"] == "impression"
+    assert (fresh & imp).any() and (fresh & (ev["event"] == "click")).any()
+    assert set(ev.loc[fresh, "served_by"]) == {"control", "treatment"}
+    # cold start = a fresh note shown < cold_start_days after its publication
+    day = ev.loc[fresh, "note_id"].str.slice(3, 6).astype(int)
+    start = pd.Timestamp(json.loads((tiny_run / "ab_sim" / "manifest.json").read_text())["days"]["start"])
+    age_days = (ev.loc[fresh, "ts"] - start).dt.total_seconds() / 86_400 - day
+    assert (age_days >= 0).all()
+    assert ev.loc[~fresh, "is_cold_start"].sum() == 0
+    old = age_days >= FAST.cold_start_days + 1  # published on or after its day's start
+    assert not ev.loc[fresh, "is_cold_start"][old].any()
+    assert ev.loc[fresh, "is_cold_start"][age_days < FAST.cold_start_days - 1].all()
+    assert stage["fresh_notes"]["published"] == FAST.fresh_notes_per_day * (FAST.days + FAST.pre_days)
+    assert stage["fresh_notes"]["treatment_tags"] == "ground_truth"
+    assert 0 < stage["fresh_impression_share"] < 1
+
+
+def test_without_fresh_notes_cold_start_is_the_catalogs(tiny_run: Path, tmp_path: Path) -> None:
+    figures = simulate_stage(tiny_run, replace(FAST, fresh_notes_per_day=0, days=1), out=tmp_path / "none")
+    ev = pd.read_parquet(tmp_path / "none" / "events.parquet")
+    assert not ev["note_id"].str.startswith("sim").any() and ev["is_cold_start"].any()
+    assert figures["fresh_notes"]["per_day"] == 0
 
 
 # ---- the stage ----------------------------------------------------------------------------------

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import logging
 import random
+from collections.abc import Sequence
 from dataclasses import dataclass
 from itertools import accumulate
 
@@ -17,7 +18,7 @@ from features.datasets.synthetic.render import CHANNELS, RenderParams, render_no
 from features.datasets.synthetic.sizes import GeneratorConfig
 from features.datasets.synthetic.taxonomy import Taxonomy, Value
 
-__all__ = ["MAX_ATTRIBUTES", "NoteParams", "NotesResult", "make_notes", "us_to_utc"]
+__all__ = ["MAX_ATTRIBUTES", "NoteParams", "NotesResult", "draw_notes", "make_notes", "us_to_utc"]
 
 log = logging.getLogger(__name__)
 
@@ -149,17 +150,96 @@ def make_notes(
     author, category, created, quality = _sample_meta(
         cfg, len(taxonomy.categories), params, rng, start_us, end_us
     )
-    cum_pop = {
+    note_ids = _id_strings("n", cfg.n_notes, 6)
+    author_ids = _id_strings("a", int(author.max()) + 1, 4)
+    result = _render(
+        taxonomy,
+        _cum_popularity(taxonomy, popularity),
+        note_ids,
+        author_ids[author],
+        category,
+        created,
+        quality,
+        params,
+        text_rng,
+        render_params,
+        progress=cfg.progress,
+    )
+    log.info("rendered %d notes by %d authors", len(result.notes), result.notes["author_id"].nunique())
+    return result
+
+
+def draw_notes(
+    taxonomy: Taxonomy,
+    popularity: np.ndarray,
+    note_ids: Sequence[str],
+    rng: np.random.Generator,
+    text_rng: random.Random,
+    start_us: int,
+    end_us: int,
+    *,
+    category_p: np.ndarray | None = None,
+    author_ids: Sequence[str] = ("",),
+    params: NoteParams | None = None,
+    render_params: RenderParams | None = None,
+) -> NotesResult:
+    """Draw extra notes like :func:`make_notes`'s (same attribute sampler, renderer and quality
+    distribution), published uniformly in ``[start_us, end_us)``: e.g. notes published after the
+    generated window. Does not touch :func:`make_notes`'s streams.
+
+    Args:
+        taxonomy, popularity: as :func:`make_notes`.
+        note_ids: ids of the new notes (their number is the number of notes drawn).
+        rng: numpy generator for categories, authors, times and quality.
+        text_rng: Python generator for attributes and text.
+        start_us, end_us: the publication window, microseconds since the epoch.
+        category_p: (C,) category probabilities in ``taxonomy.categories`` order (default uniform).
+        author_ids: authors to draw from uniformly.
+        params, render_params: as :func:`make_notes`.
+
+    Returns:
+        The notes in publication order, their ground-truth attributes and the behaviour arrays.
+    """
+    params = params or NoteParams()
+    n, n_cat = len(note_ids), len(taxonomy.categories)
+    category = rng.choice(n_cat, size=n, p=category_p).astype(np.int64)
+    author = np.asarray(author_ids, dtype=object)[rng.integers(len(author_ids), size=n)]
+    created = start_us + np.sort(rng.random(n) * (end_us - start_us)).astype(np.int64)
+    quality = rng.standard_normal(n)
+    ids = np.asarray(list(note_ids), dtype=object)
+    cum_pop = _cum_popularity(taxonomy, popularity)
+    return _render(
+        taxonomy, cum_pop, ids, author, category, created, quality, params, text_rng, render_params
+    )
+
+
+def _cum_popularity(taxonomy: Taxonomy, popularity: np.ndarray) -> dict[tuple[int, int], list[float]]:
+    return {
         (ci, di): list(accumulate(float(popularity[v.vid]) for v in dim.values))
         for ci, cat in enumerate(taxonomy.categories)
         for di, dim in enumerate(cat.dimensions)
     }
-    note_ids = _id_strings("n", cfg.n_notes, 6)
-    author_ids = _id_strings("a", int(author.max()) + 1, 4)
+
+
+def _render(
+    taxonomy: Taxonomy,
+    cum_pop: dict[tuple[int, int], list[float]],
+    note_ids: np.ndarray,
+    authors: np.ndarray,
+    category: np.ndarray,
+    created: np.ndarray,
+    quality: np.ndarray,
+    params: NoteParams,
+    text_rng: random.Random,
+    render_params: RenderParams | None,
+    progress: bool = False,
+) -> NotesResult:
+    """Sample each note's true attributes and render its text (one ``text_rng`` stream, note by note)."""
+    n = len(note_ids)
     titles, bodies, captions, tags = [], [], [], []
-    attr_vids = np.full((cfg.n_notes, MAX_ATTRIBUTES), -1, dtype=np.int64)
+    attr_vids = np.full((n, MAX_ATTRIBUTES), -1, dtype=np.int64)
     gt: dict[str, list[str]] = {"note_id": [], "category": [], "dimension": [], "value": [], "channel": []}
-    for i in tqdm(range(cfg.n_notes), desc="notes", disable=not cfg.progress, leave=False):
+    for i in tqdm(range(n), desc="notes", disable=not progress, leave=False):
         cat = taxonomy.categories[int(category[i])]
         attrs = _sample_attributes(taxonomy, int(category[i]), cum_pop, params, text_rng)
         note = render_note(cat, attrs, text_rng, render_params)
@@ -178,7 +258,7 @@ def make_notes(
     notes = pd.DataFrame(
         {
             "note_id": note_ids,
-            "author_id": author_ids[author],
+            "author_id": authors,
             "category": names[category],
             "title": titles,
             "body": bodies,
@@ -187,5 +267,4 @@ def make_notes(
             "reference_tags": tags,
         }
     )
-    log.info("rendered %d notes by %d authors", len(notes), notes["author_id"].nunique())
     return NotesResult(notes, pd.DataFrame(gt), category.astype(np.int64), created, quality, attr_vids)
