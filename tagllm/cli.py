@@ -82,8 +82,9 @@ def configure_logging(verbose: int, quiet: bool) -> None:
         datefmt="%H:%M:%S",
         stream=sys.stderr,
     )
-    if level > logging.DEBUG:  # matplotlib logs every categorical axis at INFO
-        logging.getLogger("matplotlib").setLevel(logging.WARNING)
+    if level > logging.DEBUG:  # chatty at INFO: matplotlib (every categorical axis), faiss (its loader)
+        for name in ("matplotlib", "faiss.loader"):
+            logging.getLogger(name).setLevel(logging.WARNING)
 
 
 @click.group(cls=LazyGroup, lazy=GROUPS, context_settings={"help_option_names": ["-h", "--help"]})

@@ -327,8 +327,7 @@ def _summary(
         + ("" if cfg.pre_days > 0 else " (off: no pre-period)"),
         "metrics": metrics,
         "headline": {
-            name: f"{_pct(m['lift'])} [{_pct(m['ci'][0])}, {_pct(m['ci'][1])}], p = "
-            + ("n/a" if m["p_value"] is None else f"{m['p_value']:.3g}")
+            name: f"{_pct(m['lift'])} [{_pct(m['ci'][0])}, {_pct(m['ci'][1])}], " + _p_text(m["p_value"])
             for name, m in metrics.items()
         },
         "true_ctr": {
@@ -382,3 +381,10 @@ def _manifest(
         f"{out_dir / 'assignments.parquet'} --metrics {out_dir / 'metrics.yaml'} --out DIR",
         "figures": figures,
     }
+
+
+def _p_text(p: float | None) -> str:
+    """``p = 0.0123``; ``p < 1e-06`` when it underflows to 0 (never print "p = 0")."""
+    if p is None:
+        return "p = n/a"
+    return "p < 1e-06" if p < 1e-6 else f"p = {p:.3g}"

@@ -363,3 +363,11 @@ def test_cli_help_and_usage_errors(tiny_run: Path) -> None:
     assert res.exit_code == 2 and "--days" in res.output
     res = CliRunner().invoke(simulate, ["--run", str(tiny_run), "--k", "20", "--candidates", "10"])
     assert res.exit_code == 2 and "--candidates" in res.output
+
+
+def test_headline_p_values_never_print_zero():
+    from ranking.simulate.stage import _p_text
+
+    assert _p_text(0.0) == "p < 1e-06"
+    assert _p_text(3.2e-4) == "p = 0.00032"
+    assert _p_text(None) == "p = n/a"
