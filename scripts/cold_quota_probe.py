@@ -39,6 +39,7 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--run", required=True, help="a run with RUN/retrieval/model.pt")
     parser.add_argument("--quotas", type=int, nargs="+", default=[0, 5, 10, 20], help="cold slots of 50")
+    parser.add_argument("--compare-category", action="store_true", help="also a category-only model")
     args = parser.parse_args(argv)
     if any(q < 0 for q in args.quotas):
         parser.error(f"--quotas: got {args.quotas}; expected integers >= 0")
@@ -54,10 +55,26 @@ def main(argv: list[str] | None = None) -> int:
     base = EmbeddingScorer(
         model.user_embeddings(test.users, model.data.cutoff_s), test.users, model.item_embeddings()
     )
-    rows = {}
-    for q in args.quotas:
-        r = evaluate_retrieval(QuotaScorer(base, model.data.cold, q), test, ks=(10, 50))
-        rows[str(q)] = {k: r[k] for k in ("warm_recall@50", "cold_recall@50", "warm_ndcg@10", "cold_ndcg@10")}
+    models = {f"tags:{model.data.catalog.tag_source}": base}
+    if args.compare_category:
+        from dataclasses import replace
+
+        from ranking.dataset import build_training_examples
+        from ranking.train_retrieval import train
+
+        data, examples = build_training_examples(model.data)
+        cat = train(data, examples, replace(model.config, feature_set="category"))
+        models["category"] = EmbeddingScorer(
+            cat.user_embeddings(test.users, data.cutoff_s), test.users, cat.item_embeddings()
+        )
+    rows: dict[str, dict[str, Any]] = {}
+    for name, scorer in models.items():
+        rows[name] = {}
+        for q in args.quotas:
+            r = evaluate_retrieval(QuotaScorer(scorer, model.data.cold, q), test, ks=(10, 50))
+            rows[name][str(q)] = {
+                k: r[k] for k in ("warm_recall@50", "cold_recall@50", "warm_ndcg@10", "cold_ndcg@10")
+            }
     out = {
         "run": args.run,
         "pool": "all",
