@@ -160,6 +160,18 @@ def load_ranker(run_dir: str | Path) -> Any:
     return Ranker(booster, tuple(booster.feature_name()), RankerConfig())
 
 
+def _top_exact(
+    items: np.ndarray, q: np.ndarray, allowed: np.ndarray, n: int
+) -> tuple[np.ndarray, np.ndarray]:
+    """The ``n`` best of ``allowed`` note indices by ``items @ q``, best first (one mat-vec)."""
+    if not len(allowed) or n < 1:
+        return np.zeros(0, np.int64), np.zeros(0, np.float32)
+    s = items[allowed] @ q
+    top = np.argpartition(-s, n - 1)[:n] if len(s) > n else np.arange(len(s))
+    top = top[np.argsort(-s[top], kind="stable")]
+    return allowed[top].astype(np.int64), s[top].astype(np.float32)
+
+
 def _file_version(*paths: Path) -> str:
     h = hashlib.sha256()
     for p in paths:
@@ -188,6 +200,10 @@ class Recommender:
         history_len: engagements kept per user (the user tower reads the last ``tower_history``).
         tower_history: engagements the user tower reads.
         version: a model version string for responses.
+        cold_candidates: a cold-start channel — this many extra candidates per request from the
+            cold-start notes (published after the training cutoff or added live), scored by the same
+            towers, so the ranker sees fresh notes even where warm notes' id embeddings outscore them
+            (0 = off; docs/benchmarks.md "Probe: a cold-start quota").
     """
 
     def __init__(
@@ -200,6 +216,7 @@ class Recommender:
         history_len: int = 50,
         tower_history: int = 30,
         version: str = "",
+        cold_candidates: int = 0,
     ) -> None:
         import torch
 
@@ -212,6 +229,9 @@ class Recommender:
         self.version = version or "in-memory"
         self.history_len = max(history_len, tower_history)
         self.tower_history = tower_history
+        if not isinstance(cold_candidates, int) or cold_candidates < 0:
+            raise ConfigError(f"cold_candidates: got {cold_candidates!r}; expected an integer >= 0")
+        self.cold_candidates = cold_candidates
         self.data: RunData = model.data
         self._tag_dim_cache: np.ndarray | None = None
         # Our own note-id map: add_note grows it in place.
@@ -267,14 +287,19 @@ class Recommender:
 
     @classmethod
     def from_run(
-        cls, run_dir: str | Path, *, index_kind: str = "exact", use_ranker: bool = True
+        cls,
+        run_dir: str | Path,
+        *,
+        index_kind: str = "exact",
+        use_ranker: bool = True,
+        cold_candidates: int = 0,
     ) -> Recommender:
         """Load the run's retrieval model (RUN/retrieval/model.pt) and ranker (RUN/ranker/model.txt)."""
         run = RunDir(run_dir).require()
         model = load_retrieval(run.path)
         ranker = load_ranker(run.path) if use_ranker else None
         version = _file_version(run.path / "retrieval" / "model.pt", run.path / "ranker" / "model.txt")
-        return cls(model, ranker, index_kind=index_kind, version=version)
+        return cls(model, ranker, index_kind=index_kind, version=version, cold_candidates=cold_candidates)
 
     # ---- lookups -------------------------------------------------------------------------------
 
@@ -459,23 +484,30 @@ class Recommender:
         return mask
 
     def retrieve(self, user_id: str, n: int, filters: Filters | None = None) -> tuple[np.ndarray, np.ndarray]:
-        """Top ``n`` (note indices, retrieval scores) for a user under ``filters``."""
+        """Top ``n`` (note indices, retrieval scores) for a user under ``filters``, plus up to
+        ``cold_candidates`` cold-start notes not among them (the cold-start channel)."""
         if n < 1:
             raise ConfigError(f"candidates: got {n!r}; expected an integer >= 1")
         filters = filters or Filters()
         u = self._user(user_id)
         q = self._user_vec(u)
         mask = self._mask(u, filters)
+        notes, scores = self._search(q, mask, filters, n)
+        if self.cold_candidates and not filters.cold_start_only:
+            cold = self._cold.copy() if mask is None else mask & self._cold
+            cold[notes] = False
+            extra, extra_scores = _top_exact(self.items, q, np.flatnonzero(cold), self.cold_candidates)
+            notes = np.concatenate([notes, extra])
+            scores = np.concatenate([scores, extra_scores])
+        return notes, scores
+
+    def _search(
+        self, q: np.ndarray, mask: np.ndarray | None, filters: Filters, n: int
+    ) -> tuple[np.ndarray, np.ndarray]:
         total = self.num_notes
         if mask is not None and filters.restrictive:
             # A selective filter: score the allowed notes exactly (one mat-vec) rather than over-fetch.
-            allowed = np.flatnonzero(mask)
-            if not len(allowed):
-                return np.zeros(0, np.int64), np.zeros(0, np.float32)
-            s = self.items[allowed] @ q
-            top = np.argpartition(-s, min(n, len(s)) - 1)[:n] if len(s) > n else np.arange(len(s))
-            top = top[np.argsort(-s[top], kind="stable")]
-            return allowed[top], s[top].astype(np.float32)
+            return _top_exact(self.items, q, np.flatnonzero(mask), n)
         excluded = 0 if mask is None else total - int(mask.sum())
         fetch = min(total, n + excluded)
         scores, rows = self.index.index.search(np.ascontiguousarray(q[None, :], dtype=np.float32), fetch)

@@ -86,6 +86,7 @@ class ServerConfig:
         student_model: the TagNotes student model folder (default RUN/student/model).
         index_kind: ANN index (``exact``, ``ivf``, ``hnsw``).
         use_ranker: rank with the LightGBM ranker when the run has one.
+        cold_candidates: extra Recommend candidates from cold-start notes (the cold-start channel; 0 = off).
         limits: per-call limits (YAML: the :class:`~ranking.service.Limits` field names at top level).
     """
 
@@ -107,6 +108,7 @@ class ServerConfig:
     student_model: Path | None = None
     index_kind: str = "exact"
     use_ranker: bool = True
+    cold_candidates: int = 0
     limits: Limits = field(default_factory=Limits)
 
     def __post_init__(self) -> None:
@@ -442,7 +444,7 @@ async def start_server(
     torch.set_num_threads(1)
     token = resolve_token(cfg)
     rec = recommender or Recommender.from_run(
-        cfg.run_dir, index_kind=cfg.index_kind, use_ranker=cfg.use_ranker
+        cfg.run_dir, index_kind=cfg.index_kind, use_ranker=cfg.use_ranker, cold_candidates=cfg.cold_candidates
     )
     sink = _feature_sink(cfg) if features is _DEFAULT else features
     problem = "the server was started without a tagger"

@@ -58,6 +58,11 @@ _PATH = click.Path(path_type=Path)
 )
 @click.option("--ranker/--no-ranker", "use_ranker", default=None, help="Rank with the LightGBM ranker.")
 @click.option(
+    "--cold-candidates",
+    type=click.IntRange(min=0),
+    help="Extra Recommend candidates from cold-start notes (cold-start channel).  [default: 0 = off]",
+)
+@click.option(
     "--access-log/--no-access-log", default=True, show_default=True, help="One JSON line per request."
 )
 def serve(config_path: Path | None, access_log: bool, **flags: Any) -> None:

@@ -129,3 +129,35 @@ def test_observe_updates_history_and_counts(rec):
         n_hist + 1, rec.history_len
     )
     assert note not in [r.note_id for r in rec.recommend(user, k=50)]
+
+
+def test_cold_start_channel_adds_cold_candidates(rec):
+    """cold_candidates: extra candidates from cold notes the main search missed; state untouched."""
+    user = rec.user_ids()[5]
+    main, _ = rec.retrieve(user, 10)
+    cold_before = rec._cold.copy()
+    rec.cold_candidates = 5
+    try:
+        notes, scores = rec.retrieve(user, 10)
+    finally:
+        rec.cold_candidates = 0
+    assert np.array_equal(notes[:10], main)
+    extra = notes[10:]
+    assert 0 < len(extra) <= 5
+    assert rec._cold[extra].all() and not set(extra) & set(main)
+    assert np.all(np.diff(scores[10:]) <= 1e-6)  # the channel's own order: best first
+    assert np.array_equal(rec._cold, cold_before)
+    # Only cold notes asked for: the channel adds nothing (the main search is already cold-only).
+    rec.cold_candidates = 5
+    try:
+        only, _ = rec.retrieve(user, 10, Filters(cold_start_only=True))
+    finally:
+        rec.cold_candidates = 0
+    assert len(only) <= 10
+
+
+def test_cold_candidates_must_be_a_count(trained):
+    from ranking.recommend import Recommender
+
+    with pytest.raises(ConfigError, match="cold_candidates"):
+        Recommender(trained[0], None, cold_candidates=-1)

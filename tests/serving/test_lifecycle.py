@@ -15,11 +15,11 @@ from pathlib import Path
 import grpc
 import pytest
 from click.testing import CliRunner
-from conftest import TitleTagger, start
 
 from features.errors import ConfigError
 from ranking.client import TagLLMClient, TagLLMClientError
 from tagllm.cli import cli
+from tests.serving.conftest import TitleTagger, start
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -177,9 +177,8 @@ def test_config_mapping_validation(tmp_path):
 
 
 def test_port_in_use_is_a_clear_startup_error(server, serving_run):
-    from conftest import LoopThread
-
     from ranking.server import start_server
+    from tests.serving.conftest import LoopThread
 
     loop = LoopThread()
     try:

@@ -23,9 +23,9 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from conftest import TitleTagger, start
 
 from ranking.client import TagLLMClient, TagLLMClientError
+from tests.serving.conftest import TitleTagger, start
 
 POOL = 32  # TagNotes note ids: the first call adds each, later calls re-tag it
 
