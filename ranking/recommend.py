@@ -204,6 +204,8 @@ class Recommender:
             cold-start notes (published after the training cutoff or added live), scored by the same
             towers, so the ranker sees fresh notes even where warm notes' id embeddings outscore them
             (0 = off; docs/benchmarks.md "Probe: a cold-start quota").
+        explain: False leaves ``reasons`` empty (callers that never show them, e.g. the simulator,
+            skip a profile lookup per returned note).
     """
 
     def __init__(
@@ -217,6 +219,7 @@ class Recommender:
         tower_history: int = 30,
         version: str = "",
         cold_candidates: int = 0,
+        explain: bool = True,
     ) -> None:
         import torch
 
@@ -232,6 +235,7 @@ class Recommender:
         if not isinstance(cold_candidates, int) or cold_candidates < 0:
             raise ConfigError(f"cold_candidates: got {cold_candidates!r}; expected an integer >= 0")
         self.cold_candidates = cold_candidates
+        self.explain = explain
         self.data: RunData = model.data
         self._tag_dim_cache: np.ndarray | None = None
         # Our own note-id map: add_note grows it in place.
@@ -518,31 +522,42 @@ class Recommender:
         return rows[keep][:n].astype(np.int64), scores[keep][:n].astype(np.float32)
 
     def _score(self, u: int, notes: np.ndarray, retrieval_scores: np.ndarray) -> np.ndarray:
+        return self._score_many([u], np.array([len(notes)], np.int64), notes, retrieval_scores)
+
+    def _score_many(
+        self, users: list[int], lens: np.ndarray, notes: np.ndarray, retrieval_scores: np.ndarray
+    ) -> np.ndarray:
+        """Ranker scores of ``notes`` (``lens[i]`` consecutive candidates for ``users[i]``)."""
         if self.ranker is None or not len(notes):
             return retrieval_scores.astype(np.float64)
         from ranking.ranker import feature_columns
 
-        one = self._examples([u], self.history_len)
+        hist = self._examples(users, self.history_len)
+        shared = len(users) == 1  # one user: their profile is built once, not per candidate
+        rows = np.repeat(np.arange(len(users)), lens)
+        ex = hist if shared else hist.take(rows)
         n = len(notes)
         ex = Examples(
-            user=np.full(n, u, np.int64),
+            user=np.asarray(users, np.int64)[rows],
             note=notes.astype(np.int64),
             ts=np.full(n, self.now_s),
             label=np.ones(n, np.float32),
-            hist_ptr=one.hist_ptr,
-            hist_note=one.hist_note,
-            hist_weight=one.hist_weight,
+            hist_ptr=ex.hist_ptr,
+            hist_note=ex.hist_note,
+            hist_weight=ex.hist_weight,
         )
         columns = feature_columns(
             self.data,
             ex,
             note_stats=(self._impressions, self._clicks),
             retrieval_scores=retrieval_scores,
-            shared_history=True,
+            shared_history=shared,
         )
         return self.ranker.predict_columns(columns)
 
     def _reasons(self, u: int, n: int, limit: int = 3) -> tuple[str, ...]:
+        if not self.explain:
+            return ()
         prof = self._profile(u)
         c = self.catalog
         tags = c.tag_vals[c.tag_ptr[n] : c.tag_ptr[n + 1]].tolist()
@@ -580,6 +595,50 @@ class Recommender:
         u = self._user(user_id)
         notes, rscores = self.retrieve(user_id, max(candidates, k), filters)
         return self._results(u, notes, rscores, self._score(u, notes, rscores), k)
+
+    def recommend_many(
+        self,
+        user_ids: Sequence[str],
+        k: int,
+        *,
+        candidates: int = 300,
+        filters: Sequence[Filters | None] | None = None,
+    ) -> list[list[Recommendation]]:
+        """:meth:`recommend` for several distinct users at once: one user-tower forward for the users
+        whose history changed and one ranker call for all candidates (the same slates as per-user
+        calls on the same state).
+
+        Args:
+            user_ids: the users.
+            k: notes per user.
+            candidates: retrieval candidates per user.
+            filters: one per user (None = default filters).
+
+        Raises:
+            ConfigError: ``k`` < 1, or ``filters`` of another length. NotFoundError: an unknown user.
+        """
+        if not isinstance(k, int) or k < 1:
+            raise ConfigError(f"k: got {k!r}; expected an integer >= 1")
+        if not user_ids:
+            return []
+        per_user = list(filters) if filters is not None else [None] * len(user_ids)
+        if len(per_user) != len(user_ids):
+            raise ConfigError(f"filters: got {len(per_user)}; expected one per user ({len(user_ids)})")
+        users = [self._user(u) for u in user_ids]
+        stale = [u for u in users if self._users[u].embedding is None]
+        if stale:
+            for u, v in zip(stale, self._embed_users(np.asarray(stale, np.int64)), strict=True):
+                self._users[u].embedding = v
+        found = [self.retrieve(uid, max(candidates, k), f) for uid, f in zip(user_ids, per_user, strict=True)]
+        lens = np.array([len(n) for n, _ in found], np.int64)
+        notes = np.concatenate([n for n, _ in found])
+        rscores = np.concatenate([s for _, s in found])
+        scores = self._score_many(users, lens, notes, rscores)
+        out, lo = [], 0
+        for u, n in zip(users, lens.tolist(), strict=True):
+            out.append(self._results(u, notes[lo : lo + n], rscores[lo : lo + n], scores[lo : lo + n], k))
+            lo += n
+        return out
 
     def rank(self, user_id: str, note_ids: Sequence[str]) -> list[Recommendation]:
         """Score the caller's candidates for ``user_id``, best first.
@@ -647,11 +706,8 @@ class Recommender:
         dim_ids: dict[str, int],
     ) -> None:
         c = self.catalog
-        index = c.index
-        if isinstance(index, dict):  # grow in place: copying a 100k-entry map per new note is wasteful
-            index[note_id] = c.num_notes
-        else:
-            index = {**index, note_id: c.num_notes}
+        index = c.index  # our own dict (made in __init__): grow it in place rather than copy it per note
+        index[note_id] = c.num_notes  # type: ignore[index]
         new = replace(
             c,
             note_ids=np.append(c.note_ids, note_id),

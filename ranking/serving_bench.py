@@ -518,6 +518,13 @@ def main(argv: list[str] | None = None) -> int:
     )
     args = parser.parse_args(argv)
     run = args.run.resolve()
+    missing = [
+        p for p in ("manifest.json", "retrieval/model.pt", "feast/registry.db") if not (run / p).exists()
+    ]
+    if missing:
+        parser.error(
+            f"--run {run}: missing {', '.join(missing)}; expected a copy of a finished `tagllm demo` run"
+        )
     from importlib.metadata import version
 
     result: dict[str, Any] = {

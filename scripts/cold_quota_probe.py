@@ -43,6 +43,12 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     if any(q < 0 for q in args.quotas):
         parser.error(f"--quotas: got {args.quotas}; expected integers >= 0")
+    from pathlib import Path
+
+    if not (Path(args.run) / "retrieval" / "model.pt").exists():
+        parser.error(
+            f"--run {args.run}: no retrieval/model.pt; train one with `tagllm train retrieval {args.run}`"
+        )
     import torch
 
     from ranking.evaluate import EmbeddingScorer, evaluate_retrieval, retrieval_test_set

@@ -50,7 +50,7 @@ def resolve_treatment_tags(run: RunDir, wanted: str) -> str:
 
 def _train_arm(name: str, data: RunData, feature_set: str, features: tuple[str, ...], cfg: SimConfig) -> Arm:
     from ranking.ranker import ranker_features, ranking_examples, train_ranker
-    from ranking.simulate.serving import BatchRecommender
+    from ranking.recommend import Recommender
     from ranking.train_retrieval import train
 
     t0 = time.perf_counter()
@@ -63,7 +63,7 @@ def _train_arm(name: str, data: RunData, feature_set: str, features: tuple[str, 
     scorer = train(data, early, tcfg)
     rex = ranking_examples(data, window_start, data.cutoff_s, replace(rcfg, seed=cfg.seed))
     ranker = train_ranker(ranker_features(data, rex, scorer), rex, replace(rcfg, seed=cfg.seed), features)
-    rec = BatchRecommender(serving, ranker, version=f"sim-{name}", explain=False)
+    rec = Recommender(serving, ranker, version=f"sim-{name}", explain=False)
     seconds = round(time.perf_counter() - t0, 2)
     log.info(
         "arm %s trained in %.1fs (%s tags, two-tower %s)", name, seconds, data.catalog.tag_source, feature_set

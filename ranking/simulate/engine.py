@@ -178,7 +178,7 @@ def run_sessions(
     fleet whose features refresh every few minutes), then its responses are fed back in time order.
 
     Args:
-        arms: ``control`` and ``treatment`` (their recommenders are BatchRecommenders).
+        arms: ``control`` and ``treatment`` (their recommenders answer batches with ``recommend_many``).
         truth: the synthetic users' response model.
         users: simulated user ids.
         variants: user id -> experiment variant.

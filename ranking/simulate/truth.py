@@ -13,25 +13,23 @@ functions (:func:`~features.datasets.synthetic.behavior.click_logit`, ``dwell_lo
 from __future__ import annotations
 
 import logging
-import random
 from dataclasses import dataclass
 
 import numpy as np
 import pandas as pd
 
-from features.datasets.synthetic import END, GENERATOR_VERSION
+from features.datasets.synthetic import GENERATOR_VERSION, make_population
 from features.datasets.synthetic.behavior import (
     BehaviorParams,
     UsersResult,
     click_logit,
     dwell_log_median,
     engagement_logit,
-    make_users,
     preference_match,
 )
-from features.datasets.synthetic.notes import NotesResult, make_notes
+from features.datasets.synthetic.notes import NotesResult
 from features.datasets.synthetic.sizes import resolve_config
-from features.datasets.synthetic.taxonomy import Taxonomy, build_taxonomy, value_popularity
+from features.datasets.synthetic.taxonomy import Taxonomy
 from features.errors import ConfigError
 from features.io import RunDir
 
@@ -41,7 +39,6 @@ log = logging.getLogger(__name__)
 
 #: Engagement events after a click, in the generator's order (``engagement_logit``'s ``event``).
 ENGAGEMENTS = ("like", "collect", "comment", "share")
-_DAY_US = 86_400 * 1_000_000
 
 
 def _sigmoid(x: np.ndarray) -> np.ndarray:
@@ -158,41 +155,19 @@ def load_truth(run: RunDir) -> TrueModel:
         n_users=opts.get("n_users"),
         days=opts.get("days"),
     )
-    # The same streams, in the same order, as features.datasets.synthetic.generate.
-    taxonomy = build_taxonomy()
-    streams = np.random.SeedSequence(cfg.seed).spawn(6)
-    end_us = int(END.value // 1_000)
-    start_us = end_us - cfg.days * _DAY_US
-    popularity = value_popularity(taxonomy, np.random.default_rng(streams[0]))
-    notes = make_notes(
-        cfg,
-        taxonomy,
-        popularity,
-        np.random.default_rng(streams[1]),
-        random.Random(int(streams[2].generate_state(1)[0])),
-        start_us,
-        end_us,
-    )
-    users = make_users(
-        cfg,
-        taxonomy,
-        popularity,
-        np.random.default_rng(streams[3]),
-        random.Random(int(streams[4].generate_state(1)[0])),
-        start_us,
-        end_us,
-    )
+    pop = make_population(cfg)
+    users, notes = pop.users, pop.notes
     _check(run, "user_preferences", users.preferences)
     _check(run, "note_attributes", notes.attributes)
     return TrueModel(
         users,
         notes,
-        len(taxonomy.values),
+        len(pop.taxonomy.values),
         BehaviorParams(),
         pd.Index(users.users["user_id"].astype(str)),
         pd.Index(notes.notes["note_id"].astype(str)),
-        taxonomy,
-        popularity,
+        pop.taxonomy,
+        pop.popularity,
     )
 
 

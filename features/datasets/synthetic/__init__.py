@@ -19,20 +19,21 @@ from __future__ import annotations
 import logging
 import random
 import time
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 import pandas as pd
 
 from features.datasets import Dataset
-from features.datasets.synthetic.behavior import make_interactions, make_users
-from features.datasets.synthetic.notes import make_notes
+from features.datasets.synthetic.behavior import UsersResult, make_interactions, make_users
+from features.datasets.synthetic.notes import NotesResult, make_notes
 from features.datasets.synthetic.phrases import BOILERPLATE
 from features.datasets.synthetic.sizes import OPTIONS, PRESETS, GeneratorConfig, resolve_config
-from features.datasets.synthetic.taxonomy import build_taxonomy, value_popularity
+from features.datasets.synthetic.taxonomy import Taxonomy, build_taxonomy, value_popularity
 from features.errors import ConfigError
 
-__all__ = ["END", "GENERATOR_VERSION", "PRESETS", "generate", "load"]
+__all__ = ["END", "GENERATOR_VERSION", "PRESETS", "Population", "generate", "load", "make_population"]
 
 log = logging.getLogger(__name__)
 
@@ -84,15 +85,33 @@ def load(
     return generate(cfg)
 
 
-def generate(cfg: GeneratorConfig) -> Dataset:
-    """Generate the community for a resolved config (see :func:`load` for the result)."""
-    began = time.perf_counter()
+@dataclass(frozen=True)
+class Population:
+    """Everything the generator draws before the interactions: the latent state of notes and users.
+
+    Attributes:
+        taxonomy, popularity: the attribute taxonomy and each value's popularity.
+        notes, users: notes and users with their true attributes / preferences and latent state.
+        start_us, end_us: the window, epoch microseconds.
+        interactions_rng: the random stream the interactions are drawn from.
+    """
+
+    taxonomy: Taxonomy
+    popularity: np.ndarray
+    notes: NotesResult
+    users: UsersResult
+    start_us: int
+    end_us: int
+    interactions_rng: np.random.Generator
+
+
+def make_population(cfg: GeneratorConfig) -> Population:
+    """Taxonomy, notes and users for ``cfg``: the same random streams, in the same order, as
+    :func:`generate` (the A/B simulator regenerates a run's latent state with it)."""
     taxonomy = build_taxonomy()
     streams = np.random.SeedSequence(cfg.seed).spawn(6)
     end_us = int(END.value // 1_000)
     start_us = end_us - cfg.days * _DAY_US
-    cutoff_us = end_us - int(min(COLD_START_DAYS, cfg.days / 4) * _DAY_US)
-
     popularity = value_popularity(taxonomy, np.random.default_rng(streams[0]))
     notes = make_notes(
         cfg,
@@ -112,9 +131,17 @@ def generate(cfg: GeneratorConfig) -> Dataset:
         start_us,
         end_us,
     )
-    interactions = make_interactions(
-        cfg, taxonomy, notes, users, np.random.default_rng(streams[5]), start_us, end_us
-    )
+    return Population(taxonomy, popularity, notes, users, start_us, end_us, np.random.default_rng(streams[5]))
+
+
+def generate(cfg: GeneratorConfig) -> Dataset:
+    """Generate the community for a resolved config (see :func:`load` for the result)."""
+    began = time.perf_counter()
+    pop = make_population(cfg)
+    taxonomy, notes, users = pop.taxonomy, pop.notes, pop.users
+    start_us, end_us = pop.start_us, pop.end_us
+    cutoff_us = end_us - int(min(COLD_START_DAYS, cfg.days / 4) * _DAY_US)
+    interactions = make_interactions(cfg, taxonomy, notes, users, pop.interactions_rng, start_us, end_us)
 
     cutoff = pd.Timestamp(cutoff_us * 1_000, tz="UTC")
     counts = interactions["event"].value_counts()
