@@ -49,6 +49,13 @@ def train() -> None:
     help="User tag bag from parquet history, or point in time from the run's Feast store "
     "(needs `tagllm features apply` + `materialize`).",
 )
+@click.option(
+    "--cold-quota",
+    type=click.IntRange(min=1, max=50),
+    default=10,
+    show_default=True,
+    help="In the `quota` evaluation pool: top-50 slots kept for cold-start notes.",
+)
 @click.option("--json", "as_json", is_flag=True)
 def retrieval_cmd(
     run_dir: str,
@@ -57,6 +64,7 @@ def retrieval_cmd(
     batch_size: int,
     no_peers: bool,
     feature_source: str,
+    cold_quota: int,
     as_json: bool,
 ) -> None:
     """Train two-tower models (ids, category, tags per source) on RUN_DIR and evaluate them."""
@@ -70,6 +78,7 @@ def retrieval_cmd(
         config=TrainConfig(epochs=epochs, batch_size=batch_size),
         peers=not no_peers,
         feature_source=feature_source,
+        cold_quota=cold_quota,
     )
     _print(figures, as_json)
 
@@ -97,7 +106,14 @@ def ranker_cmd(
 
 @click.command("eval")
 @click.argument("run_dir", type=click.Path(exists=True, file_okay=False))
-@click.option("--pool", type=click.Choice(["all", "segment", "both"]), default="both", show_default=True)
+@click.option(
+    "--pool",
+    type=click.Choice(["all", "segment", "quota", "every"]),
+    default="every",
+    show_default=True,
+    help="all = one shared pool; segment = cold notes among cold only; quota = shared pool with "
+    "cold-start slots (see `tagllm train retrieval --cold-quota`).",
+)
 @click.option("--json", "as_json", is_flag=True)
 def eval_group(run_dir: str, pool: str, as_json: bool) -> None:
     """Print the evaluation table written by `tagllm train retrieval` (warm/cold x ablations x peers)."""
@@ -110,7 +126,7 @@ def eval_group(run_dir: str, pool: str, as_json: bool) -> None:
     if not path.exists():
         raise NotFoundError(f"{path} does not exist; run `tagllm train retrieval {run_dir}` first")
     table = pd.read_parquet(path)
-    if pool != "both":
+    if pool != "every":
         table = table[table["pool"] == pool]
     cols = [
         c

@@ -11,6 +11,11 @@ Retrieval protocol (one place, so every model and peer is scored the same way):
   a segment counts that segment's positives in the shared top K;
 - ``pool="segment"``: warm positives ranked among warm notes, cold among cold notes only (a
   dedicated cold-start channel; easy for coarse features when the cold pool is small);
+- ``pool="quota"``: the shared pool of ``all`` with a fresh-note quota (what serving does with
+  ``tagllm serve --cold-slot-every``): every ``K // cold_quota``-th slot of the top K (K = the
+  largest cutoff; 10 of 50 = every 5th) goes to the model's best cold note not yet listed, the other slots keep the model's own
+  order over every note (cold notes may take them too). It measures which cold notes a model picks
+  when cold notes get a share of the list, and what the warm notes lose for it;
 - ties are broken at random (a model that cannot tell notes apart scores like chance).
 """
 
@@ -34,6 +39,7 @@ __all__ = [
     "gauc",
     "group_ndcg",
     "retrieval_test_set",
+    "with_cold_slots",
 ]
 
 
@@ -52,6 +58,9 @@ class RetrievalTestSet:
         positives: segment -> list (per user) of positive note indices.
         pools: segment -> candidate note indices.
         seen: per user, note indices engaged before the cutoff (excluded from the warm pool).
+        pool: ``all``, ``segment`` or ``quota`` (see the module docstring).
+        cold_quota: ``quota`` pool only: cold slots among the top K.
+        cold: ``quota`` pool only: (N,) bool, True for cold-start notes.
     """
 
     users: np.ndarray
@@ -59,14 +68,25 @@ class RetrievalTestSet:
     pools: Mapping[str, np.ndarray]
     seen: list[np.ndarray]
     pool: str = "all"
+    cold_quota: int = 0
+    cold: np.ndarray | None = None
+
+
+POOLS = ("all", "segment", "quota")
 
 
 def retrieval_test_set(
-    data: RunData, events: Sequence[str] = ("click",), pool: str = "all"
+    data: RunData, events: Sequence[str] = ("click",), pool: str = "all", cold_quota: int = 10
 ) -> RetrievalTestSet:
-    """Build the time-split test set (see module docstring for ``pool``)."""
-    if pool not in ("all", "segment"):
-        raise ConfigError(f"pool: got {pool!r}; expected 'all' or 'segment'")
+    """Build the time-split test set (see module docstring for ``pool`` and ``cold_quota``)."""
+    if pool not in POOLS:
+        raise ConfigError(f"pool: got {pool!r}; expected one of {', '.join(POOLS)}")
+    if pool == "quota" and (
+        isinstance(cold_quota, bool) or not isinstance(cold_quota, int) or cold_quota < 1
+    ):
+        raise ConfigError(
+            f"cold_quota: got {cold_quota!r}; expected an integer >= 1 (cold slots of the top K)"
+        )
     inter = data.interactions
     cold = data.cold
     test = inter.select(np.isin(inter.event, list(events)) & (inter.ts >= data.cutoff_s))
@@ -92,7 +112,40 @@ def retrieval_test_set(
         else {"warm": np.arange(len(cold)), "cold": np.arange(len(cold))},
         seen=seen,
         pool=pool,
+        cold_quota=cold_quota if pool == "quota" else 0,
+        cold=np.asarray(cold, dtype=bool) if pool == "quota" else None,
     )
+
+
+def with_cold_slots(top: np.ndarray, cold_top: np.ndarray, every: int) -> np.ndarray:
+    """Merge per row: every ``every``-th slot (1-based: slots every, 2*every, ...) takes the next
+    unused entry of ``cold_top``; the other slots keep ``top``'s order.
+
+    Args:
+        top: (U, K) the model's ranking over every candidate (best first).
+        cold_top: (U, C) the model's ranking over the cold candidates only (best first).
+        every: the slot period (>= 1); 0 returns ``top`` unchanged.
+
+    Returns:
+        (U, K) the merged ranking; no entry appears twice in a row. A cold slot falls back to
+        ``top``'s order when ``cold_top`` runs out.
+    """
+    u, k = top.shape
+    if every <= 0:
+        return top
+    slots = set(range(every - 1, k, every))
+    out = np.empty_like(top)
+    for r in range(u):
+        used: set[int] = set()
+        t_iter, c_iter = iter(top[r].tolist()), iter(cold_top[r].tolist())
+        for i in range(k):
+            first, second = (c_iter, t_iter) if i in slots else (t_iter, c_iter)
+            nxt = next((x for x in first if x not in used), None)
+            if nxt is None:  # one list ran out: the other always has an unused entry (top has K)
+                nxt = next(x for x in second if x not in used)
+            used.add(nxt)
+            out[r, i] = nxt
+    return out
 
 
 def evaluate_retrieval(
@@ -130,6 +183,16 @@ def evaluate_retrieval(
             k_eff = min(kmax, len(pool))
             top = np.argpartition(-s, k_eff - 1, axis=1)[:, :k_eff]
             top = np.take_along_axis(top, np.argsort(-np.take_along_axis(s, top, axis=1), axis=1), axis=1)
+            if test.cold_quota and test.cold is not None:
+                cold_cols = np.flatnonzero(test.cold[pool])
+                if len(cold_cols):
+                    c_eff = min(k_eff, len(cold_cols))
+                    cs = s[:, cold_cols]
+                    ctop = np.argpartition(-cs, c_eff - 1, axis=1)[:, :c_eff]
+                    ctop = np.take_along_axis(
+                        ctop, np.argsort(-np.take_along_axis(cs, ctop, axis=1), axis=1), axis=1
+                    )
+                    top = with_cold_slots(top, cold_cols[ctop], max(1, kmax // test.cold_quota))
             for j, r in enumerate(rows):
                 pos = pool_pos[pos_lists[r]]
                 hit = np.isin(top[j], pos)

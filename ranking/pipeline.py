@@ -28,6 +28,7 @@ from ranking.dataset import (
     load_run_data,
     require_feast_store,
 )
+from ranking.evaluate import POOLS
 
 __all__ = ["available_tag_sources", "ranker_stage", "retrieval_stage"]
 
@@ -65,6 +66,7 @@ def retrieval_stage(
     ks: Sequence[int] = (10, 50),
     num_threads: int = 1,
     feature_source: str = "parquet",
+    cold_quota: int = 10,
 ) -> dict[str, Any]:
     """Train the two-tower model per ablation, evaluate warm/cold on the time split, score peers.
 
@@ -78,6 +80,9 @@ def retrieval_stage(
     and the test users' bag is Feast's ``user_interests`` at the cutoff, so training and evaluation
     agree; user id / history notes / categories stay parquet-based, items are unchanged. The
     ``ids``/``category`` ablations and the peers have no user tag bag and are the same either way.
+
+    Every model is scored in three pools (see :mod:`ranking.evaluate`): ``all``, ``segment`` and
+    ``quota`` (the shared pool with ``cold_quota`` of the top-50 slots kept for cold-start notes).
 
     Returns:
         the ``retrieval`` summary section (with ``feast``: rows, seconds and id-mapping counts).
@@ -108,7 +113,7 @@ def retrieval_stage(
     t_start = time.perf_counter()
     try:
         base, examples = build_training_examples(run, tag_source="none")
-        tests = {pool: retrieval_test_set(base, pool=pool) for pool in ("all", "segment")}
+        tests = {pool: retrieval_test_set(base, pool=pool, cold_quota=cold_quota) for pool in POOLS}
         rows: list[dict[str, Any]] = []
         main: Any = None
         feast_figures: dict[str, Any] = {}
@@ -185,6 +190,7 @@ def retrieval_stage(
             "examples": len(examples),
             "test_users": len(tests["all"].users),
             "feature_source": feature_source,
+            "cold_quota": cold_quota,
         }
         if feast_figures:
             figures["feast"] = feast_figures
@@ -212,7 +218,7 @@ def _headline(table: Any) -> dict[str, Any]:
     """Cold-start Recall@50 of the main tag model vs category-only and ids-only, in both pools."""
     out: dict[str, Any] = {}
     tags = table[table["model"].str.startswith("tags:")]
-    for pool in ("all", "segment"):
+    for pool in POOLS:
         t = table[table["pool"] == pool].set_index("model")
         if "cold_recall@50" not in t.columns or tags.empty:
             continue

@@ -203,7 +203,12 @@ class Recommender:
         cold_candidates: a cold-start channel — this many extra candidates per request from the
             cold-start notes (published after the training cutoff or added live), scored by the same
             towers, so the ranker sees fresh notes even where warm notes' id embeddings outscore them
-            (0 = off; docs/benchmarks.md "Probe: a cold-start quota").
+            (0 = off; docs/benchmarks.md "Cold-start quota").
+        cold_slot_every: a fresh-note quota on the returned list — every N-th slot goes to the
+            best-ranked cold-start candidate not yet listed (0 = off; the ``quota`` pool of
+            :mod:`ranking.evaluate` measures this policy offline). Cold notes may take the other
+            slots too; a slot falls back to the ranker's order when no cold candidate is left, so
+            use it with ``cold_candidates``.
         explain: False leaves ``reasons`` empty (callers that never show them, e.g. the simulator,
             skip a profile lookup per returned note).
     """
@@ -219,6 +224,7 @@ class Recommender:
         tower_history: int = 30,
         version: str = "",
         cold_candidates: int = 0,
+        cold_slot_every: int = 0,
         explain: bool = True,
     ) -> None:
         import torch
@@ -235,6 +241,9 @@ class Recommender:
         if not isinstance(cold_candidates, int) or cold_candidates < 0:
             raise ConfigError(f"cold_candidates: got {cold_candidates!r}; expected an integer >= 0")
         self.cold_candidates = cold_candidates
+        if isinstance(cold_slot_every, bool) or not isinstance(cold_slot_every, int) or cold_slot_every < 0:
+            raise ConfigError(f"cold_slot_every: got {cold_slot_every!r}; expected an integer >= 0 (0 = off)")
+        self.cold_slot_every = cold_slot_every
         self.explain = explain
         self.data: RunData = model.data
         self._tag_dim_cache: np.ndarray | None = None
@@ -297,13 +306,21 @@ class Recommender:
         index_kind: str = "exact",
         use_ranker: bool = True,
         cold_candidates: int = 0,
+        cold_slot_every: int = 0,
     ) -> Recommender:
         """Load the run's retrieval model (RUN/retrieval/model.pt) and ranker (RUN/ranker/model.txt)."""
         run = RunDir(run_dir).require()
         model = load_retrieval(run.path)
         ranker = load_ranker(run.path) if use_ranker else None
         version = _file_version(run.path / "retrieval" / "model.pt", run.path / "ranker" / "model.txt")
-        return cls(model, ranker, index_kind=index_kind, version=version, cold_candidates=cold_candidates)
+        return cls(
+            model,
+            ranker,
+            index_kind=index_kind,
+            version=version,
+            cold_candidates=cold_candidates,
+            cold_slot_every=cold_slot_every,
+        )
 
     # ---- lookups -------------------------------------------------------------------------------
 
@@ -567,7 +584,14 @@ class Recommender:
     def _results(
         self, u: int, notes: np.ndarray, rscores: np.ndarray, scores: np.ndarray, k: int
     ) -> list[Recommendation]:
-        order = np.argsort(-scores, kind="stable")[:k]
+        order = np.argsort(-scores, kind="stable")
+        if self.cold_slot_every and len(order):
+            from ranking.evaluate import with_cold_slots
+
+            cold_order = order[self._cold[notes[order]]]
+            kk = min(k, len(order))
+            order = with_cold_slots(order[None, :kk], cold_order[None, :kk], self.cold_slot_every)[0]
+        order = order[:k]
         c = self.catalog
         return [
             Recommendation(

@@ -87,6 +87,7 @@ class ServerConfig:
         index_kind: ANN index (``exact``, ``ivf``, ``hnsw``).
         use_ranker: rank with the LightGBM ranker when the run has one.
         cold_candidates: extra Recommend candidates from cold-start notes (the cold-start channel; 0 = off).
+        cold_slot_every: every N-th Recommend slot goes to the best-ranked cold-start candidate (0 = off).
         limits: per-call limits (YAML: the :class:`~ranking.service.Limits` field names at top level).
     """
 
@@ -109,6 +110,7 @@ class ServerConfig:
     index_kind: str = "exact"
     use_ranker: bool = True
     cold_candidates: int = 0
+    cold_slot_every: int = 0
     limits: Limits = field(default_factory=Limits)
 
     def __post_init__(self) -> None:
@@ -444,7 +446,11 @@ async def start_server(
     torch.set_num_threads(1)
     token = resolve_token(cfg)
     rec = recommender or Recommender.from_run(
-        cfg.run_dir, index_kind=cfg.index_kind, use_ranker=cfg.use_ranker, cold_candidates=cfg.cold_candidates
+        cfg.run_dir,
+        index_kind=cfg.index_kind,
+        use_ranker=cfg.use_ranker,
+        cold_candidates=cfg.cold_candidates,
+        cold_slot_every=cfg.cold_slot_every,
     )
     sink = _feature_sink(cfg) if features is _DEFAULT else features
     problem = "the server was started without a tagger"

@@ -63,6 +63,12 @@ _PATH = click.Path(path_type=Path)
     help="Extra Recommend candidates from cold-start notes (cold-start channel).  [default: 0 = off]",
 )
 @click.option(
+    "--cold-slot-every",
+    type=click.IntRange(min=0),
+    help="Every N-th Recommend slot goes to the best-ranked cold-start candidate (fresh-note quota; "
+    "use with --cold-candidates).  [default: 0 = off]",
+)
+@click.option(
     "--access-log/--no-access-log", default=True, show_default=True, help="One JSON line per request."
 )
 def serve(config_path: Path | None, access_log: bool, **flags: Any) -> None:

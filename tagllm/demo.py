@@ -145,7 +145,13 @@ HEADLINES: dict[str, tuple[str, ...]] = {
     "teacher": ("notes", "failed", "f1", "precision", "recall", "redundancy"),
     "student": ("f1_vs_teacher", "f1_vs_gold", "teacher_f1_vs_gold", "notes_per_s", "distill.parameters"),
     "features": ("tags_table", "rows", "online_entities.note_tags", "online_store"),
-    "retrieval": ("main_model", "cold_recall@50_all", "cold_recall@50_segment", "examples_per_s"),
+    "retrieval": (
+        "main_model",
+        "cold_recall@50_all",
+        "cold_recall@50_segment",
+        "cold_recall@50_quota",
+        "examples_per_s",
+    ),
     "ranker": ("tag_source", "full_auc", "full_gauc", "no_tags_auc", "full_cold_auc"),
     "serving": (
         "startup_s",

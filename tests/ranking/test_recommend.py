@@ -161,3 +161,27 @@ def test_cold_candidates_must_be_a_count(trained):
 
     with pytest.raises(ConfigError, match="cold_candidates"):
         Recommender(trained[0], None, cold_candidates=-1)
+    with pytest.raises(ConfigError, match="cold_slot_every"):
+        Recommender(trained[0], None, cold_slot_every=-2)
+
+
+def test_cold_slots_put_cold_notes_at_every_nth_position(rec):
+    """cold_slot_every=3: slots 3, 6, 9 hold cold notes in the ranker's order; the rest is unchanged."""
+    user = rec.user_ids()[6]
+    plain = rec.recommend(user, k=12)
+    rec.cold_candidates = 20
+    try:
+        ranked = rec.recommend(user, k=1000)  # the ranker's whole order over the same candidates
+        rec.cold_slot_every = 3
+        slotted = rec.recommend(user, k=12)
+    finally:
+        rec.cold_candidates, rec.cold_slot_every = 0, 0
+    assert len(slotted) == 12 and len({r.note_id for r in slotted}) == 12
+    assert all(slotted[i].cold_start for i in (2, 5, 8, 11))
+    cold_in_order = [r.note_id for r in ranked if r.cold_start]
+    fixed = [slotted[i].note_id for i in (2, 5, 8, 11)]
+    # each cold slot takes the best-scored cold candidate not already listed above it
+    rest = [r.note_id for i, r in enumerate(slotted) if i not in (2, 5, 8, 11)]
+    assert [n for n in cold_in_order if n not in rest][:4] == fixed
+    assert rest == [r.note_id for r in ranked if r.note_id not in fixed][:8]
+    assert plain[0].note_id == slotted[0].note_id

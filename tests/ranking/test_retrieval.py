@@ -142,3 +142,49 @@ def test_content_skip_scores_cold_notes_from_tags():
     with torch.no_grad():
         model.content_proj.weight.zero_()
     assert not torch.allclose(items([0], [[3]])[0], e[0])
+
+
+def test_with_cold_slots_merges_every_kth_slot():
+    from ranking.evaluate import with_cold_slots
+
+    top = np.array([[0, 1, 2, 3, 4, 5]])
+    cold_top = np.array([[9, 8, 7]])
+    # every 3rd slot (indices 2 and 5) takes the next cold note; the others keep the model's order
+    assert with_cold_slots(top, cold_top, 3).tolist() == [[0, 1, 9, 2, 3, 8]]
+    # a cold note the model already ranked is not listed twice; the slot takes the next one
+    assert with_cold_slots(np.array([[7, 0, 1, 2]]), np.array([[7, 6]]), 2).tolist() == [[7, 6, 0, 1]]
+    # too few cold candidates: the slot falls back to the model's order
+    assert with_cold_slots(np.array([[0, 1, 2, 3]]), np.array([[5]]), 1).tolist() == [[5, 0, 1, 2]]
+    assert with_cold_slots(top, cold_top, 0).tolist() == top.tolist()
+
+
+def test_quota_pool_lifts_cold_recall_of_a_warm_biased_scorer(tiny_data):
+    data, _ = build_training_examples(tiny_data)
+    cold = data.cold
+
+    class WarmFirst:
+        """Scores every warm note above every cold one; among cold notes, the true positives first."""
+
+        def __init__(self, test):
+            self.pos = {
+                int(u): set(p.tolist()) for u, p in zip(test.users, test.positives["cold"], strict=True)
+            }
+
+        def scores(self, users, notes):
+            s = np.where(cold[notes], 0.0, 10.0)[None, :].repeat(len(users), axis=0)
+            for j, u in enumerate(users):
+                s[j, [i for i, n in enumerate(notes) if n in self.pos[int(u)]]] += 1.0
+            return s
+
+    shared = retrieval_test_set(data, pool="all")
+    quota = retrieval_test_set(data, pool="quota", cold_quota=10)
+    scorer = WarmFirst(shared)
+    m_all = evaluate_retrieval(scorer, shared, ks=(50,))
+    m_quota = evaluate_retrieval(scorer, quota, ks=(50,))
+    assert m_quota["cold_users"] > 0
+    assert m_all["cold_recall@50"] < m_quota["cold_recall@50"]
+    assert m_quota["warm_recall@50"] <= m_all["warm_recall@50"]
+    with pytest.raises(ConfigError, match="cold_quota"):
+        retrieval_test_set(data, pool="quota", cold_quota=0)
+    with pytest.raises(ConfigError, match="pool"):
+        retrieval_test_set(data, pool="cold")
