@@ -97,6 +97,8 @@ class StudentTagger:
         self.handbook = handbook
         self.batch_size, self.num_beams, self.constrained = batch_size, num_beams, constrained
         cfg = meta.get("student_config", {})
+        # the copy-head format: lower-cased source, word-initial values, source ids at every step
+        self.copy_head = bool(meta.get("copy_head", False))
         self.max_source = int(cfg.get("max_source_tokens", 128))
         self.max_target = int(cfg.get("max_target_tokens", 48))
         self.cap = int(cfg.get("cap_per_dimension", 3))
@@ -105,6 +107,7 @@ class StudentTagger:
             meta.get("allowed", {}),
             max_values=self.cap,
             grounded=bool(meta.get("grounded", False)) if grounded is None else grounded,
+            word_initial=self.copy_head,
         )
         self.version = version
         # subtracted from the end-of-sequence logit: a briefly trained student stops too early;
@@ -119,7 +122,9 @@ class StudentTagger:
         Raises:
             NotFoundError: the folder or one of its files is missing.
         """
-        from transformers import PreTrainedTokenizerFast, T5ForConditionalGeneration
+        from transformers import PreTrainedTokenizerFast
+
+        from tagging.student.model import model_class
 
         path = Path(model_dir)
         missing = [
@@ -132,9 +137,9 @@ class StudentTagger:
                 f"--model {path}: not a student model folder (missing {', '.join(missing)}); "
                 "train one with `tagllm tag distill`"
             )
-        model = T5ForConditionalGeneration.from_pretrained(str(path))
-        tok = PreTrainedTokenizerFast.from_pretrained(str(path))
         meta = json.loads((path / "student.json").read_text(encoding="utf-8"))
+        model = model_class(bool(meta.get("copy_head", False))).from_pretrained(str(path))
+        tok = PreTrainedTokenizerFast.from_pretrained(str(path))
         kwargs.setdefault("version", model_version(path))
         return cls(model, tok, meta, **kwargs)
 
@@ -143,7 +148,7 @@ class StudentTagger:
         import torch
 
         tok = self.tokenizer
-        texts_in = [note_source(n) for n in notes]
+        texts_in = [note_source(n, lowercase=self.copy_head) for n in notes]
         sources = tok(texts_in, add_special_tokens=False)["input_ids"]
         sources = [[*list(s)[: self.max_source - 1], tok.eos_token_id] for s in sources]
         order = sorted(range(len(notes)), key=lambda i: len(sources[i]))
@@ -167,8 +172,10 @@ class StudentTagger:
                 from transformers import LogitsProcessorList
 
                 procs = LogitsProcessorList([_EosPenalty(tok.eos_token_id, self.eos_penalty)])
+            extra = {"copy_source_ids": ids} if self.copy_head else {}
             with torch.no_grad():
                 gen = self.model.generate(
+                    **extra,
                     logits_processor=procs,
                     input_ids=ids,
                     attention_mask=(ids != tok.pad_token_id).long(),

@@ -30,6 +30,11 @@ class StudentConfig(BaseModel):
     Training: ``epochs``, ``batch_size``, ``lr``, ``warmup_steps``, ``patience`` (epochs without a
     better validation loss), ``max_minutes`` (wall-clock budget, summed over resumed runs),
     ``max_steps`` (0 = no limit), ``checkpoint_every`` (optimizer steps), ``seed``, ``device``.
+    ``copy_head``: a pointer-generator head that can copy the note's own tokens (see
+    :mod:`tagging.student.model`); it also lower-cases the source and tokenizes values word-initially,
+    so a value in the target is spelled with the same tokens as in the note. ``auto``: on when at
+    least ``grounding_min_share`` of the teacher's training tags occur in their note's text (copying
+    is what helps there; off for abstractive tags such as KuaiRec's hashtags).
     Decoding: ``grounding`` (``auto``: copy-grounded decoding when at least ``grounding_min_share`` of
     the teacher's training tags occur in their note's text; see :class:`~tagging.student.format.TagConstraint`).
     """
@@ -41,6 +46,7 @@ class StudentConfig(BaseModel):
     num_heads: int = Field(default=4, ge=1)
     encoder_layers: int = Field(default=3, ge=1)
     decoder_layers: int = Field(default=2, ge=1)
+    copy_head: Literal["auto", "on", "off"] = "auto"
     dropout: float = Field(default=0.1, ge=0.0, lt=1.0)
     vocab_size: int = Field(default=4000, ge=300)
     max_source_tokens: int = Field(default=96, ge=8)
@@ -60,6 +66,12 @@ class StudentConfig(BaseModel):
     device: Literal["auto", "cpu", "cuda"] = "auto"
     grounding: Literal["auto", "on", "off"] = "auto"
     grounding_min_share: float = Field(default=0.5, ge=0.0, le=1.0)
+
+    def resolve_copy_head(self, grounded_share: float) -> bool:
+        """Whether the student gets the copy head, given the share of teacher tags found in their note."""
+        if self.copy_head == "auto":
+            return grounded_share >= self.grounding_min_share
+        return self.copy_head == "on"
 
     @classmethod
     def from_mapping(cls, values: Mapping[str, Any] | None = None, **overrides: Any) -> StudentConfig:

@@ -18,10 +18,15 @@ from tagging.types import NoteInput
 __all__ = ["Example", "batches", "note_source", "split_of"]
 
 
-def note_source(note: NoteInput) -> str:
-    """``category | title | body | caption 1 / caption 2`` (empty parts left out)."""
+def note_source(note: NoteInput, *, lowercase: bool = False) -> str:
+    """``category | title | body | caption 1 / caption 2`` (empty parts left out).
+
+    ``lowercase``: the copy-head student's form (values are lower-case, so a value in the target is
+    spelled with the same tokens as in the note).
+    """
     caps = " / ".join(c for c in note.image_captions if c)
-    return " | ".join(p for p in (note.category, note.title, note.body, caps) if p and p.strip())
+    text = " | ".join(p for p in (note.category, note.title, note.body, caps) if p and p.strip())
+    return text.lower() if lowercase else text
 
 
 def _unit(note_id: str) -> float:

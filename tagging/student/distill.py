@@ -123,8 +123,11 @@ def _pad(rows: list[list[int]], value: int, torch: Any) -> Any:
     return torch.tensor([r + [value] * (width - len(r)) for r in rows], dtype=torch.long)
 
 
-def _fingerprint(cfg: StudentConfig, teacher_version: str, train_ids: Sequence[str]) -> str:
-    payload = json.dumps([cfg.architecture(), teacher_version, sorted(train_ids)], sort_keys=True)
+def _fingerprint(
+    cfg: StudentConfig, teacher_version: str, train_ids: Sequence[str], *, copy_head: bool = False
+) -> str:
+    arch = cfg.architecture() | {"copy_head": copy_head}  # the resolved choice, not "auto"
+    payload = json.dumps([arch, teacher_version, sorted(train_ids)], sort_keys=True)
     return hashlib.sha256(payload.encode()).hexdigest()[:16]
 
 
@@ -148,13 +151,17 @@ def _load_or_train_tokenizer(path: Path, texts: list[str], vocab_size: int, fing
 
 
 def _encode(
-    tok: Any, notes: Sequence[NoteInput], teacher: Mapping[str, Sequence[Tag]], cfg: StudentConfig
+    tok: Any,
+    notes: Sequence[NoteInput],
+    teacher: Mapping[str, Sequence[Tag]],
+    cfg: StudentConfig,
+    copy_head: bool,
 ) -> list[Example]:
-    sources = tok([note_source(n) for n in notes], add_special_tokens=False)["input_ids"]
+    sources = tok([note_source(n, lowercase=copy_head) for n in notes], add_special_tokens=False)["input_ids"]
     out = []
     for note, src in zip(notes, sources, strict=True):
         src = [*list(src)[: cfg.max_source_tokens - 1], tok.eos_token_id]
-        tgt = encode_target(tok, teacher.get(note.note_id, ()), cfg.max_target_tokens)
+        tgt = encode_target(tok, teacher.get(note.note_id, ()), cfg.max_target_tokens, word_initial=copy_head)
         out.append(Example(note.note_id, tuple(src), tuple(tgt)))
     return out
 
@@ -236,17 +243,21 @@ def distill(
     grounded = cfg.grounding == "on" or (cfg.grounding == "auto" and share >= cfg.grounding_min_share)
     log.info("%.1f%% of the teacher's training tags occur in their note's text: grounding %s",
              100 * share, "on" if grounded else "off")  # fmt: skip
+    copy_head = cfg.resolve_copy_head(share)
+    log.info("copy head %s (copy_head=%s)", "on" if copy_head else "off", cfg.copy_head)
     if grounded:  # a tag the constraint can never emit is not a target
         teacher = {n.note_id: _grounded_tags(n, teacher[n.note_id], allowed) for n in taught}
     torch.manual_seed(cfg.seed)
-    corpus = [note_source(n) for n in train_notes] + [
+    corpus = [note_source(n, lowercase=copy_head) for n in train_notes] + [
         f"{clean_dimension(t.dimension)} {canonical(t.text)}" for n in train_notes for t in teacher[n.note_id]
     ]
-    fp = _fingerprint(cfg, teacher_version, [n.note_id for n in train_notes])
+    fp = _fingerprint(cfg, teacher_version, [n.note_id for n in train_notes], copy_head=copy_head)
     tok = _load_or_train_tokenizer(work / "tokenizer", corpus, cfg.vocab_size, fp)
-    train_ex = _encode(tok, train_notes, teacher, cfg)
-    val_ex = _encode(tok, val_notes, teacher, cfg)
-    model = build_model(cfg, len(tok), pad_id=tok.pad_token_id, eos_id=tok.eos_token_id).to(device)
+    train_ex = _encode(tok, train_notes, teacher, cfg, copy_head)
+    val_ex = _encode(tok, val_notes, teacher, cfg, copy_head)
+    model = build_model(
+        cfg, len(tok), pad_id=tok.pad_token_id, eos_id=tok.eos_token_id, copy_head=copy_head
+    ).to(device)
     n_params = count_parameters(model)
 
     steps_per_epoch = math.ceil(len(train_ex) / cfg.batch_size)
@@ -377,6 +388,7 @@ def distill(
         "allowed": allowed,
         "grounded": grounded,
         "grounded_share": round(share, 4),
+        "copy_head": copy_head,
         "split": {"method": "sha256('tagllm-student-split:' + note_id)", "test_share": cfg.test_share,
                   "val_share": cfg.val_share, "train": len(train_notes), "val": len(val_notes),
                   "test": sum(v == "test" for v in split.values())},
@@ -472,7 +484,16 @@ def write_model_card(
         "",
         "```python",
         "from tagging.student.apply import StudentTagger",
-        "tagger = StudentTagger.load(model_dir)   # or T5ForConditionalGeneration.from_pretrained(model_dir)",
+        "tagger = StudentTagger.load(model_dir)",
+        *(
+            [
+                "# the network alone (pointer-generator head; pass copy_source_ids=input_ids to generate):",
+                "from tagging.student.model import copy_model_class",
+                "model = copy_model_class().from_pretrained(model_dir)",
+            ]
+            if m.get("copy_head")
+            else ["# the network alone: T5ForConditionalGeneration.from_pretrained(model_dir)"]
+        ),
         "```",
         "",
         "## Data",
@@ -481,6 +502,7 @@ def write_model_card(
         "",
         "## Model",
         f"- parameters: {m.get('parameters', 0):,}",
+        f"- copy head (pointer-generator over the note's tokens; lower-cased source): {bool(m.get('copy_head'))}",
         f"- config: {json.dumps(cfg)}",
         f"- format: `{m.get('format_version', '')}`",
         f"- decoding: grounded={m.get('grounded')} (share of teacher tags found in their note: "

@@ -34,6 +34,7 @@ __all__ = [
     "is_grounded",
     "parse_tags",
     "source_key",
+    "value_text",
 ]
 
 _SEP_RE = re.compile(r"[:;|<>\n]+")
@@ -101,15 +102,26 @@ def _piece(tokenizer: Any, text: str) -> list[int]:
     return list(tokenizer(text, add_special_tokens=False)["input_ids"])
 
 
-def encode_target(tokenizer: Any, tags: Iterable[Tag], max_tokens: int) -> list[int]:
-    """Tags -> token ids of the target (ends with eos; whole dimensions/values dropped to fit)."""
+def value_text(value: str, word_initial: bool) -> str:
+    """What a value is tokenized as: itself, or with a leading space (``word_initial``, the copy-head
+    format: ``Ġcroissant`` as in running text) unless it starts with a CJK character."""
+    return f" {value}" if word_initial and value and not is_cjk(value[0]) else value
+
+
+def encode_target(
+    tokenizer: Any, tags: Iterable[Tag], max_tokens: int, *, word_initial: bool = False
+) -> list[int]:
+    """Tags -> token ids of the target (ends with eos; whole dimensions/values dropped to fit).
+
+    ``word_initial``: values tokenized as in running text (see :func:`value_text`).
+    """
     ids = _special_ids(tokenizer)
     out: list[int] = []
     for d, values in _grouped(tags).items():
         seg = ([ids.seg] if out else []) + _piece(tokenizer, d) + [ids.dim]
         n_vals = 0
         for v in values:
-            piece = ([ids.val] if n_vals else []) + _piece(tokenizer, v)
+            piece = ([ids.val] if n_vals else []) + _piece(tokenizer, value_text(v, word_initial))
             if len(out) + len(seg) + len(piece) + 1 > max_tokens:
                 break
             seg += piece
@@ -259,6 +271,8 @@ class TagConstraint:
         max_values: at most this many values per dimension (the normalizer's cap).
         grounded: only values with a surface form in the note's own text (copy-grounded decoding: no
             tag without evidence in the note); off for data whose tags rarely occur in the text.
+        word_initial: values are tokenized word-initially (the copy-head format; see
+            :func:`value_text`).
 
     A category missing from ``allowed`` uses the union of all categories.
     """
@@ -267,6 +281,7 @@ class TagConstraint:
     allowed: Allowed
     max_values: int = 3
     grounded: bool = False
+    word_initial: bool = False
     _pieces: dict[str, tuple[int, ...]] = field(default_factory=dict, init=False)
     _cache: dict[str, _Trie] = field(default_factory=dict, init=False)
 
@@ -315,7 +330,10 @@ class TagConstraint:
         if not self.grounded and category in self._cache:
             return self._cache[category]
         dims = {
-            self._piece(d): (d, [self._piece(canonical(v)) for v in vals if self._piece(canonical(v))])
+            self._piece(d): (
+                d,
+                [p for p in (self._piece(value_text(canonical(v), self.word_initial)) for v in vals) if p],
+            )
             for d, vals in self.candidates(category, source).items()
             if self._piece(d)
         }

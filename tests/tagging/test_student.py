@@ -154,7 +154,7 @@ def _copy(run: Path, tmp_path: Path) -> Path:
 
 
 def test_distill_then_apply_end_to_end(tiny_run, tmp_path) -> None:
-    from transformers import PreTrainedTokenizerFast, T5ForConditionalGeneration
+    from transformers import PreTrainedTokenizerFast
 
     from features.io import RunDir
     from features.schemas import validate
@@ -166,7 +166,11 @@ def test_distill_then_apply_end_to_end(tiny_run, tmp_path) -> None:
     model = run / "student" / "model"
     for f in ("model.safetensors", "config.json", "tokenizer.json", "student.json", "README.md"):
         assert (model / f).exists(), f
-    T5ForConditionalGeneration.from_pretrained(model)
+    from tagging.student.model import copy_model_class
+
+    meta = json.loads((model / "student.json").read_text())
+    assert meta["copy_head"] is True and meta["grounded_share"] >= 0.5  # auto: on for extractive tags
+    copy_model_class().from_pretrained(model)  # the documented way to load the network alone
     PreTrainedTokenizerFast.from_pretrained(model)
     card = (model / "README.md").read_text()
     assert "teacher" in card and "vs_teacher" in card
@@ -259,3 +263,99 @@ def test_same_seed_same_weights(tiny_run, tmp_path) -> None:
         distill_run(run, config={**TINY, "max_steps": 2}, progress=False, evaluate=False)
         versions.append(model_version(run / "student" / "model"))
     assert versions[0] == versions[1]
+
+
+# --------------------------------------------------------------------------- copy head
+
+
+def _tiny_copy_model(vocab: int = 50):
+    from tagging.student.config import StudentConfig
+    from tagging.student.model import build_model
+
+    cfg = StudentConfig(d_model=16, d_ff=32, num_heads=2, encoder_layers=1, decoder_layers=1, copy_head="on")
+    return build_model(cfg, vocab)
+
+
+def test_copy_head_outputs_a_distribution_that_can_copy() -> None:
+    import torch
+
+    model = _tiny_copy_model().eval()
+    src = torch.tensor([[7, 8, 9, 1, 0], [11, 12, 1, 0, 0]])
+    mask = (src != 0).long()
+    labels = torch.tensor([[9, 8, 1], [12, 1, -100]])
+    out = model(input_ids=src, attention_mask=mask, labels=labels)
+    probs = out.logits.exp()
+    assert torch.allclose(probs.sum(-1), torch.ones(2, 3), atol=1e-4)
+    assert torch.isfinite(out.loss)
+    # with the gate shut, all mass is on the note's own (unpadded) tokens
+    with torch.no_grad():
+        model.copy_gate.weight.zero_()
+        model.copy_gate.bias.fill_(-30.0)
+    probs = model(input_ids=src, attention_mask=mask, labels=labels).logits.exp()
+    assert probs[0, :, [7, 8, 9, 1]].sum(-1).min() > 0.99
+    assert probs[1, :, [11, 12, 1]].sum(-1).min() > 0.99
+    assert probs[:, :, 0].max() < 1e-6  # padding gets no copy mass
+
+
+def test_copy_head_learns_to_copy_faster_than_plain_t5() -> None:
+    """Target = the source's 2nd token (never the same id twice in training): pointing is trivial,
+    recalling the id from the weights is not."""
+    import torch
+
+    from tagging.student.config import StudentConfig
+    from tagging.student.model import build_model
+
+    def accuracy(copy_head: str) -> float:
+        torch.manual_seed(0)
+        cfg = StudentConfig(
+            d_model=32,
+            d_ff=64,
+            num_heads=2,
+            encoder_layers=1,
+            decoder_layers=1,
+            dropout=0.0,
+            copy_head=copy_head,
+        )
+        model = build_model(cfg, 300)
+        opt = torch.optim.Adam(model.parameters(), lr=3e-3)
+        g = torch.Generator().manual_seed(1)
+        for _ in range(120):
+            src = torch.randint(10, 300, (32, 6), generator=g)
+            src[:, -1] = 1
+            labels = torch.stack([src[:, 1], torch.ones(32, dtype=torch.long)], 1)
+            loss = model(input_ids=src, attention_mask=torch.ones_like(src), labels=labels).loss
+            opt.zero_grad()
+            loss.backward()
+            opt.step()
+        model.eval()
+        src = torch.randint(10, 300, (256, 6), generator=g)
+        src[:, -1] = 1
+        labels = torch.stack([src[:, 1], torch.ones(256, dtype=torch.long)], 1)
+        with torch.no_grad():
+            pred = (
+                model(input_ids=src, attention_mask=torch.ones_like(src), labels=labels)
+                .logits[:, 0]
+                .argmax(-1)
+            )
+        return float((pred == src[:, 1]).float().mean())
+
+    copy, plain = accuracy("on"), accuracy("off")
+    assert copy > 0.9, copy
+    assert copy > plain + 0.3, (copy, plain)
+
+
+def test_plain_t5_student_without_copy_head(tiny_run, tmp_path) -> None:
+    from transformers import T5ForConditionalGeneration
+
+    from tagging.pipeline import apply_run, distill_run
+    from tagging.student.apply import StudentTagger
+
+    run = _copy(tiny_run, tmp_path)
+    distill_run(run, config={**TINY, "copy_head": "off"}, progress=False, evaluate=False)
+    model_dir = run / "student" / "model"
+    meta = json.loads((model_dir / "student.json").read_text())
+    assert meta["copy_head"] is False
+    T5ForConditionalGeneration.from_pretrained(model_dir)
+    tagger = StudentTagger.load(model_dir, num_beams=2, batch_size=4)
+    assert type(tagger.model).__name__ == "T5ForConditionalGeneration" and not tagger.copy_head
+    assert apply_run(run, batch_size=8, progress=False)["apply"]["notes"] > 0
