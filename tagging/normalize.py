@@ -45,6 +45,7 @@ __all__ = [
     "PAD_ID",
     "TagVocabulary",
     "canonical",
+    "drop_redundant",
     "handbook_lookup",
     "is_cjk",
     "near_duplicate",
@@ -123,6 +124,21 @@ def near_duplicate(a: str, b: str, threshold: float = NEAR_DUP_THRESHOLD) -> boo
         return False
     short, long_ = (a, b) if len(a) <= len(b) else (b, a)
     return _contains(long_, short) or similarity(a, b) >= threshold
+
+
+def drop_redundant(tags: Sequence[Tag]) -> tuple[Tag, ...]:
+    """Keep each tag unless it is a :func:`near_duplicate` of one kept before it, in any dimension.
+
+    :func:`normalize_tags` merges near-duplicates within a dimension only (and never two handbook
+    values); a generator can still say one thing twice across dimensions (``food: beef noodles`` and
+    ``dish: beef``). Order decides: pass the tags most confident first.
+    """
+    kept: list[Tag] = []
+    for t in tags:
+        text = canonical(t.text)
+        if not any(near_duplicate(canonical(k.text), text) for k in kept):
+            kept.append(t)
+    return tuple(kept)
 
 
 @dataclass(frozen=True)

@@ -19,7 +19,7 @@ from typing import Any
 
 from features.errors import ConfigError, NotFoundError
 from tagging.handbook_model import Handbook
-from tagging.normalize import normalize_tags
+from tagging.normalize import drop_redundant, normalize_tags
 from tagging.student.config import resolve_device
 from tagging.student.data import note_source
 from tagging.student.format import TagConstraint, decode_ids, parse_tags
@@ -67,6 +67,7 @@ class StudentTagger:
         version: tagger_version to report (default: from the weights' hash, see :func:`model_version`).
         eos_penalty: subtracted from the end-of-sequence logit (default: the calibrated one).
         grounded: copy-grounded decoding (default: as trained; ``False`` for an ablation).
+        dedupe: drop near-duplicate tags across dimensions (:func:`~tagging.normalize.drop_redundant`).
     """
 
     name = "student"
@@ -85,6 +86,7 @@ class StudentTagger:
         version: str = "student",
         eos_penalty: float | None = None,
         grounded: bool | None = None,
+        dedupe: bool = True,
     ) -> None:
         if batch_size < 1:
             raise ConfigError(f"--batch-size must be >= 1, got {batch_size!r}")
@@ -114,6 +116,7 @@ class StudentTagger:
         # distillation calibrates it on the validation notes (student.json "eos_penalty")
         self.eos_penalty = float(meta.get("eos_penalty", 0.0) if eos_penalty is None else eos_penalty)
         self.last_notes_per_s = 0.0
+        self.dedupe = dedupe
 
     @classmethod
     def load(cls, model_dir: str | os.PathLike[str], **kwargs: Any) -> StudentTagger:
@@ -189,7 +192,8 @@ class StudentTagger:
         return texts
 
     def tag(self, notes: Sequence[NoteInput]) -> list[TagResult]:
-        """Tag ``notes``: one result per note, in order; normalized through the handbook."""
+        """Tag ``notes``: one result per note, in order; normalized through the handbook, and without
+        near-duplicates across dimensions (the more confident, i.e. earlier-emitted, tag stays)."""
         t0 = time.perf_counter()
         texts = self.decode_texts(notes)
         out = []
@@ -197,6 +201,9 @@ class StudentTagger:
             tags = normalize_tags(
                 parse_tags(text), handbook=self.handbook, category=note.category, cap_per_dimension=self.cap
             )
+            if self.dedupe:
+                keep = {id(t) for t in drop_redundant(sorted(tags, key=lambda t: -t.confidence))}
+                tags = tuple(t for t in tags if id(t) in keep)
             out.append(TagResult(note.note_id, tags, trace={"raw": text}))
         dt = time.perf_counter() - t0
         self.last_notes_per_s = len(notes) / dt if dt > 0 else 0.0

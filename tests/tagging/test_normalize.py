@@ -84,3 +84,17 @@ def test_vocabulary_ids_stable_across_extension(tmp_path) -> None:
     (tmp_path / "bad.json").write_text('{"version": 1, "tokens": ["x"]}')
     with pytest.raises(ConfigError):
         TagVocabulary.load(tmp_path / "bad.json")
+
+
+def test_drop_redundant_keeps_the_first_of_near_duplicates_across_dimensions():
+    from tagging.normalize import drop_redundant
+
+    tags = [
+        Tag("beef noodles", "dish", 0.9),
+        Tag("beef", "ingredient", 0.8),  # contained in a kept tag, other dimension: dropped
+        Tag("牛肉面", "菜品", 0.7),
+        Tag("牛肉", "食材", 0.6),  # CJK substring: dropped
+        Tag("spicy", "taste", 0.5),
+    ]
+    assert [t.text for t in drop_redundant(tags)] == ["beef noodles", "牛肉面", "spicy"]
+    assert drop_redundant([]) == ()
