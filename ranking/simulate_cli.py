@@ -74,6 +74,20 @@ TAG_CHOICES = ["student", "teacher", "ground_truth", "reference"]
     "this many days before.",
 )
 @click.option(
+    "--cold-candidates",
+    type=click.IntRange(min=0),
+    default=0,
+    show_default=True,
+    help="Both arms: extra candidates per session from the cold-start notes.",
+)
+@click.option(
+    "--cold-slot-every",
+    type=click.IntRange(min=0),
+    default=0,
+    show_default=True,
+    help="Both arms: every N-th slot goes to the best-ranked cold-start candidate (0 = off).",
+)
+@click.option(
     "--out",
     "out_dir",
     type=click.Path(file_okay=False, path_type=Path),
@@ -93,6 +107,8 @@ def simulate(
     treatment_tags: str,
     fresh_notes_per_day: int,
     cold_start_days: float,
+    cold_candidates: int,
+    cold_slot_every: int,
     out_dir: Path | None,
     as_json: bool,
 ) -> None:
@@ -118,6 +134,8 @@ def simulate(
         treatment_tags=treatment_tags,
         fresh_notes_per_day=fresh_notes_per_day,
         cold_start_days=cold_start_days,
+        cold_candidates=cold_candidates,
+        cold_slot_every=cold_slot_every,
         progress=True,
     )
     figures = simulate_stage(run_dir, cfg, out=out_dir)

@@ -63,7 +63,14 @@ def _train_arm(name: str, data: RunData, feature_set: str, features: tuple[str, 
     scorer = train(data, early, tcfg)
     rex = ranking_examples(data, window_start, data.cutoff_s, replace(rcfg, seed=cfg.seed))
     ranker = train_ranker(ranker_features(data, rex, scorer), rex, replace(rcfg, seed=cfg.seed), features)
-    rec = Recommender(serving, ranker, version=f"sim-{name}", explain=False)
+    rec = Recommender(
+        serving,
+        ranker,
+        version=f"sim-{name}",
+        explain=False,
+        cold_candidates=cfg.cold_candidates,
+        cold_slot_every=cfg.cold_slot_every,
+    )
     seconds = round(time.perf_counter() - t0, 2)
     log.info(
         "arm %s trained in %.1fs (%s tags, two-tower %s)", name, seconds, data.catalog.tag_source, feature_set
@@ -76,6 +83,8 @@ def _train_arm(name: str, data: RunData, feature_set: str, features: tuple[str, 
             "ranker_features": list(features),
             "train_examples": {"retrieval": len(examples), "ranker": len(rex)},
             "train_seconds": seconds,
+            "cold_candidates": cfg.cold_candidates,
+            "cold_slot_every": cfg.cold_slot_every,
         },
         rec,
     )

@@ -47,6 +47,10 @@ class SimConfig:
             simulation less than this many days before it (the ``pv_ctr_cold_start`` segment);
             without fresh notes, cold start falls back to the catalog's notes published after the
             training cutoff.
+        cold_candidates: both arms: extra candidates per session from the cold-start notes
+            (:class:`~ranking.recommend.Recommender` ``cold_candidates``; 0 = off).
+        cold_slot_every: both arms: every N-th slot of the slate goes to the best-ranked cold-start
+            candidate (the fresh-note quota; 0 = off).
     """
 
     days: int = 7
@@ -64,6 +68,8 @@ class SimConfig:
     progress: bool = False
     fresh_notes_per_day: int = 60
     cold_start_days: float = 3.0
+    cold_candidates: int = 0
+    cold_slot_every: int = 0
 
     def __post_init__(self) -> None:
         _int_at_least("days", self.days, 1)
@@ -82,6 +88,8 @@ class SimConfig:
             )
         _int_at_least("seed", self.seed, 0)
         _int_at_least("batch_sessions", self.batch_sessions, 1)
+        _int_at_least("cold_candidates", self.cold_candidates, 0)
+        _int_at_least("cold_slot_every", self.cold_slot_every, 0)
         _int_at_least("fresh_notes_per_day", self.fresh_notes_per_day, 0)
         if self.fresh_notes_per_day > 10_000:
             raise ConfigError(

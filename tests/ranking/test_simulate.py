@@ -74,6 +74,8 @@ def stage(tiny_run: Path) -> dict:
         ("cold_start_days", {"cold_start_days": 0}),
         ("cold_start_days", {"cold_start_days": "3"}),
         ("retrieval", {"retrieval": {"epochs": 1}}),
+        ("cold_candidates", {"cold_candidates": -1}),
+        ("cold_slot_every", {"cold_slot_every": True}),
     ],
 )
 def test_bad_options_raise_config_error_naming_them(option: str, kwargs: dict) -> None:
@@ -256,6 +258,24 @@ def test_without_fresh_notes_cold_start_is_the_catalogs(tiny_run: Path, tmp_path
     ev = pd.read_parquet(tmp_path / "none" / "events.parquet")
     assert not ev["note_id"].str.startswith("sim").any() and ev["is_cold_start"].any()
     assert figures["fresh_notes"]["per_day"] == 0
+
+
+def test_cold_slots_raise_the_cold_start_share_of_impressions(tiny_run: Path, tmp_path: Path) -> None:
+    base = replace(FAST, days=1, pre_days=0)
+    shares = {}
+    for name, cfg in {
+        "off": base,
+        "slots": replace(base, cold_candidates=20, cold_slot_every=2),
+    }.items():
+        simulate_stage(tiny_run, cfg, out=tmp_path / name)
+        ev = pd.read_parquet(tmp_path / name / "events.parquet")
+        imp = ev[ev["event"] == "impression"]
+        shares[name] = float(imp["is_cold_start"].mean())
+        manifest = json.loads((tmp_path / name / "manifest.json").read_text())
+        assert manifest["arms"]["treatment"]["cold_slot_every"] == cfg.cold_slot_every
+    # 2 of every 5 slots go to cold notes (the simulation's fresh notes or the catalog's post-cutoff
+    # ones; only the fresh ones count as the cold-start segment)
+    assert shares["slots"] > 1.5 * shares["off"], shares
 
 
 # ---- the stage ----------------------------------------------------------------------------------
