@@ -108,11 +108,12 @@ def ranker_cmd(
 @click.argument("run_dir", type=click.Path(exists=True, file_okay=False))
 @click.option(
     "--pool",
-    type=click.Choice(["all", "segment", "quota", "every"]),
+    type=click.Choice(["all", "segment", "quota", "every", "both"]),
     default="every",
     show_default=True,
     help="all = one shared pool; segment = cold notes among cold only; quota = shared pool with "
-    "cold-start slots (see `tagllm train retrieval --cold-quota`).",
+    "cold-start slots (see `tagllm train retrieval --cold-quota`); every = all three ('both' is an "
+    "older alias of every).",
 )
 @click.option("--json", "as_json", is_flag=True)
 def eval_group(run_dir: str, pool: str, as_json: bool) -> None:
@@ -126,7 +127,7 @@ def eval_group(run_dir: str, pool: str, as_json: bool) -> None:
     if not path.exists():
         raise NotFoundError(f"{path} does not exist; run `tagllm train retrieval {run_dir}` first")
     table = pd.read_parquet(path)
-    if pool != "every":
+    if pool not in ("every", "both"):
         table = table[table["pool"] == pool]
     cols = [
         c

@@ -1,5 +1,7 @@
 from __future__ import annotations
 
+import json
+
 import pytest
 
 from features.errors import ConfigError
@@ -16,9 +18,25 @@ def test_stages_write_summary_sections(tmp_path):
     fig = retrieval_stage(tmp_path, tag_sources=["ground_truth"], config=TrainConfig(epochs=1))
     assert fig["main_model"] == "tags:ground_truth"
     assert (tmp_path / "retrieval" / "model.pt").exists()
+    assert {"cold_recall@50_all", "cold_recall@50_segment", "cold_recall@50_quota"} <= set(fig)
+    assert fig["cold_quota"] == 10
     rk = ranker_stage(tmp_path, tag_source="ground_truth", config=RankerConfig(n_estimators=10))
     assert 0 <= rk["full_auc"] <= 1
     assert {"retrieval", "ranker"} <= set(RunDir(tmp_path).summary())
+
+    from click.testing import CliRunner
+
+    from ranking.cli import eval_group
+
+    runner = CliRunner()
+    for pool, want in (
+        ("quota", {"quota"}),
+        ("every", {"all", "segment", "quota"}),
+        ("both", {"all", "segment", "quota"}),
+    ):
+        res = runner.invoke(eval_group, [str(tmp_path), "--pool", pool, "--json"])
+        assert res.exit_code == 0, res.output
+        assert {r["pool"] for r in json.loads(res.output)} == want
 
 
 def test_retrieval_stage_rejects_unknown_tag_source(tmp_path):
