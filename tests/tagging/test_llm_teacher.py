@@ -56,7 +56,11 @@ def test_faulty_1000_note_run_then_cached_rerun_makes_zero_requests(server, tmp_
     faults = {k: v for k, v in server.counts.items() if k != "ok"}
     print("\n1000-note faulty run:", json.dumps({**summary.as_dict(), "server": dict(server.counts)}))
     assert summary.ok + summary.failed == 1000 and summary.ok == len(tags)
-    assert summary.requests == server.requests and summary.retries > 0
+    # every request the server handled was counted by the client; the client may count a few more:
+    # a request sent on a pooled keep-alive connection the server was closing (or that timed out
+    # before reaching the handler) fails in transport, is retried and never reaches the handler
+    lost = t.stats.connection_errors + t.stats.timeouts
+    assert server.requests <= summary.requests <= server.requests + lost and summary.retries > 0
     assert set(faults) == {"500", "503", "429", "slow", "invalid_json"}
     assert 0.2 < sum(faults.values()) / server.requests < 0.4
     assert summary.cost == pytest.approx(
