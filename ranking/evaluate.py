@@ -22,7 +22,7 @@ Retrieval protocol (one place, so every model and peer is scored the same way):
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Protocol
 
 import numpy as np
@@ -71,6 +71,20 @@ class RetrievalTestSet:
     cold_quota: int = 0
     cold: np.ndarray | None = None
 
+    def with_quota(self, cold: np.ndarray, cold_quota: int) -> RetrievalTestSet:
+        """This shared-pool (``all``) test set as the ``quota`` pool: same users, positives and pools.
+
+        Raises:
+            ConfigError: ``cold_quota`` is not an integer >= 1, or this is not an ``all`` test set.
+        """
+        if isinstance(cold_quota, bool) or not isinstance(cold_quota, int) or cold_quota < 1:
+            raise ConfigError(
+                f"cold_quota: got {cold_quota!r}; expected an integer >= 1 (cold slots of the top K)"
+            )
+        if self.pool != "all":
+            raise ConfigError(f"pool: got {self.pool!r}; the quota pool is built from the 'all' pool")
+        return replace(self, pool="quota", cold_quota=cold_quota, cold=np.asarray(cold, dtype=bool))
+
 
 POOLS = ("all", "segment", "quota")
 
@@ -81,12 +95,8 @@ def retrieval_test_set(
     """Build the time-split test set (see module docstring for ``pool`` and ``cold_quota``)."""
     if pool not in POOLS:
         raise ConfigError(f"pool: got {pool!r}; expected one of {', '.join(POOLS)}")
-    if pool == "quota" and (
-        isinstance(cold_quota, bool) or not isinstance(cold_quota, int) or cold_quota < 1
-    ):
-        raise ConfigError(
-            f"cold_quota: got {cold_quota!r}; expected an integer >= 1 (cold slots of the top K)"
-        )
+    if pool == "quota":
+        return retrieval_test_set(data, events, pool="all").with_quota(data.cold, cold_quota)
     inter = data.interactions
     cold = data.cold
     test = inter.select(np.isin(inter.event, list(events)) & (inter.ts >= data.cutoff_s))
@@ -112,9 +122,13 @@ def retrieval_test_set(
         else {"warm": np.arange(len(cold)), "cold": np.arange(len(cold))},
         seen=seen,
         pool=pool,
-        cold_quota=cold_quota if pool == "quota" else 0,
-        cold=np.asarray(cold, dtype=bool) if pool == "quota" else None,
     )
+
+
+def _top_sorted(s: np.ndarray, k: int) -> np.ndarray:
+    """(U, k) column indices of each row's k highest scores, best first."""
+    top = np.argpartition(-s, k - 1, axis=1)[:, :k]
+    return np.take_along_axis(top, np.argsort(-np.take_along_axis(s, top, axis=1), axis=1), axis=1)
 
 
 def with_cold_slots(top: np.ndarray, cold_top: np.ndarray, every: int) -> np.ndarray:
@@ -181,17 +195,11 @@ def evaluate_retrieval(
                     idx = pool_pos[test.seen[r][test.seen[r] < len(pool_pos)]]
                     s[j, idx[idx >= 0]] = -np.inf
             k_eff = min(kmax, len(pool))
-            top = np.argpartition(-s, k_eff - 1, axis=1)[:, :k_eff]
-            top = np.take_along_axis(top, np.argsort(-np.take_along_axis(s, top, axis=1), axis=1), axis=1)
+            top = _top_sorted(s, k_eff)
             if test.cold_quota and test.cold is not None:
                 cold_cols = np.flatnonzero(test.cold[pool])
                 if len(cold_cols):
-                    c_eff = min(k_eff, len(cold_cols))
-                    cs = s[:, cold_cols]
-                    ctop = np.argpartition(-cs, c_eff - 1, axis=1)[:, :c_eff]
-                    ctop = np.take_along_axis(
-                        ctop, np.argsort(-np.take_along_axis(cs, ctop, axis=1), axis=1), axis=1
-                    )
+                    ctop = _top_sorted(s[:, cold_cols], min(k_eff, len(cold_cols)))
                     top = with_cold_slots(top, cold_cols[ctop], max(1, kmax // test.cold_quota))
             for j, r in enumerate(rows):
                 pos = pool_pos[pos_lists[r]]

@@ -113,7 +113,8 @@ def retrieval_stage(
     t_start = time.perf_counter()
     try:
         base, examples = build_training_examples(run, tag_source="none")
-        tests = {pool: retrieval_test_set(base, pool=pool, cold_quota=cold_quota) for pool in POOLS}
+        tests = {pool: retrieval_test_set(base, pool=pool) for pool in ("all", "segment")}
+        tests["quota"] = tests["all"].with_quota(base.cold, cold_quota)  # same users and positives
         rows: list[dict[str, Any]] = []
         main: Any = None
         feast_figures: dict[str, Any] = {}

@@ -34,6 +34,7 @@ import numpy as np
 from features.errors import ConfigError, NotFoundError
 from features.io import RunDir
 from ranking.dataset import ENGAGEMENT_WEIGHTS, Examples, NoteCatalog, RunData, load_run_data, user_states
+from ranking.evaluate import with_cold_slots
 
 __all__ = [
     "AddedNote",
@@ -586,8 +587,6 @@ class Recommender:
     ) -> list[Recommendation]:
         order = np.argsort(-scores, kind="stable")
         if self.cold_slot_every and len(order):
-            from ranking.evaluate import with_cold_slots
-
             cold_order = order[self._cold[notes[order]]]
             kk = min(k, len(order))
             order = with_cold_slots(order[None, :kk], cold_order[None, :kk], self.cold_slot_every)[0]
