@@ -5,8 +5,9 @@ Steps (each a small function; :func:`build_handbook` composes them):
 1. **Candidates** (:func:`extract_candidates`): per note, phrases from title, body and image captions
    (English: word n-grams up to ``max_ngram`` that neither start nor end with a stopword; Chinese:
    jieba words of >= 2 characters) and the note's hashtags (``reference_tags``, whole), in canonical
-   form (:func:`tagging.normalize.canonical`). For text phrases the left and right neighbouring words
-   are recorded as context.
+   form (:func:`tagging.normalize.canonical`); a hashtag written without spaces ("creamwhite") is
+   mapped to the text phrase it spells ("cream white"). For text phrases the left and right
+   neighbouring words are recorded as context.
 2. **Boilerplate** (:func:`boilerplate_phrases`), the documented data-driven rule. For a phrase with
    document frequency ``df >= boilerplate_min_df``, let ``r_c = df_c / N_c`` be its rate in category
    ``c`` (size-adjusted), ``q_c = r_c / sum(r)`` and ``H = -sum q_c log q_c / log(min(C, df))`` its
@@ -19,7 +20,11 @@ Steps (each a small function; :func:`build_handbook` composes them):
    The platform-noise rule applies to CJK hashtags only (English slugs are one word). A phrase found
    in the *text* of at least half the notes that carry it is content (a colour several categories
    share) and is boilerplate only when ``H >= text_boilerplate_entropy``.
-   ``extra_boilerplate`` adds hand-listed phrases.
+   ``extra_boilerplate`` adds hand-listed phrases. The handbook lists **every** boilerplate phrase
+   (the rule's and ``extra_boilerplate``), most frequent first (document frequency over all notes,
+   then text): the list is never truncated, since taggers, the normalizer and
+   ``boilerplate_rate`` (:mod:`tagging.evaluate`) filter and measure by it. ``log_boilerplate``
+   only sets how many of the most frequent ones the build log shows.
 3. **Scores** per (category, phrase): specificity = smoothed PMI ``log((df_c+1)/(N_c+1)) -
    log((df+1)/(N+1))``; engagement lift (when interactions exist) = the geometric mean of the
    smoothed CTR, like-rate and mean-dwell of the notes containing the phrase over the category
@@ -260,7 +265,7 @@ class HandbookConfig:
     max_values_per_category: int = 300
     max_values_per_dimension: int = 60
     examples_per_value: int = 3
-    max_boilerplate_listed: int = 500
+    log_boilerplate: int = 20
 
     def __post_init__(self) -> None:
         checks = {
@@ -270,6 +275,7 @@ class HandbookConfig:
             "boilerplate_entropy": 0 <= self.boilerplate_entropy <= 1,
             "cluster_distance": 0 < self.cluster_distance <= 1,
             "max_cooccurrence": self.max_cooccurrence > 0,
+            "log_boilerplate": self.log_boilerplate >= 0,
         }
         for name, ok in checks.items():
             if not ok:
@@ -279,6 +285,12 @@ class HandbookConfig:
     def from_mapping(cls, raw: Mapping[str, Any]) -> HandbookConfig:
         """From a YAML mapping; unknown keys are a ConfigError naming them."""
         known = set(cls.__dataclass_fields__)
+        if "max_boilerplate_listed" in raw:
+            raise ConfigError(
+                "handbook config key 'max_boilerplate_listed' was removed: the boilerplate list is never "
+                "truncated (every phrase the rule finds is listed); use log_boilerplate to choose how "
+                "many the build log shows"
+            )
         unknown = sorted(set(raw) - known)
         if unknown:
             raise ConfigError(f"unknown handbook config key(s) {unknown}; expected some of {sorted(known)}")
@@ -343,7 +355,11 @@ def _text_phrases(text: str, max_ngram: int, out: dict[str, list[tuple[str, str]
 
 
 def extract_candidates(notes: pd.DataFrame, config: HandbookConfig) -> list[NoteCandidates]:
-    """Per note (row order), its candidate phrases (see module docstring, step 1)."""
+    """Per note (row order), its candidate phrases (see module docstring, step 1).
+
+    Hashtags are mapped to the text phrase they spell (see :func:`_map_hashtags_to_phrases`), so
+    these are exactly the candidates :func:`build_handbook` works with.
+    """
     has_tags = config.use_hashtags and "reference_tags" in notes.columns
     out: list[NoteCandidates] = []
     caps = notes["image_captions"] if "image_captions" in notes.columns else [()] * len(notes)
@@ -358,6 +374,7 @@ def extract_candidates(notes: pd.DataFrame, config: HandbookConfig) -> list[Note
             if c:
                 cand.hashtags.add(c)
         out.append(cand)
+    _map_hashtags_to_phrases(out)
     return out
 
 
@@ -616,12 +633,15 @@ def build_handbook(
     categories = [str(c) for c in notes["category"]]
     note_ids = [str(n) for n in notes["note_id"]]
     candidates = extract_candidates(notes, config)
-    _map_hashtags_to_phrases(candidates)
     boiler, noise_words = boilerplate_phrases(categories, candidates, config)
+    # the real document frequency (total_df below leaves boilerplate out): most frequent first
+    boiler_df: Counter[str] = Counter(p for cand in candidates for p in cand.phrases() & boiler)
+    listed = sorted(boiler, key=lambda b: (-boiler_df[b], b))
     log.info(
-        "handbook: %d notes, %d boilerplate phrases, %d noise words",
+        "handbook: %d notes, %d boilerplate phrases (all listed; most frequent: %s), %d noise words",
         len(notes),
-        len(boiler),
+        len(listed),
+        ", ".join(f"{b} ({boiler_df[b]})" for b in listed[: config.log_boilerplate]),
         len(noise_words),
     )
 
@@ -705,10 +725,6 @@ def build_handbook(
                 if d["values"]
             ),
         )
-    listed = sorted(
-        (b for b in boiler if any(b in c.hashtags for c in candidates) or b in config.extra_boilerplate),
-        key=lambda b: (-total_df.get(b, 0), b),
-    )[: config.max_boilerplate_listed]
     return Handbook(built_from=built_from, boilerplate=tuple(listed), categories=sections).with_version()
 
 

@@ -148,3 +148,75 @@ def test_unknown_teacher_lists_choices(tiny) -> None:
 def test_config_rejects_unknown_keys() -> None:
     with pytest.raises(ConfigError, match="min_dff"):
         HandbookConfig.from_mapping({"min_dff": 3})
+
+
+def _spread_notes(n_boiler: int) -> tuple[list[str], list[str], list[list[str]]]:
+    """4 categories x 50 notes; boilerplate hashtag ``bp<i>`` is on 8 + i % 5 notes, two or more per
+    category (spread evenly), so more phrases than any old cap are boilerplate, with distinct counts."""
+    cats = [f"c{k}" for k in range(4) for _ in range(50)]
+    tags: list[list[str]] = [[] for _ in cats]
+    slot = 0
+    for i in range(n_boiler):
+        for j in range(8 + i % 5):
+            note = (j % 4) * 50 + (slot + j // 4) % 50
+            tags[note].append(f"bp{i:04d}")
+        slot += 3
+    bodies = [f"{c}style" for c in cats]  # one category-specific word: no text boilerplate
+    return cats, bodies, tags
+
+
+def test_boilerplate_list_is_never_truncated_and_most_frequent_first(caplog) -> None:
+    import logging
+
+    import pandas as pd
+
+    from tagging.handbook import boilerplate_phrases, extract_candidates
+
+    cats, bodies, tags = _spread_notes(700)
+    notes = pd.DataFrame(
+        {
+            "note_id": [f"n{i}" for i in range(len(cats))],
+            "category": cats,
+            "title": "",
+            "body": bodies,
+            "reference_tags": tags,
+        }
+    )
+    cfg = HandbookConfig(extra_boilerplate=("Hand Listed",), log_boilerplate=3)
+    found, _ = boilerplate_phrases(cats, extract_candidates(notes, cfg), cfg)
+    assert {f"bp{i:04d}" for i in range(700)} <= found and "hand listed" in found
+    with caplog.at_level(logging.INFO, logger="tagging.handbook"):
+        hb = build_handbook(notes, config=cfg)
+    assert len(hb.boilerplate) == len(found) > 500  # 500 was the old cap
+    assert set(hb.boilerplate) == found
+    df = {t: sum(t in ts for ts in tags) for t in found}
+    df["hand listed"] = 0
+    assert list(hb.boilerplate) == sorted(found, key=lambda b: (-df[b], b))  # by real frequency, then text
+    assert hb.boilerplate[0] == "bp0004" and hb.boilerplate[-1] == "hand listed"
+    assert "701 boilerplate phrases (all listed; most frequent: bp0004 (12), bp0009 (12), bp0014 (12))" in (
+        caplog.text
+    )
+
+
+@pytest.mark.integration
+def test_kuairec_handbook_lists_every_boilerplate_phrase(shared_data) -> None:
+    from features.datasets import kuairec
+    from tagging.handbook import boilerplate_phrases, extract_candidates
+
+    # 5,000 of the 7,476 notes keep the test fast; on them the old cap of 500 lost all three phrases
+    notes = kuairec.load(str(shared_data("kuairec-captions"))).tables["notes"].sample(n=5000, random_state=0)
+    cfg = HandbookConfig()
+    found, _ = boilerplate_phrases(list(notes["category"]), extract_candidates(notes, cfg), cfg)
+    hb = build_handbook(notes, config=cfg)
+    assert len(found) > 1000  # ~1,050 here, ~1,430 on all notes: far more than the old cap of 500
+    assert len(hb.boilerplate) == len(found) and set(hb.boilerplate) == found
+    assert {"感谢快手我要上热门", "热门", "推广小助手"} <= set(hb.boilerplate)
+    assert hb.boilerplate.index("热门") < 50  # the most frequent come first (the prompt shows the top 50)
+
+
+def test_removed_max_boilerplate_listed_is_a_clear_error() -> None:
+    with pytest.raises(
+        ConfigError, match="max_boilerplate_listed' was removed: the boilerplate list is never"
+    ):
+        HandbookConfig.from_mapping({"max_boilerplate_listed": 500})
+    assert HandbookConfig.from_mapping({"log_boilerplate": 5}).log_boilerplate == 5
