@@ -1,23 +1,28 @@
 """KuaiRec captions → canonical ``notes`` (no users or interactions: the folder has no logs).
 
+A note reads as the platform shows it: the cover text and the caption as published, the creator's
+``#hashtags`` included. Nothing is removed from the running text, so names and other words that are
+also one of the note's reference tags stay where the creator wrote them.
+
 Mapping:
 
 - ``note_id`` = ``"v<video_id>"``; ``author_id`` = ``"kuairec"`` (no creator ids in the files);
   ``image_captions`` = []; ``created_at`` = :data:`CREATED_AT` for every note (the files carry no
   times; it is the first day of KuaiRec's collection window).
+- ``title`` = ``manual_cover_text`` (the text on the video cover; ``"UNKNOWN"`` → ``""``).
+- ``body`` = ``caption`` as published, creator ``#hashtags`` included. Only a stray ``\\r`` is
+  dropped and whitespace is tidied (runs of spaces, tabs, ideographic spaces and NBSPs become one
+  space; the ends are stripped); title and body get the same tidy.
 - ``reference_tags`` = the creator's ``topic_tag`` list ``"[a,b]"``: items stripped, empty ones
-  dropped, duplicates dropped keeping order.
-- ``title`` = ``manual_cover_text`` (the text on the video cover; ``"UNKNOWN"`` → ``""``), cleaned
-  like the body.
-- ``body`` = ``caption`` with every hashtag removed, so that reference tags cannot be copied from
-  the text (see :func:`strip_hashtags`). Hashtags come as ``#tag`` (ended by a space, NBSP, another
-  ``#``, punctuation or the end), Weibo-style ``#tag#``, and with the full-width ``＃``.
-  With ``plain_tags="remove"`` (default) a note's own reference tags are also removed where they
-  occur as plain words (case-insensitive), so **no body or title contains one of its own reference
-  tags as a substring**; ``plain_tags="keep"`` keeps those words (and drops that guarantee).
+  dropped, duplicates dropped keeping order. For evaluation only: most of them are also written in
+  the body as ``#tag``, so a tagger that copies hashtags scores well against them.
 - ``category`` = ``first_level_category_name`` (``"UNKNOWN"`` → ``"unknown"``); extra columns
   ``second_level_category`` and ``third_level_category`` (same rule), and ``feat_ids`` (list[int])
   from item_categories.csv: KuaiRec's own coarse tag ids, which are *not* the category ids.
+
+Option ``hashtags``: ``"keep"`` (default) keeps the hashtags in title and body; ``"strip"`` removes
+the hashtag *tokens* only (see :func:`strip_hashtags`: ``#tag``, Weibo-style ``#tag#``, full-width
+``＃``, and stray ``#``), never the same words where they occur in running text.
 
 File quirk: four captions contain a bare carriage return; the file is read with ``\\n`` as the only
 line terminator (the true row count is 7,476, the same as item_categories.csv; a reader that also
@@ -38,7 +43,7 @@ from features.datasets._common import dedupe, file_info, find_file, read_csv, re
 from features.errors import ConfigError, DataSourceError
 from features.schemas import validate_tables
 
-__all__ = ["AUTHOR_ID", "CREATED_AT", "load", "parse_topic_tags", "strip_hashtags"]
+__all__ = ["AUTHOR_ID", "CREATED_AT", "HASHTAG_MODES", "load", "parse_topic_tags", "strip_hashtags", "tidy"]
 
 log = logging.getLogger(__name__)
 
@@ -47,6 +52,7 @@ AUTHOR_ID = "kuairec"
 CREATED_AT = pd.Timestamp("2020-07-05T00:00:00Z")
 CAPTIONS = "kuairec_caption_category.csv"
 ITEM_CATEGORIES = "item_categories.csv"
+HASHTAG_MODES = ("keep", "strip")
 _COLUMNS = (
     "video_id",
     "manual_cover_text",
@@ -61,8 +67,7 @@ _WORD = r"[\w·]"  # tag characters: letters/digits/CJK/underscore, and "·" (se
 _ANY_HASHTAG = re.compile(rf"{_HASH}{_WORD}+")
 _LONE_HASH = re.compile(_HASH)
 _WORD_CHAR = re.compile(_WORD)
-_SPACES = re.compile(r"[ \t\u3000\xa0]{2,}")
-_PLAIN_TAGS = ("remove", "keep")
+_SPACES = re.compile(r"[ \t\u3000\xa0]+")
 
 
 def parse_topic_tags(text: str) -> list[str]:
@@ -73,38 +78,45 @@ def parse_topic_tags(text: str) -> list[str]:
     return dedupe(inner.split(","))
 
 
-def strip_hashtags(text: str, tags: list[str], *, plain_tags: str = "remove") -> tuple[str, int]:
-    """Remove every hashtag from ``text``; with ``plain_tags="remove"`` also plain ``tags``.
+def tidy(text: str) -> str:
+    """The only change made to published text: drop ``\\r``, one space per whitespace run, strip.
 
-    Order matters: the note's own tags are removed first (longest first, so ``#ab`` goes before
-    ``#a``; a closing ``#`` is swallowed unless it opens another own tag), then any other
-    ``#word`` run, then stray ``#``. A hashtag glued to the prose that follows it
-    (``#美食今天…``) cannot be told apart from a long hashtag and is removed whole.
+    Example:
+        >>> tidy(" 好吃\\r  #美食\\u3000 ")
+        '好吃 #美食'
+    """
+    return _SPACES.sub(" ", text.replace("\r", "")).strip()
+
+
+def strip_hashtags(text: str, tags: list[str]) -> tuple[str, int]:
+    """Remove the hashtag tokens from ``text``; words in running text are never touched.
+
+    A hashtag token is ``#`` (or full-width ``＃``) followed by a run of word characters, up to a
+    space, NBSP, another ``#``, punctuation or the end; Weibo-style ``#tag#`` loses its closing
+    ``#`` too. The note's own ``tags`` (topic_tag) settle where a hashtag ends when the text alone
+    cannot: ``我为#新神魔大陆#拍摄了视频`` loses ``#新神魔大陆#`` and keeps ``拍摄了视频``. Order:
+    the own tags' hashtags (longest first, so ``#ab`` goes before ``#a``; a closing ``#`` is
+    swallowed unless it opens another own tag), then any other ``#word`` run, then a stray ``#``.
+    A hashtag glued to the prose that follows it (``#美食今天…``) cannot be told apart from a long
+    hashtag and is removed whole.
+
+    Args:
+        text: published text (title or caption).
+        tags: the note's own reference tags (may be empty).
 
     Returns:
-        The cleaned text (whitespace runs collapsed, stripped) and the number of plain
-        occurrences of own tags removed.
-
-    Raises:
-        ConfigError: ``plain_tags`` is not ``"remove"`` or ``"keep"``.
+        The text without hashtag tokens (tidied, see :func:`tidy`) and the number of hashtag tokens
+        removed.
     """
-    if plain_tags not in _PLAIN_TAGS:
-        raise ConfigError(f"plain_tags={plain_tags!r}; expected one of {', '.join(_PLAIN_TAGS)}")
     if not text:
         return "", 0
     own = sorted(tags, key=len, reverse=True)
-    if own:
-        text = _remove_own_hashtags(text, own)
-    text = _ANY_HASHTAG.sub(" ", text)
-    text = _LONE_HASH.sub(" ", text)
     removed = 0
-    if plain_tags == "remove":
-        folded = text.casefold()
-        present = [t for t in own if t.casefold() in folded]
-        if present:  # compiled only for the few notes that need it (compiling per note is slow)
-            pattern = "|".join(re.escape(t) for t in present)
-            text, removed = re.subn(pattern, " ", text, flags=re.IGNORECASE)
-    return _SPACES.sub(" ", text).strip(), removed
+    if own:
+        text, removed = _remove_own_hashtags(text, own)
+    text, n_other = _ANY_HASHTAG.subn(" ", text)
+    text = _LONE_HASH.sub(" ", text)
+    return tidy(text), removed + n_other
 
 
 def _own_tag_at(text: str, start: int, own: list[str]) -> int:
@@ -116,9 +128,10 @@ def _own_tag_at(text: str, start: int, own: list[str]) -> int:
     return -1
 
 
-def _remove_own_hashtags(text: str, own: list[str]) -> str:
+def _remove_own_hashtags(text: str, own: list[str]) -> tuple[str, int]:
     pieces: list[str] = []
     pos = 0
+    removed = 0
     for m in _LONE_HASH.finditer(text):
         i = m.start()
         if i < pos:
@@ -131,29 +144,30 @@ def _remove_own_hashtags(text: str, own: list[str]) -> str:
         pieces.append(text[pos:i])
         pieces.append(" ")
         pos = end
+        removed += 1
     pieces.append(text[pos:])
-    return "".join(pieces)
+    return "".join(pieces), removed
 
 
-def load(path: str | None = None, *, plain_tags: str = "remove", **options: Any) -> Dataset:
+def load(path: str | None = None, *, hashtags: str = "keep", **options: Any) -> Dataset:
     """Load a KuaiRec captions folder.
 
     Args:
         path: folder holding kuairec_caption_category.csv (item_categories.csv optional).
-        plain_tags: ``"remove"`` (default) or ``"keep"`` own reference tags that appear in the
-            caption as plain words (see the module docstring).
+        hashtags: ``"keep"`` (default: title and body as published) or ``"strip"`` (remove the
+            hashtag tokens, see :func:`strip_hashtags`; the words of the running text stay).
 
     Returns:
         A :class:`Dataset` with a validated ``notes`` table.
 
     Raises:
-        ConfigError: unknown option or bad ``plain_tags``.
+        ConfigError: unknown option or bad ``hashtags``.
         DataSourceError: missing folder/file, missing columns, or duplicate/invalid video ids.
     """
     if options:
-        raise ConfigError(f"kuairec: unknown option(s) {', '.join(options)}; expected plain_tags")
-    if plain_tags not in _PLAIN_TAGS:
-        raise ConfigError(f"kuairec: plain_tags={plain_tags!r}; expected one of {', '.join(_PLAIN_TAGS)}")
+        raise ConfigError(f"kuairec: unknown option(s) {', '.join(options)}; expected hashtags")
+    if hashtags not in HASHTAG_MODES:
+        raise ConfigError(f"kuairec: hashtags={hashtags!r}; expected one of {', '.join(HASHTAG_MODES)}")
     started = time.perf_counter()
     folder = require_dir(path, "kuairec", (CAPTIONS,))
     raw = read_csv(
@@ -172,21 +186,23 @@ def load(path: str | None = None, *, plain_tags: str = "remove", **options: Any)
         )
 
     ref_tags = raw["topic_tag"].map(parse_topic_tags)
-    body_and_count = [
-        strip_hashtags(c, t, plain_tags=plain_tags)
-        for c, t in zip(raw["caption"].str.replace("\r", ""), ref_tags, strict=True)
-    ]
     cover = raw["manual_cover_text"].where(raw["manual_cover_text"] != "UNKNOWN", "")
-    title_and_count = [
-        strip_hashtags(c, t, plain_tags=plain_tags) for c, t in zip(cover, ref_tags, strict=True)
-    ]
+    removed = {"title": 0, "body": 0}
+    texts: dict[str, list[str]] = {}
+    for field, column in (("title", cover), ("body", raw["caption"])):
+        if hashtags == "keep":
+            texts[field] = [tidy(t) for t in column]
+            continue
+        cleaned = [strip_hashtags(t, tags) for t, tags in zip(column, ref_tags, strict=True)]
+        texts[field] = [t for t, _ in cleaned]
+        removed[field] = sum(n for _, n in cleaned)
     notes = pd.DataFrame(
         {
             "note_id": "v" + raw["video_id"],
             "author_id": AUTHOR_ID,
             "category": _category(raw["first_level_category_name"]),
-            "title": [t for t, _ in title_and_count],
-            "body": [b for b, _ in body_and_count],
+            "title": texts["title"],
+            "body": texts["body"],
             "image_captions": [[] for _ in range(len(raw))],
             "created_at": CREATED_AT,
             "reference_tags": ref_tags,
@@ -208,16 +224,21 @@ def load(path: str | None = None, *, plain_tags: str = "remove", **options: Any)
         "source": "kuairec",
         "path": str(folder.resolve()),
         "files": files,
-        "options": {"plain_tags": plain_tags},
+        "options": {"hashtags": hashtags},
         "created_at": "fixed: " + CREATED_AT.isoformat(),
         "notes_with_reference_tags": int((ref_tags.str.len() > 0).sum()),
-        "plain_tag_occurrences_removed": {
-            "body": sum(n for _, n in body_and_count),
-            "title": sum(n for _, n in title_and_count),
-        },
+        "notes_with_hashtags_in_text": int(
+            (raw["caption"].str.contains(_HASH) | cover.str.contains(_HASH)).sum()
+        ),
+        "hashtag_tokens_removed": removed,
         "counts": {"notes": len(tables["notes"])},
     }
-    log.info("kuairec: %d notes in %.2fs", len(tables["notes"]), time.perf_counter() - started)
+    log.info(
+        "kuairec: %d notes (hashtags=%s) in %.2fs",
+        len(tables["notes"]),
+        hashtags,
+        time.perf_counter() - started,
+    )
     return Dataset(tables=tables, info=info)
 
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import csv
 import functools
 import json
+import re
 import time
 from pathlib import Path
 
@@ -145,44 +146,95 @@ def test_kuairec_counts_and_tags(shared_data):
     _check_canonical(dataset)
 
 
+def _published(folder: Path) -> pd.DataFrame:
+    """The captions file as published, read independently of the adapter (indexed by video_id)."""
+    return pd.read_csv(
+        folder / kuairec.CAPTIONS, dtype=str, keep_default_na=False, lineterminator="\n"
+    ).set_index("video_id")
+
+
+def _ws(text: str) -> str:
+    return "".join(text.split())
+
+
 @pytest.mark.integration
-def test_kuairec_no_body_contains_its_own_reference_tag(shared_data):
-    notes = _load_real("kuairec", str(shared_data("kuairec-captions"))).tables["notes"]
-    leaks = [
-        (nid, tag)
-        for nid, body, title, tags in zip(
-            notes["note_id"], notes["body"], notes["title"], notes["reference_tags"], strict=True
-        )
-        for tag in tags
-        if tag in body or tag in title
-    ]
-    assert leaks == []
+def test_kuairec_keep_shows_the_note_as_published(shared_data):
+    folder = shared_data("kuairec-captions")
+    notes = _load_real("kuairec", str(folder)).tables["notes"].set_index("note_id")
+    raw = _published(folder)
+    caption = raw["caption"].str.replace("\r", "")
+    cover = raw["manual_cover_text"].where(raw["manual_cover_text"] != "UNKNOWN", "")
+    assert [_ws(b) for b in notes["body"]] == [_ws(c) for c in caption]
+    assert [_ws(t) for t in notes["title"]] == [_ws(c) for c in cover]
+    assert notes["body"].str.contains("#").sum() > 3000  # the creators' hashtags are in the text
+    # a name that is also the note's own reference tag stays in the text
+    v766 = notes.loc["v766"]
+    assert v766["body"] == "关晓彤运动装也挡不住大长腿#关晓彤"
+    assert v766["title"].startswith("关晓彤") and "关晓彤" in v766["reference_tags"]
+
+
+@pytest.mark.integration
+def test_kuairec_strip_removes_hashtag_tokens_only(shared_data):
+    folder = shared_data("kuairec-captions")
+    dataset = kuairec.load(str(folder), hashtags="strip")
+    notes = dataset.tables["notes"].set_index("note_id")
     assert not notes["body"].str.contains("[#＃]").any()
+    assert not notes["title"].str.contains("[#＃]").any()
+    assert dataset.info["options"] == {"hashtags": "strip"}
+    assert dataset.info["hashtag_tokens_removed"]["body"] > 5000
+    raw = _published(folder)
+    outside = re.compile(r"[#＃][^\s#＃]*")  # generous: a hashtag token never reaches past a space or "#"
+    kept_words = 0
+    for vid, row in raw.iterrows():
+        body = notes.loc[f"v{vid}", "body"]
+        running = outside.sub(" ", row["caption"])  # the caption with every hashtag token blanked
+        caption = row["caption"]
+        for tag in kuairec.parse_topic_tags(row["topic_tag"]):
+            # every plain (running-text) occurrence of an own tag survives ...
+            assert body.count(tag) >= running.count(tag), (vid, tag, body)
+            kept_words += running.count(tag)
+            # ... and every whole hashtag token of it is gone
+            tokens = len(re.findall(rf"[#＃]{re.escape(tag)}(?![\w·])", caption))
+            assert body.count(tag) <= caption.count(tag) - tokens, (vid, tag, body)
+    assert kept_words > 100
+    assert notes.loc["v766", "body"] == "关晓彤运动装也挡不住大长腿"
+
+
+@pytest.mark.parametrize("hashtags", ["keep", "strip"])
+def test_kuairec_never_deletes_words_of_running_text(tmp_path, hashtags):
+    rows = [
+        '9,郎朗说了什么让关晓彤笑,郎朗说了什么让关晓彤笑 #郎朗 #关晓彤 ,"[郎朗,关晓彤]",6,明星娱乐,1,a,2,b'
+    ]
+    notes = kuairec.load(str(_write_kuairec(tmp_path / "k", rows)), hashtags=hashtags).tables["notes"]
+    body, title = notes.loc[0, "body"], notes.loc[0, "title"]
+    assert title == "郎朗说了什么让关晓彤笑"
+    assert body.startswith("郎朗说了什么让关晓彤笑")
+    assert (
+        body == {"keep": "郎朗说了什么让关晓彤笑 #郎朗 #关晓彤", "strip": "郎朗说了什么让关晓彤笑"}[hashtags]
+    )
 
 
 @pytest.mark.parametrize(
-    ("caption", "tags", "expected"),
+    ("caption", "tags", "expected", "n_removed"),
     [
-        ("好吃 #美食 #探店 ", ["美食", "探店"], "好吃"),
-        ("＃记录生活＃小官家＃推广", ["记录生活", "推广"], "小官家"),  # full-width, glued
-        ("我为#新神魔大陆#拍摄了视频！", ["新神魔大陆"], "我为 拍摄了视频！"),  # Weibo-style #tag#
-        ("#高清视频#智能推广", ["高清视频", "智能推广"], ""),  # closing "#" that opens the next tag
-        ("#袁隆平生日快乐 #袁隆平 ", ["袁隆平"], ""),  # longer hashtag that starts with a tag
-        ("#张公案\xa0的双男主", ["张公案"], "的双男主"),  # NBSP delimiter
-        ("我爱美食 #美食", ["美食"], "我爱"),  # plain occurrence of an own tag
-        ("just #DK vibes dk", ["DK"], "just vibes"),  # case-insensitive
-        ("no tags # @someone #其他话题", [], "no tags @someone"),  # stray "#", foreign hashtag
+        ("好吃 #美食 #探店 ", ["美食", "探店"], "好吃", 2),
+        ("＃记录生活＃小官家＃推广", ["记录生活", "推广"], "小官家", 2),  # full-width, read as #tag#
+        ("我为#新神魔大陆#拍摄了视频！", ["新神魔大陆"], "我为 拍摄了视频！", 1),  # Weibo-style #tag#
+        ("#高清视频#智能推广", ["高清视频", "智能推广"], "", 2),  # closing "#" that opens the next tag
+        ("#袁隆平生日快乐 #袁隆平 ", ["袁隆平"], "", 2),  # longer hashtag that starts with a tag
+        ("#张公案\xa0的双男主", ["张公案"], "的双男主", 1),  # NBSP delimiter
+        ("我爱美食 #美食", ["美食"], "我爱美食", 1),  # a plain occurrence of an own tag stays
+        ("just #DK vibes dk", ["DK"], "just vibes dk", 1),  # ... in any case
+        ("no tags # @someone #其他话题", [], "no tags @someone", 1),  # stray "#", foreign hashtag
+        ("郎朗说了什么让关晓彤笑 #郎朗 #关晓彤", ["郎朗", "关晓彤"], "郎朗说了什么让关晓彤笑", 2),
     ],
 )
-def test_strip_hashtags(caption, tags, expected):
-    body, _ = kuairec.strip_hashtags(caption, tags)
-    assert body == expected
-    assert not any(t.lower() in body.lower() for t in tags)
+def test_strip_hashtags(caption, tags, expected, n_removed):
+    assert kuairec.strip_hashtags(caption, tags) == (expected, n_removed)
 
 
-def test_strip_hashtags_keep_plain_words():
-    body, removed = kuairec.strip_hashtags("我爱美食 #美食", ["美食"], plain_tags="keep")
-    assert (body, removed) == ("我爱美食", 0)
+def test_tidy_only_touches_whitespace():
+    assert kuairec.tidy(" 好吃\r  #美食\u3000\xa0 ok ") == "好吃 #美食 ok"
 
 
 def test_parse_topic_tags():
@@ -190,7 +242,7 @@ def test_parse_topic_tags():
     assert kuairec.parse_topic_tags("[]") == []
 
 
-def _write_kuairec(folder: Path) -> Path:
+def _write_kuairec(folder: Path, rows: list[str] | None = None) -> Path:
     folder.mkdir()
     header = ",".join(
         [
@@ -206,7 +258,7 @@ def _write_kuairec(folder: Path) -> Path:
             "third_level_category_name",
         ]
     )
-    rows = [
+    rows = rows or [
         '1,UNKNOWN,好吃 #美食 #探店 ,"[美食,探店]",7,美食,1,探店,2,火锅',
         "2,封面 #封面话题,一行\r文字 ,[],-124,UNKNOWN,-124,UNKNOWN,-124,UNKNOWN",
     ]
@@ -218,11 +270,16 @@ def test_kuairec_small_fixture(tmp_path):
     dataset = kuairec.load(str(_write_kuairec(tmp_path / "k")))
     notes = dataset.tables["notes"].set_index("note_id")
     assert list(notes.index) == ["v1", "v2"]  # the bare "\r" does not split a row
-    assert notes.loc["v1", "body"] == "好吃"
+    assert notes.loc["v1", "body"] == "好吃 #美食 #探店"  # as published (hashtags="keep")
     assert notes.loc["v1", "reference_tags"] == ["美食", "探店"]
     assert notes.loc["v1", "third_level_category"] == "火锅"
     assert notes.loc["v2", "body"] == "一行文字"
-    assert notes.loc["v2", "title"] == "封面"
+    assert notes.loc["v2", "title"] == "封面 #封面话题"
+    assert dataset.info["options"] == {"hashtags": "keep"}
+    assert dataset.info["hashtag_tokens_removed"] == {"title": 0, "body": 0}
+    assert dataset.info["notes_with_hashtags_in_text"] == 2
+    stripped = kuairec.load(str(tmp_path / "k"), hashtags="strip").tables["notes"].set_index("note_id")
+    assert stripped.loc["v1", "body"] == "好吃" and stripped.loc["v2", "title"] == "封面"
     assert notes.loc["v2", "category"] == "unknown"
     assert notes.loc["v1", "title"] == ""
     assert "feat_ids" not in notes.columns  # item_categories.csv is optional
@@ -233,8 +290,13 @@ def test_kuairec_missing_file_and_bad_option(tmp_path):
     (tmp_path / "empty").mkdir()
     with pytest.raises(DataSourceError, match=kuairec.CAPTIONS):
         kuairec.load(str(tmp_path / "empty"))
-    with pytest.raises(ConfigError, match="plain_tags"):
-        kuairec.load(str(_write_kuairec(tmp_path / "k")), plain_tags="drop")
+    folder = _write_kuairec(tmp_path / "k")
+    with pytest.raises(ConfigError, match=r"unknown option\(s\) plain_tags; expected hashtags"):
+        kuairec.load(str(folder), plain_tags="keep")  # the option of earlier versions is gone
+    with pytest.raises(ConfigError, match="hashtags='drop'; expected one of keep, strip"):
+        kuairec.load(str(folder), hashtags="drop")
+    with pytest.raises(ConfigError, match="expected hashtags"):
+        load_source("kuairec", str(folder), strip=True)
 
 
 # --------------------------------------------------------------------------- mind

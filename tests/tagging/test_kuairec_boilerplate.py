@@ -10,6 +10,9 @@ labels are made on the other half B, by rules that do not use the filter:
   first-level category.
 
 Rates are over hashtag types of half B (and, reported too, weighted by how often they are used).
+The notes are loaded as published (the adapter's default ``hashtags="keep"``), so the creators'
+hashtags are in the body text too, as the taggers see them; the labels use the raw hashtags
+(``reference_tags`` = topic_tag).
 """
 
 from __future__ import annotations
