@@ -42,11 +42,26 @@ def tag() -> None:
 @click.option(
     "--out", type=click.Path(dir_okay=False), help="Where to write the YAML [default: RUN_DIR/handbook.yaml]."
 )
-def handbook_cmd(run_dir: str, config_path: str | None, out: str | None) -> None:
+@click.option(
+    "--from",
+    "from_path",
+    type=click.Path(dir_okay=False, exists=True),
+    help="Install this handbook YAML (validated, copied atomically) instead of building one.",
+)
+def handbook_cmd(run_dir: str, config_path: str | None, out: str | None, from_path: str | None) -> None:
     """Build the handbook from RUN_DIR's notes (and interactions) and write it as YAML.
 
     The YAML is human-editable: edit it and pass it back with --handbook; it is validated on load.
+    With --from, an existing handbook (e.g. one an LLM wrote) is validated and installed instead.
     """
+    if from_path is not None:
+        if config_path is not None:
+            raise click.UsageError("--config configures building a handbook; it cannot be used with --from")
+        from tagging.batch_io import install_handbook
+
+        figures = install_handbook(run_dir, from_path, out=out)
+        click.echo(json.dumps(figures, indent=2, ensure_ascii=False))
+        return
     from tagging.pipeline import build_run_handbook
 
     figures = build_run_handbook(run_dir, config_path=config_path, out=out)
@@ -233,3 +248,107 @@ def apply_cmd(
         handbook_path=handbook_path,
     )
     click.echo(json.dumps(figures, indent=2, ensure_ascii=False, default=str))
+
+
+@tag.command("export-requests")
+@run_option
+@click.option(
+    "--out",
+    type=click.Path(dir_okay=False),
+    help="The request JSONL [default: RUN_DIR/teacher/requests.jsonl].",
+)
+@click.option(
+    "--model",
+    default="tagllm-teacher",
+    show_default=True,
+    help="body.model: the name the batch service knows the model by (vllm run-batch: --served-model-name).",
+)
+@handbook_option
+@click.option("--sample", type=click.IntRange(min=1), default=None, help="Only the first N notes.")
+@click.option(
+    "--max-tokens", type=click.IntRange(min=1), default=1024, show_default=True, help="body.max_tokens."
+)
+@click.option("--json-mode", is_flag=True, help='Add response_format={"type": "json_object"}.')
+def export_requests_cmd(
+    run_dir: str,
+    out: str | None,
+    model: str,
+    handbook_path: str | None,
+    sample: int | None,
+    max_tokens: int,
+    json_mode: bool,
+) -> None:
+    """Write the teacher's prompts as an OpenAI Batch API request file (one line per note).
+
+    custom_id is the note_id; the messages are the live LLM teacher's. Run the file with the
+    OpenAI/Azure Batch API or `vllm run-batch`, then bring the answers back with `tagllm tag import`.
+    """
+    from tagging.batch_io import export_requests
+
+    figures = export_requests(
+        run_dir,
+        out=out,
+        model=model,
+        handbook_path=handbook_path,
+        sample=sample,
+        max_tokens=max_tokens,
+        json_mode=json_mode,
+    )
+    click.echo(json.dumps(figures, indent=2, ensure_ascii=False))
+
+
+@tag.command("import")
+@run_option
+@click.argument("files", nargs=-1, required=True, type=click.Path(dir_okay=False, exists=True))
+@click.option(
+    "--out-table",
+    default="teacher_tags",
+    show_default=True,
+    help="Write RUN_DIR/tables/OUT_TABLE.parquet (and OUT_TABLE_failures.parquet).",
+)
+@click.option(
+    "--id-field",
+    default="note_id",
+    show_default=True,
+    help="The key holding the note id in TeacherOutput lines ({ID_FIELD: ..., teacher_output: {...}}).",
+)
+@click.option("--id-prefix", default="", help="Prepended to every id read (custom_id or ID_FIELD).")
+@click.option("--tagger-name", default="llm", show_default=True, help="The tagger column.")
+@click.option("--model", default=None, help="Model named in tagger_version when the answers name none.")
+@click.option(
+    "--cap-per-dimension",
+    type=click.IntRange(min=1),
+    default=3,
+    show_default=True,
+    help="At most this many tags per dimension (as the live LLM teacher).",
+)
+@handbook_option
+def import_cmd(
+    run_dir: str,
+    files: tuple[str, ...],
+    out_table: str,
+    id_field: str,
+    id_prefix: str,
+    tagger_name: str,
+    model: str | None,
+    cap_per_dimension: int,
+    handbook_path: str | None,
+) -> None:
+    """Import teacher answers from FILES: OpenAI/vLLM batch output or TeacherOutput JSONL (per line).
+
+    Every answer is parsed, validated and normalized exactly as the live LLM teacher's. For a note
+    with several answers the last valid one wins. Prints the summary (also written to
+    RUN_DIR/teacher/OUT_TABLE.import.json); re-importing the same files gives the same table.
+    """
+    from tagging.batch_io import ImportOptions, import_answers
+
+    options = ImportOptions.create(
+        out_table=out_table,
+        id_field=id_field,
+        id_prefix=id_prefix,
+        tagger_name=tagger_name,
+        model=model,
+        cap_per_dimension=cap_per_dimension,
+    )
+    summary = import_answers(run_dir, files, options=options, handbook_path=handbook_path)
+    click.echo(json.dumps(summary, indent=2, ensure_ascii=False, default=str))
