@@ -3,20 +3,41 @@
 Layout under RUN_DIR::
 
     cache/teacher_cache.sqlite      key -> result (successful results only)
-    teacher/<out_name>.log.jsonl    append-only log, one line per finished note (fsync'd per batch)
+    teacher/<out_name>.log.jsonl    append-only log of the current run key, one line per finished
+                                    note (fsync'd per batch)
+    teacher/<out_name>.<run_id>.log.jsonl  the log of another run key, parked (see below)
+    teacher/<out_name>.legacy.log.jsonl    a log written before logs carried a run key, parked
     teacher/<out_name>.summary.json the last run's summary
     tables/<out_name>.parquet       canonical ``tags`` table (written atomically at the end)
     tables/<out_name>_failures.parquet  note_id, reason
 
-The cache key is ``sha256(note.content_key() | tagger name | tagger version | tagger fingerprint)``;
-a tagger's ``fingerprint`` (optional attribute) carries the prompt and handbook versions, so a new
-handbook or prompt misses the cache while a re-run of the same inputs costs zero requests.
+**Run key.** A tagger's answers depend on its ``name``, ``version`` and ``fingerprint`` (an optional
+attribute carrying the prompt and handbook versions, the model, ...); :func:`run_key` joins the
+three and ``run_id`` (:func:`run_id`) is the first 16 hex digits of its sha256. The **cache key** of
+a note is ``sha256(note.content_key() | name | version | fingerprint)`` (:func:`cache_key`), so a
+new handbook or prompt misses the cache while a re-run of the same inputs costs zero requests.
+
+**Log lines** carry both: ``{"run": run_id, "key": cache key, "cached": bool, note_id, status,
+error, tags, trace}``. On start a line is resumed only when its ``run`` is this tagger's run id and
+its ``key`` is the note's current cache key (same tagger, same note content); any other line is
+never used. The log file of ``out_name`` always holds one run key: when it belongs to another run
+key (``--teacher reference`` after ``--teacher offline``), it is renamed aside to
+``teacher/<out_name>.<its run_id>.log.jsonl``, nothing in it is deleted, and the new run starts
+its own log; when this run key's log was parked earlier, it is renamed back and resumed. A log
+written before log lines carried a run key (no ``run`` field) is parked as
+``teacher/<out_name>.legacy.log.jsonl`` and never resumed, whatever tagger wrote it: a re-run of
+the tagger that wrote it gets its successful results from the cache (the cache key was already
+tagger-specific: zero requests) and tags its failed notes again.
 
 Crash safety: a result is appended to the log as soon as it is known; every ``batch_size`` results
 (and at the end) the log is flushed and fsync'd. A SIGKILL loses at most the unsynced tail and the
 requests in flight. On restart the log is read (a torn last line is cut off), notes already in it are
 skipped, the rest are tagged, and the tables are rebuilt from the log — one row per note, last line
 wins — so there are no duplicates and no lost notes.
+
+A cache hit is used only for the note it was stored for (same ``note_id``): two notes with the
+same content share a cache key, but a tagger may read more than the content (the reference teacher
+reads each note's own reference tags), so the other note is tagged itself.
 """
 
 from __future__ import annotations
@@ -26,6 +47,7 @@ import hashlib
 import json
 import logging
 import os
+import re
 import sqlite3
 import time
 from collections.abc import Callable, Iterator, Sequence
@@ -39,7 +61,16 @@ from features.errors import ConfigError
 from features.io import RunDir, write_json, write_parquet
 from tagging.types import Evidence, NoteInput, Tag, Tagger, TagResult, results_to_tags_table
 
-__all__ = ["ResultCache", "RunSummary", "cache_key", "result_from_json", "result_to_json", "run_teacher"]
+__all__ = [
+    "ResultCache",
+    "RunSummary",
+    "cache_key",
+    "result_from_json",
+    "result_to_json",
+    "run_id",
+    "run_key",
+    "run_teacher",
+]
 
 log = logging.getLogger(__name__)
 
@@ -51,7 +82,8 @@ class RunSummary:
     """Headline figures of one :func:`run_teacher` call.
 
     ``requests``, ``retries``, tokens and ``cost`` count this invocation only (a resumed run does not
-    re-count what the killed one spent); ``ok``/``failed`` count the final tables.
+    re-count what the killed one spent); ``ok``/``failed`` count the final tables. ``run_id`` is the
+    tagger's run id (see the module docstring) and ``log_path`` the log it resumed from and wrote.
     """
 
     tagger: str
@@ -70,15 +102,26 @@ class RunSummary:
     wall_s: float
     tags_path: str
     failures_path: str
+    run_id: str = ""
+    log_path: str = ""
 
     def as_dict(self) -> dict[str, Any]:
         return asdict(self)
 
 
+def run_key(tagger: Tagger) -> str:
+    """What identifies a tagger's answers: ``name``, ``version`` and ``fingerprint`` (may be empty)."""
+    return "\x1d".join([tagger.name, tagger.version, str(getattr(tagger, "fingerprint", ""))])
+
+
+def run_id(tagger: Tagger) -> str:
+    """A short id of :func:`run_key`: the first 16 hex digits of its sha256 (names parked logs)."""
+    return hashlib.sha256(run_key(tagger).encode("utf-8")).hexdigest()[:16]
+
+
 def cache_key(note: NoteInput, tagger: Tagger) -> str:
-    """The cache key of ``note`` under ``tagger`` (see the module docstring)."""
-    parts = [note.content_key(), tagger.name, tagger.version, str(getattr(tagger, "fingerprint", ""))]
-    return hashlib.sha256("\x1d".join(parts).encode("utf-8")).hexdigest()
+    """The cache key of ``note`` under ``tagger``: ``sha256(content | name | version | fingerprint)``."""
+    return hashlib.sha256(f"{note.content_key()}\x1d{run_key(tagger)}".encode()).hexdigest()
 
 
 def result_to_json(result: TagResult) -> dict[str, Any]:
@@ -143,8 +186,74 @@ class ResultCache:
         self._db.close()
 
 
-def _read_log(path: Path) -> dict[str, dict[str, Any]]:
-    """note_id -> last log entry; a torn final line (crash mid-write) is cut off the file."""
+LEGACY = "legacy"
+UNREADABLE = "unreadable"
+_RUN_ID = re.compile(r"[0-9a-f]{16}")
+
+
+def _log_owner(path: Path) -> str | None:
+    """Whose log ``path`` is: the run id of its first readable line, :data:`LEGACY` when that line
+    has none, :data:`UNREADABLE` when no complete line parses, None when it holds no complete line."""
+    if not path.exists():
+        return None
+    complete = False
+    with open(path, "rb") as fh:
+        for line in fh:
+            if not line.endswith(b"\n"):
+                break  # a torn last line (cut off by _read_log)
+            if not line.strip():
+                continue
+            complete = True
+            try:
+                entry = json.loads(line)
+            except json.JSONDecodeError:
+                continue
+            if not isinstance(entry, dict):
+                continue
+            owner = entry.get("run")
+            if owner is None:
+                return LEGACY
+            # the id names the parked file: accept only what run_id() writes
+            return owner if isinstance(owner, str) and _RUN_ID.fullmatch(owner) else UNREADABLE
+    return UNREADABLE if complete else None
+
+
+def _free(path: Path) -> Path:
+    """``path``, or ``<name>.1.log.jsonl``, ``.2``, ... when taken: a parked log is never overwritten."""
+    stem = path.name.removesuffix(".log.jsonl")
+    n = 0
+    while path.exists():
+        n += 1
+        path = path.with_name(f"{stem}.{n}.log.jsonl")
+    return path
+
+
+def _select_log(current: Path, out_name: str, rid: str) -> None:
+    """Make ``current`` the log of run ``rid`` (module docstring): park another run key's log, bring
+    back this run key's parked log."""
+    owner = _log_owner(current)
+    if owner is not None and owner != rid:
+        parked = _free(current.with_name(f"{out_name}.{owner}.log.jsonl"))
+        os.replace(current, parked)
+        log.warning(
+            "%s is not this tagger run's log (run id %s) but %s; parked it as %s (kept, not resumed)",
+            current,
+            rid,
+            {LEGACY: "from a version without run keys", UNREADABLE: "unreadable"}.get(
+                owner, f"another tagger run's (run id {owner})"
+            ),
+            parked.name,
+        )
+        owner = None
+    mine = current.with_name(f"{out_name}.{rid}.log.jsonl")
+    if owner is None and mine.exists():
+        os.replace(mine, current)  # replaces at most a file holding no complete line (a torn one)
+        log.info("resuming the parked log %s of this tagger run (run id %s)", mine.name, rid)
+
+
+def _read_log(path: Path, rid: str) -> dict[str, dict[str, Any]]:
+    """note_id -> last log entry of run ``rid``; a torn final line (crash mid-write) is cut off the
+    file. Lines of another run (or of none) are skipped, not removed."""
     entries: dict[str, dict[str, Any]] = {}
     if not path.exists():
         return entries
@@ -157,6 +266,7 @@ def _read_log(path: Path) -> dict[str, dict[str, Any]]:
         with open(path, "rb+") as fh:
             fh.truncate(good)
             os.fsync(fh.fileno())
+    foreign = 0
     for line in data[:good].splitlines():
         if not line.strip():
             continue
@@ -165,19 +275,25 @@ def _read_log(path: Path) -> dict[str, dict[str, Any]]:
         except json.JSONDecodeError:
             log.warning("%s: skipping an unreadable log line", path)
             continue
+        if not isinstance(entry, dict) or entry.get("run") != rid:
+            foreign += 1
+            continue
         entries[str(entry["note_id"])] = entry
+    if foreign:
+        log.warning("%s: %d lines of another tagger run are kept in the file but not used", path, foreign)
     return entries
 
 
 class _Log:
-    def __init__(self, path: Path, batch_size: int) -> None:
+    def __init__(self, path: Path, batch_size: int, rid: str) -> None:
         path.parent.mkdir(parents=True, exist_ok=True)
         self._fh: IO[str] = open(path, "a", encoding="utf-8")  # noqa: SIM115 - closed in close()
         self._pending = 0
         self._batch = batch_size
+        self._rid = rid
 
     def append(self, key: str, result: TagResult, cached: bool) -> None:
-        entry = {"key": key, "cached": cached, **result_to_json(result)}
+        entry = {"run": self._rid, "key": key, "cached": cached, **result_to_json(result)}
         self._fh.write(json.dumps(entry, ensure_ascii=False) + "\n")
         self._pending += 1
         if self._pending >= self._batch:
@@ -264,18 +380,24 @@ def run_teacher(
         raise ConfigError(f"notes: note_id must be unique; repeated: {dup}")
     t0 = time.perf_counter()
     rd = RunDir(run_dir)
+    rid = run_id(tagger)
     log_path = rd.path / "teacher" / f"{out_name}.log.jsonl"
-    logged = _read_log(log_path)
-    wanted = set(ids)
-    done_ids = {
-        nid for nid, e in logged.items() if nid in wanted and (e["status"] == "ok" or not retry_failed)
-    }
-    keyed = [(cache_key(n, tagger), n) for n in notes if n.note_id not in done_ids]
+    log_path.parent.mkdir(parents=True, exist_ok=True)
+    _select_log(log_path, out_name, rid)
+    logged = _read_log(log_path, rid)
+    all_keyed = [(cache_key(n, tagger), n) for n in notes]
+    done_ids = set()
+    for key, n in all_keyed:
+        e = logged.get(n.note_id)
+        # same run key and same content (a note edited since it was logged is tagged again)
+        if e is not None and e.get("key") == key and (e["status"] == "ok" or not retry_failed):
+            done_ids.add(n.note_id)
+    keyed = [(k, n) for k, n in all_keyed if n.note_id not in done_ids]
     stats = getattr(tagger, "stats", None)
     before = stats.snapshot() if stats is not None else {}
 
     cache = ResultCache(rd.path / "cache" / "teacher_cache.sqlite") if use_cache else None
-    out = _Log(log_path, batch_size)
+    out = _Log(log_path, batch_size, rid)
     counts = {"cached": 0, "now": 0, "done": len(done_ids)}
     total = len(notes)
 
@@ -297,7 +419,7 @@ def run_teacher(
         hits = cache.get_many([k for k, _ in keyed]) if cache is not None else {}
         todo = []
         for key, note in keyed:
-            if key in hits:
+            if key in hits and hits[key].note_id == note.note_id:
                 record(key, note, hits[key], cached=True)
             else:
                 todo.append((key, note))
@@ -344,6 +466,8 @@ def run_teacher(
         wall_s=round(time.perf_counter() - t0, 3),
         tags_path=str(tags_path),
         failures_path=str(failures_path),
+        run_id=rid,
+        log_path=str(log_path),
     )
     write_json(summary.as_dict(), rd.path / "teacher" / f"{out_name}.summary.json")
     log.info("teacher run %s: %s", out_name, summary.as_dict())
