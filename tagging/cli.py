@@ -169,13 +169,27 @@ def _print_report(report: dict) -> None:
 @tag.command("distill")
 @run_option
 @click.option("--teacher-table", default="teacher_tags", show_default=True, help="The teacher's tags table.")
-@click.option("--epochs", type=click.IntRange(min=1), default=None, help="Most epochs [default: 12].")
+@click.option(
+    "--arch",
+    type=click.Choice(("scorer", "seq2seq")),
+    default=None,
+    help="Student architecture [default: scorer].",
+)
+@click.option(
+    "--epochs", type=click.IntRange(min=1), default=None, help="Most epochs [default: scorer 40, seq2seq 12]."
+)
+@click.option(
+    "--max-steps",
+    type=click.IntRange(min=0),
+    default=None,
+    help="Step budget (0 = epochs decide) [default: 0].",
+)
 @click.option("--batch-size", type=click.IntRange(min=1), default=None, help="Training batch [default: 32].")
 @click.option(
     "--max-minutes",
     type=click.FloatRange(min=0, min_open=True),
     default=None,
-    help="Training wall-clock budget, summed over resumed runs [default: 3.5].",
+    help="Wall-clock safety cap, summed over resumed runs; the budget is epochs/steps [default: 30].",
 )
 @click.option("--device", type=click.Choice(("auto", "cpu", "cuda")), default=None, help="[default: auto]")
 @click.option("--seed", type=int, default=None, help="[default: 0]")
@@ -192,7 +206,9 @@ def _print_report(report: dict) -> None:
 def distill_cmd(
     run_dir: str,
     teacher_table: str,
+    arch: str | None,
     epochs: int | None,
+    max_steps: int | None,
     batch_size: int | None,
     max_minutes: float | None,
     device: str | None,
@@ -210,7 +226,9 @@ def distill_cmd(
         config_path=config_path,
         model_dir=model_dir,
         handbook_path=handbook_path,
+        arch=arch,
         epochs=epochs,
+        max_steps=max_steps,
         batch_size=batch_size,
         max_minutes=max_minutes,
         device=device,
@@ -225,7 +243,16 @@ def distill_cmd(
     "--model", "model_dir", type=click.Path(file_okay=False), help="[default: RUN_DIR/student/model]"
 )
 @click.option("--batch-size", type=click.IntRange(min=1), default=64, show_default=True)
-@click.option("--num-beams", type=click.IntRange(min=1), default=1, show_default=True, help="1 = greedy.")
+@click.option(
+    "--num-beams", type=click.IntRange(min=1), default=1, show_default=True, help="seq2seq only; 1 = greedy."
+)
+@click.option(
+    "--threads",
+    type=click.IntRange(min=0),
+    default=0,
+    show_default=True,
+    help="Torch CPU threads (0 = half the cores, so a second CPU-bound process slows tagging <= ~2x).",
+)
 @click.option("--device", type=click.Choice(("auto", "cpu", "cuda")), default="auto", show_default=True)
 @handbook_option
 def apply_cmd(
@@ -233,6 +260,7 @@ def apply_cmd(
     model_dir: str | None,
     batch_size: int,
     num_beams: int,
+    threads: int,
     device: str,
     handbook_path: str | None,
 ) -> None:
@@ -244,6 +272,7 @@ def apply_cmd(
         model_dir=model_dir,
         batch_size=batch_size,
         num_beams=num_beams,
+        threads=threads,
         device=device,
         handbook_path=handbook_path,
     )

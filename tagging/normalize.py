@@ -169,6 +169,35 @@ def handbook_lookup(handbook: Handbook, category: str | None) -> dict[str, _Entr
     return out
 
 
+_View = tuple[frozenset[str], dict[str, _Entry], frozenset[tuple[str, str]]]
+_VIEWS: dict[tuple[int, str, str | None], tuple[Handbook, _View]] = {}
+_MAX_VIEWS = 512
+
+
+def _handbook_view(handbook: Handbook | None, category: str | None) -> _View:
+    """(boilerplate, lookup, (value, dimension) pairs) for one section, cached per handbook object.
+
+    Building the lookup costs about a millisecond per call; a tagger normalizes thousands of notes
+    with one handbook. The cache holds the handbook itself, so an id is never reused while cached.
+    """
+    if handbook is None:
+        return frozenset(), {}, frozenset()
+    key = (id(handbook), handbook.version, category)
+    hit = _VIEWS.get(key)
+    if hit is not None and hit[0] is handbook:
+        return hit[1]
+    lookup = handbook_lookup(handbook, category)
+    view = (
+        frozenset(canonical(b) for b in handbook.boilerplate),
+        lookup,
+        frozenset((e.value, e.dimension) for e in lookup.values()),
+    )
+    if len(_VIEWS) >= _MAX_VIEWS:
+        _VIEWS.clear()
+    _VIEWS[key] = (handbook, view)
+    return view
+
+
 def _merge(a: Tag, b: Tag, prefer_a: bool) -> Tag:
     keep = a if prefer_a else b
     evidence = tuple(dict.fromkeys((*a.evidence, *b.evidence)))
@@ -198,9 +227,7 @@ def normalize_tags(
     """
     if cap_per_dimension < 1:
         raise ConfigError(f"cap_per_dimension must be >= 1, got {cap_per_dimension!r}")
-    boiler = {canonical(b) for b in handbook.boilerplate} if handbook is not None else set()
-    lookup = handbook_lookup(handbook, category) if handbook is not None else {}
-    hb_values = {(e.value, e.dimension) for e in lookup.values()}
+    boiler, lookup, hb_values = _handbook_view(handbook, category)
 
     by_dim: dict[str, list[Tag]] = {}
     for tag in tags:

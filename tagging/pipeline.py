@@ -240,7 +240,7 @@ def evaluate_run(
     return report
 
 
-# --------------------------------------------------------------------------- student (issue 4)
+# --------------------------------------------------------------------------- student
 
 
 def _student_inputs(
@@ -273,17 +273,32 @@ def _held_out_scores(
     return score(pred, note_ids=test_ids, notes=notes, handbook=hb, teacher_table=teacher_table, gold=gold)
 
 
+def _teacher_tags(tt: pd.DataFrame) -> dict[str, list[Any]]:
+    """A teacher tags table -> note_id -> [Tag] (an empty list is an answer: "no tags")."""
+    from tagging.types import Tag
+
+    return {
+        str(n): [
+            Tag(t["text"], t["dimension"], float(t["confidence"])) for t in (ts if ts is not None else [])
+        ]
+        for n, ts in zip(tt["note_id"], tt["tags"], strict=True)
+    }
+
+
 def _student_section(run: RunDir, figures: Mapping[str, Any]) -> dict[str, Any]:
     section = dict(run.summary().get("student", {})) if run.summary_path.exists() else {}
     section.update(figures)
-    held = figures.get("held_out", {})
-    for key, part in (
-        ("f1_vs_teacher", "vs_teacher"),
-        ("f1_vs_gold", "vs_gold"),
-        ("teacher_f1_vs_gold", "teacher_vs_gold"),
+    for prefix, held in (
+        ("", figures.get("held_out", {})),
+        ("ungrounded_", figures.get("held_out_ungrounded", {})),
     ):
-        if part in held:
-            section[key] = held[part]["f1"]
+        for key, part in (
+            ("f1_vs_teacher", "vs_teacher"),
+            ("f1_vs_gold", "vs_gold"),
+            ("teacher_f1_vs_gold", "teacher_vs_gold"),
+        ):
+            if part in held and not (prefix and key.startswith("teacher")):
+                section[prefix + key] = held[part]["f1"]
     run.update_summary("student", section)
     return section
 
@@ -319,11 +334,10 @@ def distill_run(
     Raises:
         NotFoundError: no teacher table. ConfigError: a bad option (named in the message).
     """
-    from tagging.student.apply import StudentTagger
+    from tagging.student import load_student
     from tagging.student.config import StudentConfig
-    from tagging.student.distill import distill, write_model_card
     from tagging.student.metrics import held_out_ids
-    from tagging.types import Tag, notes_from_frame
+    from tagging.types import notes_from_frame
 
     run = RunDir(run_dir).require()
     cfg = StudentConfig.from_mapping(
@@ -333,35 +347,51 @@ def distill_run(
         have = [p.stem for p in sorted(run.tables_dir.glob("*.parquet"))]
         raise NotFoundError(
             f"--teacher-table {teacher_table!r}: no table {run.table_path(teacher_table)} "
-            f"(present: {', '.join(have) or 'none'}); run `tagllm tag teach --run {run.path}` first"
+            f"(present: {', '.join(have) or 'none'}); run `tagllm tag teach --run {run.path}` "
+            "or `tagllm tag import` first"
         )
     notes, hb = _student_inputs(run, handbook_path)
     tt = pd.read_parquet(run.table_path(teacher_table))
-    teacher = {
-        str(n): [
-            Tag(t["text"], t["dimension"], float(t["confidence"])) for t in (ts if ts is not None else [])
-        ]
-        for n, ts in zip(tt["note_id"], tt["tags"], strict=True)
-    }
-    version = str(tt["tagger_version"].iloc[0]) if len(tt) else ""
+    teacher = _teacher_tags(tt)
+    version = f"{tt['tagger'].iloc[0] if len(tt) else ''}:{tt['tagger_version'].iloc[0] if len(tt) else ''}"
     out = Path(model_dir) if model_dir is not None else run.path / "student" / "model"
     inputs = notes_from_frame(notes)
-    result = distill(
-        inputs, teacher, work_dir=run.path / "student", out_dir=out, config=cfg, handbook=hb,
-        teacher_version=f"{tt['tagger'].iloc[0] if len(tt) else ''}:{version}", progress=progress,
-    )  # fmt: skip
+    work = run.path / "student"
+    result: Any
+    if cfg.arch == "scorer":
+        from tagging.student.scorer_train import train_scorer
+        from tagging.student.scorer_train import write_scorer_card as card
+
+        result = train_scorer(
+            inputs, teacher, work_dir=work, out_dir=out, config=cfg, handbook=hb, teacher_version=version,
+            progress=progress,
+        )  # fmt: skip
+    else:
+        from tagging.student.distill import distill
+        from tagging.student.distill import write_model_card as card
+
+        result = distill(
+            inputs, teacher, work_dir=work, out_dir=out, config=cfg, handbook=hb, teacher_version=version,
+            progress=progress,
+        )  # fmt: skip
     figures: dict[str, Any] = {"distill": {k: v for k, v in result.as_dict().items() if k != "history"}}
     if evaluate:
-        tagger = StudentTagger.load(out, handbook=hb, device=cfg.device)
-        test_ids = held_out_ids([n.note_id for n in inputs], tagger.meta)
-        test = [n for n in inputs if n.note_id in set(test_ids)]
-        res = tagger.tag(test)
-        pred = {r.note_id: [t.text for t in r.tags] for r in res}
-        held = _held_out_scores(run, notes, hb, pred, [n.note_id for n in test], tt)
-        figures["held_out"] = held
+        tagger = load_student(out, handbook=hb, device=cfg.device, threads=cfg.scorer.threads)
+        test_ids = set(held_out_ids([n.note_id for n in inputs], tagger.meta))
+        test = [n for n in inputs if n.note_id in test_ids]
+        pred = {r.note_id: [t.text for t in r.tags] for r in tagger.tag(test)}
+        figures["held_out"] = _held_out_scores(run, notes, hb, pred, [n.note_id for n in test], tt)
         figures["notes_per_s"] = round(tagger.last_notes_per_s, 1)
+        if cfg.arch == "scorer":  # learning, not selection: no candidate from the note's own words
+            ung = load_student(
+                out, handbook=hb, device=cfg.device, threads=cfg.scorer.threads, grounded=False
+            )
+            pred_u = {r.note_id: [t.text for t in r.tags] for r in ung.tag(test)}
+            figures["held_out_ungrounded"] = _held_out_scores(
+                run, notes, hb, pred_u, [n.note_id for n in test], tt
+            )
         meta = json.loads((out / "student.json").read_text(encoding="utf-8"))
-        write_model_card(out, meta, {**held, "notes_per_s": figures["notes_per_s"]})
+        card(out, meta, {**figures["held_out"], "notes_per_s": figures["notes_per_s"]})
     log.info("student distilled: %s", figures)
     _student_section(run, figures)
     return figures
@@ -376,6 +406,7 @@ def apply_run(
     device: str = "auto",
     handbook_path: str | os.PathLike[str] | None = None,
     progress: bool = True,
+    threads: int = 0,
 ) -> dict[str, Any]:
     """Tag every note of a run with the student; write RUN_DIR/tables/tags.parquet and tag_vocab.json.
 
@@ -393,14 +424,16 @@ def apply_run(
 
     from features.io import write_parquet
     from tagging.normalize import TagVocabulary
-    from tagging.student.apply import StudentTagger
+    from tagging.student import load_student
     from tagging.student.metrics import held_out_ids
     from tagging.types import notes_from_frame, results_to_tags_table
 
     run = RunDir(run_dir).require()
     notes, hb = _student_inputs(run, handbook_path)
     path = Path(model_dir) if model_dir is not None else run.path / "student" / "model"
-    tagger = StudentTagger.load(path, handbook=hb, batch_size=batch_size, num_beams=num_beams, device=device)
+    tagger = load_student(
+        path, handbook=hb, batch_size=batch_size, num_beams=num_beams, device=device, threads=threads
+    )
     inputs = notes_from_frame(notes)
     bar = None
     if progress:
@@ -434,6 +467,7 @@ def apply_run(
             "device": tagger.device,
             "batch_size": batch_size,
             "num_beams": num_beams,
+            "threads": getattr(tagger, "threads", None),
             "seconds": round(seconds, 2),
             "notes_per_s": round(rate, 1),
             "tags_per_note": round(sum(len(r.tags) for r in results) / max(len(results), 1), 3),

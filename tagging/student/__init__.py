@@ -1,6 +1,15 @@
-"""The student: a small seq2seq model distilled from the teacher's tags, tagging every note fast.
+"""The student: a small model distilled from the teacher's tags, tagging every note fast.
 
-Files, in pipeline order:
+Two architectures (``StudentConfig.arch``); :func:`load_student` loads either from its folder:
+
+- ``scorer`` (default): candidate tags from the note's own words (hashtags, handbook values, known
+  tags) and from its nearest training notes, plus a classifier over the teacher's frequent tags,
+  scored in one forward pass (no decoding loop); calibrated confidences.
+  ``candidates.py`` (proposals), ``scorer_memory.py`` (nearest-neighbour votes), ``scorer_data.py``
+  (n-grams, features, priors, batches), ``scorer_model.py`` (the network), ``scorer_train.py``
+  (distillation, calibration, export), ``scorer_apply.py`` (:class:`ScorerTagger`).
+- ``seq2seq``: a T5-style encoder-decoder generating ``dim: v1; v2 | dim2: v3`` under a trie
+  constraint, the files below.
 
 - ``config.py``: :class:`StudentConfig` (model size, sequence lengths, training budget), device choice.
 - ``tokenizer.py``: byte-level BPE trained on the run's corpus (any script, Chinese included).
@@ -18,4 +27,51 @@ Heavy imports (torch, transformers) happen inside the functions that need them.
 
 from __future__ import annotations
 
-__all__: list[str] = []
+import json
+import os
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from features.errors import NotFoundError
+
+if TYPE_CHECKING:
+    from tagging.student.apply import StudentTagger
+    from tagging.student.scorer_apply import ScorerTagger
+
+__all__ = ["load_student", "student_arch"]
+
+
+def student_arch(model_dir: str | os.PathLike[str]) -> str:
+    """The architecture of a model folder (``scorer`` or ``seq2seq``) from its ``student.json``.
+
+    Raises:
+        NotFoundError: the folder has no ``student.json``.
+    """
+    path = Path(model_dir) / "student.json"
+    if not path.exists():
+        raise NotFoundError(
+            f"--model {Path(model_dir)}: not a student model folder (missing student.json); "
+            "train one with `tagllm tag distill`"
+        )
+    return str(json.loads(path.read_text(encoding="utf-8")).get("arch", "seq2seq"))
+
+
+def load_student(model_dir: str | os.PathLike[str], **kwargs: Any) -> StudentTagger | ScorerTagger:
+    """Load a student of either architecture as a :class:`~tagging.types.Tagger`.
+
+    Keyword arguments go to the tagger (handbook, batch_size, device, ...); options that only one
+    architecture has (num_beams for seq2seq, threads and grounded for the scorer) are ignored by the
+    other.
+
+    Raises:
+        NotFoundError: not a student model folder.
+    """
+    if student_arch(model_dir) == "scorer":
+        from tagging.student.scorer_apply import ScorerTagger
+
+        kwargs.pop("num_beams", None)
+        return ScorerTagger.load(model_dir, **kwargs)
+    from tagging.student.apply import StudentTagger
+
+    kwargs.pop("threads", None)
+    return StudentTagger.load(model_dir, **kwargs)

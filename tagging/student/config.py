@@ -14,10 +14,46 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from features.errors import ConfigError
 
-__all__ = ["DEVICE_CHOICES", "MAX_PARAMS", "StudentConfig", "resolve_device"]
+__all__ = ["ARCH_CHOICES", "DEVICE_CHOICES", "MAX_PARAMS", "ScorerConfig", "StudentConfig", "resolve_device"]
 
 DEVICE_CHOICES = ("auto", "cpu", "cuda")
+ARCH_CHOICES = ("scorer", "seq2seq")
 MAX_PARAMS = 30_000_000
+
+
+class ScorerConfig(BaseModel):
+    """The scorer student (:mod:`tagging.student.scorer_model`): sizes, candidates, optimizer, threads.
+
+    ``buckets`` x ``dim`` is the hashed n-gram table (most of the parameters); ``min_tag_count``: a
+    teacher tag used at least this often in training gets a classifier output (a *known* tag);
+    ``max_chars``: longest span matched in the note; ``max_tags``: most tags per note; ``neighbours``:
+    training notes that vote for their teacher tags (:mod:`tagging.student.scorer_memory`; 0 = off)
+    and ``neighbour_tags`` the most-voted of their tags that become candidates;
+    ``targets``: ``soft`` = the teacher's confidence is the target probability of each of its tags
+    (knowledge distillation; thresholds then maximize confidence-weighted F1), ``hard`` = every
+    teacher tag is a 1; ``lr`` (AdamW,
+    dense layers) and ``sparse_lr`` (SparseAdam, the n-gram table); ``threads``: torch CPU threads
+    for training and tagging (0 = half the cores, so a second CPU-bound process does not slow either
+    down more than about 2x).
+    """
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    buckets: int = Field(default=1 << 18, ge=64)
+    dim: int = Field(default=64, ge=4)
+    hidden: int = Field(default=128, ge=4)
+    ngram_max: int = Field(default=3, ge=1, le=5)
+    min_tag_count: int = Field(default=2, ge=1)
+    max_known_tags: int = Field(default=5000, ge=1)
+    max_chars: int = Field(default=16, ge=2)
+    max_tags: int = Field(default=8, ge=1)
+    neighbours: int = Field(default=30, ge=0)
+    neighbour_tags: int = Field(default=15, ge=0)
+    targets: Literal["soft", "hard"] = "hard"
+    lr: float = Field(default=2e-3, gt=0.0)
+    sparse_lr: float = Field(default=3e-3, gt=0.0)
+    weight_decay: float = Field(default=1e-4, ge=0.0)
+    threads: int = Field(default=0, ge=0)
 
 
 class StudentConfig(BaseModel):
@@ -41,6 +77,8 @@ class StudentConfig(BaseModel):
 
     model_config = ConfigDict(extra="forbid", frozen=True)
 
+    arch: Literal["scorer", "seq2seq"] = "scorer"
+    scorer: ScorerConfig = ScorerConfig()
     d_model: int = Field(default=128, ge=8)
     d_ff: int = Field(default=512, ge=8)
     num_heads: int = Field(default=4, ge=1)
@@ -54,18 +92,25 @@ class StudentConfig(BaseModel):
     val_share: float = Field(default=0.05, gt=0.0, lt=0.5)
     test_share: float = Field(default=0.15, gt=0.0, lt=0.5)
     cap_per_dimension: int = Field(default=3, ge=1)
-    epochs: int = Field(default=12, ge=1)
+    epochs: int | None = Field(default=None, ge=1)
     batch_size: int = Field(default=32, ge=1)
     lr: float = Field(default=3e-3, gt=0.0)
     warmup_steps: int = Field(default=100, ge=0)
     patience: int = Field(default=2, ge=1)
-    max_minutes: float = Field(default=3.5, gt=0.0)
+    max_minutes: float = Field(default=30.0, gt=0.0)
     max_steps: int = Field(default=0, ge=0)
     checkpoint_every: int = Field(default=50, ge=1)
     seed: int = 0
     device: Literal["auto", "cpu", "cuda"] = "auto"
     grounding: Literal["auto", "on", "off"] = "auto"
     grounding_min_share: float = Field(default=0.5, ge=0.0, le=1.0)
+
+    @property
+    def n_epochs(self) -> int:
+        """``epochs``, or the architecture's default (seq2seq 12, scorer 40; early stopping ends sooner)."""
+        if self.epochs is not None:
+            return self.epochs
+        return 40 if self.arch == "scorer" else 12
 
     def resolve_copy_head(self, grounded_share: float) -> bool:
         """Whether the student gets the copy head, given the share of teacher tags found in their note."""

@@ -261,7 +261,7 @@ def distill(
     n_params = count_parameters(model)
 
     steps_per_epoch = math.ceil(len(train_ex) / cfg.batch_size)
-    total_steps = steps_per_epoch * cfg.epochs
+    total_steps = steps_per_epoch * cfg.n_epochs
     if cfg.max_steps:
         total_steps = min(total_steps, cfg.max_steps)
     opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=0.01)
@@ -331,7 +331,7 @@ def distill(
     t_start = time.perf_counter() - state["elapsed"]
     while not state["done"]:
         epoch = state["epoch"]
-        if epoch >= cfg.epochs:
+        if epoch >= cfg.n_epochs:
             state["done"] = "epochs"
             break
         running = 0.0

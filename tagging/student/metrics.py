@@ -34,6 +34,9 @@ def score(
 ) -> dict[str, Any]:
     """Headline metrics of ``pred`` on ``note_ids`` vs the teacher (as gold) and vs ``gold``.
 
+    Against the teacher, only notes with a teacher answer are scored (an empty answer is an answer;
+    a note the teacher never saw is not "the teacher gave no tags").
+
     Returns:
         ``{"vs_teacher": {...}, "vs_gold": {...}, "teacher_vs_gold": {...}}`` (keys present when
         their inputs are given); each holds :data:`HEADLINE` plus ``n_notes``.
@@ -48,7 +51,11 @@ def score(
     out: dict[str, Any] = {}
     teacher = tag_texts(teacher_table) if teacher_table is not None else None
     if teacher is not None:
-        out["vs_teacher"] = run(pred, gold_from_reference(teacher))
+        answered = [n for n in note_ids if n in teacher]
+        q = evaluate_tags(
+            pred, gold_from_reference(teacher), cats, note_ids=answered, boilerplate=boiler, handbook=handbook
+        )["overall"]
+        out["vs_teacher"] = {"n_notes": q["n_notes"], **{k: q[k] for k in HEADLINE}}
     if gold is not None:
         out["vs_gold"] = run(pred, gold)
         if teacher is not None:

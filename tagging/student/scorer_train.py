@@ -1,0 +1,652 @@
+"""Distillation of the scorer student: train on the teacher's tags, calibrate, export.
+
+The student learns the teacher's answer for a note as a set: every known tag is a binary target of
+the classifier head, every candidate proposed from the note's words a binary target of the candidate
+head (:mod:`tagging.student.scorer_model`). Only notes with a teacher answer take part; the split
+(train / val / test) is the hash split of :func:`tagging.student.data.split_of`.
+
+Budget: ``epochs`` (default 40) with early stopping on the validation loss (``patience`` epochs), or
+``max_steps``; ``max_minutes`` is only a safety net (a run that hits it says so in ``stopped``).
+
+After training, on the validation notes: one temperature per head (minimum log loss), then the
+thresholds that maximize F1 vs the teacher (grounded and ungrounded). Layout::
+
+    work_dir/scorer_ckpt.pt     model + optimizers + train state (atomic, every epoch; a killed run resumes)
+    work_dir/split.parquet      note_id -> train / val / test
+    out_dir/                    model.safetensors, student.json (known tags, priors, selection), README.md
+"""
+
+from __future__ import annotations
+
+import copy
+import hashlib
+import json
+import logging
+import math
+import os
+import random
+import shutil
+import time
+from collections import Counter
+from collections.abc import Mapping, Sequence
+from dataclasses import asdict, dataclass, field, replace
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch.nn import functional as F
+
+from features.errors import ConfigError, NotFoundError
+from features.io import atomic_path, write_json, write_parquet
+from tagging.handbook_model import Handbook
+from tagging.normalize import canonical
+from tagging.student.candidates import Candidate, CandidateExtractor
+from tagging.student.config import StudentConfig, resolve_device
+from tagging.student.data import split_of
+from tagging.student.scorer_apply import Selection, predict_probs, select, set_threads
+from tagging.student.scorer_data import NoteRow, Priors, ScorerFeaturizer, collate
+from tagging.student.scorer_memory import NeighbourMemory, to_csr
+from tagging.student.scorer_model import N_FEATURES, TagScorer
+from tagging.types import NoteInput, Tag
+
+__all__ = ["ScorerResult", "train_scorer"]
+
+log = logging.getLogger(__name__)
+
+FORMAT_VERSION = "scorer-1"
+_FOLDS = 5
+
+
+@dataclass(frozen=True)
+class ScorerResult:
+    """What one :func:`train_scorer` call did."""
+
+    model_dir: str
+    arch: str
+    parameters: int
+    device: str
+    threads: int
+    steps: int
+    epochs_done: int
+    best_epoch: int
+    best_val_loss: float
+    stopped: str
+    resumed_from_step: int
+    train_seconds: float
+    examples_per_s: float
+    n_train: int
+    n_val: int
+    n_test: int
+    n_known: int
+    candidate_recall: float
+    val: dict[str, float]
+    history: list[dict[str, float]] = field(default_factory=list)
+
+    def as_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+@dataclass
+class TrainState:
+    """The loop's state (checkpointed): position, budget used, best so far."""
+
+    step: int = 0
+    epoch: int = 0
+    elapsed: float = 0.0
+    best_val: float = float("inf")
+    best_epoch: int = 0
+    bad_epochs: int = 0
+    stopped: str = ""
+    history: list[dict[str, float]] = field(default_factory=list)
+
+
+@dataclass
+class _Data:
+    known: list[str]
+    known_dims: list[str]
+    extract_dims: dict[str, str]
+    featurizer: ScorerFeaturizer
+    train: list[NoteRow]
+    val: list[NoteRow]
+    train_labels: list[dict[str, float]]
+    val_labels: list[dict[str, float]]
+    val_notes: list[NoteInput]
+    n_test: int
+    candidate_recall: float
+
+
+def split_unit(note_id: str) -> float:
+    """A second hash of note_id in [0, 1), independent of the split's, for the prior folds."""
+    digest = hashlib.sha256(f"tagllm-scorer-fold:{note_id}".encode()).digest()
+    return int.from_bytes(digest[:8], "big") / 2**64
+
+
+def _tag_stats(
+    notes: Sequence[NoteInput], teacher: Mapping[str, Sequence[Tag]]
+) -> tuple[Counter[str], dict[str, str]]:
+    """(tag text -> notes using it, tag text -> its most frequent dimension) over ``notes``."""
+    dims: dict[str, Counter[str]] = {}
+    freq: Counter[str] = Counter()
+    for n in notes:
+        for t in teacher[n.note_id]:
+            c = canonical(t.text)
+            if c:
+                freq[c] += 1
+                dims.setdefault(c, Counter())[t.dimension or "other"] += 1
+    return freq, {t: d.most_common(1)[0][0] for t, d in dims.items()}
+
+
+def _labels(tags: Sequence[Tag], soft: bool) -> dict[str, float]:
+    """Canonical tag text -> target: the teacher's confidence (soft) or 1 (hard)."""
+    out: dict[str, float] = {}
+    for t in tags:
+        c = canonical(t.text)
+        if c:
+            out[c] = max(out.get(c, 0.0), min(max(float(t.confidence), 0.0), 1.0) if soft else 1.0)
+    return out
+
+
+def _prepare(
+    notes: Sequence[NoteInput],
+    teacher: Mapping[str, Sequence[Tag]],
+    cfg: StudentConfig,
+    handbook: Handbook | None,
+    work: Path,
+) -> _Data:
+    sc = cfg.scorer
+    taught = [n for n in notes if n.note_id in teacher]
+    if not taught:
+        raise NotFoundError(
+            "no note has a teacher answer; run `tagllm tag teach` or `tagllm tag import` first"
+        )
+    split = {
+        n.note_id: split_of(n.note_id, test_share=cfg.test_share, val_share=cfg.val_share) for n in taught
+    }
+    write_parquet(pd_frame(split), work / "split.parquet")
+    parts: dict[str, list[NoteInput]] = {"train": [], "val": [], "test": []}
+    for n in taught:
+        parts[split[n.note_id]].append(n)
+    if not parts["train"] or not parts["val"]:
+        raise ConfigError(
+            f"the scorer needs training and validation notes; the split of {len(taught)} taught notes "
+            f"gave train={len(parts['train'])}, val={len(parts['val'])} (add notes or raise val_share)"
+        )
+    train_labels = [_labels(teacher[n.note_id], sc.targets == "soft") for n in parts["train"]]
+    freq, extract_dims = _tag_stats(parts["train"], teacher)
+    known = [t for t, c in sorted(freq.items(), key=lambda kv: (-kv[1], kv[0])) if c >= sc.min_tag_count]
+    known = known[: sc.max_known_tags] or [freq.most_common(1)[0][0]]
+    # Out-of-fold candidates and priors for the training notes: a note's own tags must not make
+    # themselves candidates ("known" tags) or raise their own priors, or the scorer learns a shortcut
+    # that does not exist for unseen notes.
+    fold = [int(split_unit(n.note_id) * _FOLDS) for n in parts["train"]]
+    train_cands: list[list[Candidate]] = [[] for _ in parts["train"]]
+    for k in range(_FOLDS):
+        others = [n for n, f in zip(parts["train"], fold, strict=True) if f != k]
+        fold_extractor = CandidateExtractor(handbook, _tag_stats(others, teacher)[1], max_chars=sc.max_chars)
+        for i, (n, f) in enumerate(zip(parts["train"], fold, strict=True)):
+            if f == k:
+                train_cands[i] = fold_extractor.extract(n)
+    cats = [n.category for n in parts["train"]]
+    fold_priors = [
+        Priors.fit(
+            [c for c, f in zip(train_cands, fold, strict=True) if f != k],
+            [g for g, f in zip(train_labels, fold, strict=True) if f != k],
+            [c for c, f in zip(cats, fold, strict=True) if f != k],
+        )
+        for k in range(_FOLDS)
+    ]
+    extractor = CandidateExtractor(handbook, extract_dims, max_chars=sc.max_chars)
+    feat = ScorerFeaturizer(
+        extractor,
+        known,
+        Priors.fit(train_cands, train_labels, cats),
+        buckets=sc.buckets,
+        ngram_max=sc.ngram_max,
+        neighbour_tags=sc.neighbour_tags,
+    )
+    feat.fit_idf(parts["train"])
+    if sc.neighbours:
+        grams = [feat.note_ngrams(n) for n in parts["train"]]
+        feat.memory = NeighbourMemory(
+            to_csr(grams, [feat.weights(g) for g in grams], sc.buckets),
+            [n.note_id for n in parts["train"]],
+            [tuple(sorted(g)) for g in train_labels],
+            sc.neighbours,
+        )
+    train_rows = feat.rows(
+        parts["train"],
+        priors=[fold_priors[f] for f in fold],
+        cands=train_cands,
+        exclude=list(range(len(parts["train"]))),
+    )
+    val_rows = feat.rows(parts["val"])
+    val_labels = [_labels(teacher[n.note_id], sc.targets == "soft") for n in parts["val"]]
+    hit = sum(len(set(r.cand_texts) & set(g)) for r, g in zip(val_rows, val_labels, strict=True))
+    total = sum(len(g) for g in val_labels)
+    return _Data(
+        known=known,
+        known_dims=[extract_dims[t] for t in known],
+        extract_dims=extract_dims,
+        featurizer=feat,
+        train=train_rows,
+        val=val_rows,
+        train_labels=train_labels,
+        val_labels=val_labels,
+        val_notes=parts["val"],
+        n_test=len(parts["test"]),
+        candidate_recall=hit / total if total else 0.0,
+    )
+
+
+def pd_frame(split: Mapping[str, str]) -> Any:
+    import pandas as pd
+
+    return pd.DataFrame({"note_id": list(split), "split": list(split.values())})
+
+
+def _loss(
+    model: TagScorer, rows: Sequence[NoteRow], labels: Sequence[Mapping[str, float]], data: _Data, device: str
+) -> torch.Tensor:
+    batch = collate(rows, data.featurizer.known_index, labels).to(device)
+    if batch.tag_targets is None or batch.cand_targets is None:  # pragma: no cover - collate sets both
+        raise ValueError("a training batch needs targets")
+    tag_logits, cand_logits = model(batch)
+    loss = F.binary_cross_entropy_with_logits(tag_logits, batch.tag_targets, reduction="sum")
+    if cand_logits.numel():
+        loss = loss + F.binary_cross_entropy_with_logits(cand_logits, batch.cand_targets, reduction="sum")
+    return loss / max(len(rows), 1)
+
+
+def _val_loss(model: TagScorer, data: _Data, device: str, batch_size: int) -> float:
+    model.eval()
+    total = 0.0
+    with torch.inference_mode():
+        for s in range(0, len(data.val), batch_size):
+            rows = data.val[s : s + batch_size]
+            total += float(_loss(model, rows, data.val_labels[s : s + batch_size], data, device)) * len(rows)
+    model.train()
+    return total / max(len(data.val), 1)
+
+
+def _fingerprint(cfg: StudentConfig, teacher_version: str, data: _Data) -> str:
+    payload = {
+        "scorer": cfg.scorer.model_dump(),
+        "seed": cfg.seed,
+        "batch_size": cfg.batch_size,
+        "split": [cfg.test_share, cfg.val_share],
+        "teacher": teacher_version,
+        "known": hashlib.sha256("\n".join(data.known).encode()).hexdigest(),
+        "train": hashlib.sha256("\n".join(r.note_id for r in data.train).encode()).hexdigest(),
+    }
+    return hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()[:16]
+
+
+def _should_stop(state: TrainState, cfg: StudentConfig, total_steps: int) -> str:
+    if state.step >= total_steps:
+        return "max_steps" if cfg.max_steps and total_steps == cfg.max_steps else "epochs"
+    if state.bad_epochs >= cfg.patience:
+        return "early_stopping"
+    if state.elapsed > cfg.max_minutes * 60:
+        return "max_minutes (safety cap)"
+    return ""
+
+
+def train_scorer(
+    notes: Sequence[NoteInput],
+    teacher: Mapping[str, Sequence[Tag]],
+    *,
+    work_dir: str | os.PathLike[str],
+    out_dir: str | os.PathLike[str],
+    config: StudentConfig | None = None,
+    handbook: Handbook | None = None,
+    teacher_version: str = "",
+    progress: bool = False,
+) -> ScorerResult:
+    """Train the scorer student on ``teacher``'s answers for ``notes``; export to ``out_dir``.
+
+    Args:
+        notes: every note (only those with a teacher answer take part; the hash split decides roles).
+        teacher: note_id -> the teacher's tags (an empty list is an answer: "no tags").
+        work_dir: checkpoint and split (see the module docstring).
+        out_dir: the exported model folder (replaced whole, atomically).
+        config: the student config (``arch`` must be ``scorer``).
+        handbook: candidates (values, synonyms), boilerplate, normalization.
+        teacher_version: recorded in the model; part of the checkpoint fingerprint.
+        progress: show a progress bar over epochs.
+
+    Returns:
+        A :class:`ScorerResult`.
+
+    Raises:
+        NotFoundError: no note has a teacher answer. ConfigError: no train/val notes; bad device.
+    """
+    cfg = config or StudentConfig()
+    device = resolve_device(cfg.device)
+    threads = set_threads(cfg.scorer.threads)
+    work, out = Path(work_dir), Path(out_dir)
+    work.mkdir(parents=True, exist_ok=True)
+    t_prep = time.perf_counter()
+    data = _prepare(notes, teacher, cfg, handbook, work)
+    log.info(
+        "scorer: %d train / %d val notes, %d known tags, candidate recall on val %.3f (%.1fs)",
+        len(data.train), len(data.val), len(data.known), data.candidate_recall, time.perf_counter() - t_prep,
+    )  # fmt: skip
+    torch.manual_seed(cfg.seed)
+    sc = cfg.scorer
+    model = TagScorer(sc.buckets, sc.dim, sc.hidden, len(data.known), N_FEATURES, cfg.dropout)
+    model.idf.copy_(torch.from_numpy(data.featurizer.idf))
+    feats = np.concatenate([r.cand_features for r in data.train])
+    model.feat_mean.copy_(torch.from_numpy(feats.mean(axis=0)))
+    model.feat_std.copy_(torch.from_numpy(feats.std(axis=0) + 1e-6))
+    model = model.to(device)
+    sparse_opt = torch.optim.SparseAdam(model.sparse_parameters(), lr=sc.sparse_lr)
+    dense_opt = torch.optim.AdamW(model.dense_parameters(), lr=sc.lr, weight_decay=sc.weight_decay)
+    steps_per_epoch = math.ceil(len(data.train) / cfg.batch_size)
+    total_steps = cfg.max_steps or steps_per_epoch * cfg.n_epochs
+    fp = _fingerprint(cfg, teacher_version, data)
+    ckpt = work / "scorer_ckpt.pt"
+    state, best_weights, resumed = _resume(ckpt, fp, model, sparse_opt, dense_opt, device)
+    state.stopped = (
+        _should_stop(state, cfg, total_steps) if state.stopped.startswith("max_minutes") else state.stopped
+    )
+    bar = None
+    if progress:
+        from tqdm.auto import tqdm
+
+        bar = tqdm(total=total_steps, initial=state.step, desc="student (scorer)", unit="step")
+    t_train = time.perf_counter()
+    seen = 0
+    try:
+        while not state.stopped:
+            seen += _run_epoch(model, data, cfg, state, (sparse_opt, dense_opt), device, total_steps, bar)
+            vl = _val_loss(model, data, device, 256)
+            state.epoch += 1
+            improved = vl < state.best_val - 1e-4
+            if improved:
+                state.best_val, state.best_epoch, state.bad_epochs = vl, state.epoch, 0
+                best_weights = copy.deepcopy(model.state_dict())
+            else:
+                state.bad_epochs += 1
+            state.history.append({"epoch": state.epoch, "step": state.step, "val_loss": round(vl, 5)})
+            log.info(
+                "scorer epoch %d (step %d): val loss %.4f%s",
+                state.epoch,
+                state.step,
+                vl,
+                " *" if improved else "",
+            )
+            state.stopped = _should_stop(state, cfg, total_steps)
+            _save(ckpt, fp, model, sparse_opt, dense_opt, state, best_weights)
+    finally:
+        if bar is not None:
+            bar.close()
+    train_s = time.perf_counter() - t_train
+    if state.stopped.startswith("max_minutes"):
+        log.warning("scorer: stopped by the %.1f-minute safety cap, not by its step budget", cfg.max_minutes)
+    if best_weights is not None:
+        model.load_state_dict(best_weights)
+    selection, val = _calibrate(model, data, sc.max_tags, device)
+    n_params = sum(p.numel() for p in model.parameters())
+    meta = _meta(cfg, data, selection, val, n_params, teacher_version, state)
+    _export(model, meta, out, data.featurizer.memory)
+    return ScorerResult(
+        model_dir=str(out), arch="scorer", parameters=n_params, device=device, threads=threads,
+        steps=state.step, epochs_done=state.epoch, best_epoch=state.best_epoch,
+        best_val_loss=round(state.best_val, 5), stopped=state.stopped, resumed_from_step=resumed,
+        train_seconds=round(state.elapsed, 1),
+        examples_per_s=round(seen / train_s, 1) if train_s > 0 and seen else 0.0,
+        n_train=len(data.train), n_val=len(data.val), n_test=data.n_test, n_known=len(data.known),
+        candidate_recall=round(data.candidate_recall, 4), val=val, history=state.history,
+    )  # fmt: skip
+
+
+def _run_epoch(
+    model: TagScorer,
+    data: _Data,
+    cfg: StudentConfig,
+    state: TrainState,
+    opts: tuple[torch.optim.Optimizer, torch.optim.Optimizer],
+    device: str,
+    total_steps: int,
+    bar: Any,
+) -> int:
+    """One pass over the training notes (order from seed + epoch); returns the examples seen."""
+    order = list(range(len(data.train)))
+    random.Random(cfg.seed * 1_000_003 + state.epoch).shuffle(order)
+    model.train()
+    seen = 0
+    t0 = time.perf_counter()
+    for s in range(0, len(order), cfg.batch_size):
+        if state.step >= total_steps:
+            break
+        idx = order[s : s + cfg.batch_size]
+        loss = _loss(model, [data.train[i] for i in idx], [data.train_labels[i] for i in idx], data, device)
+        for opt in opts:
+            opt.zero_grad(set_to_none=True)
+        loss.backward()
+        for opt in opts:
+            opt.step()
+        state.step += 1
+        seen += len(idx)
+        if bar is not None:
+            bar.update(1)
+    state.elapsed += time.perf_counter() - t0
+    return seen
+
+
+def _save(
+    path: Path,
+    fp: str,
+    model: TagScorer,
+    sparse_opt: torch.optim.Optimizer,
+    dense_opt: torch.optim.Optimizer,
+    state: TrainState,
+    best: dict[str, torch.Tensor] | None,
+) -> None:
+    payload = {
+        "fingerprint": fp,
+        "model": model.state_dict(),
+        "sparse_opt": sparse_opt.state_dict(),
+        "dense_opt": dense_opt.state_dict(),
+        "state": asdict(state),
+        "best": best,
+    }
+    with atomic_path(path) as tmp:
+        torch.save(payload, tmp)
+
+
+def _resume(
+    path: Path,
+    fp: str,
+    model: TagScorer,
+    sparse_opt: torch.optim.Optimizer,
+    dense_opt: torch.optim.Optimizer,
+    device: str,
+) -> tuple[TrainState, dict[str, torch.Tensor] | None, int]:
+    if not path.exists():
+        return TrainState(), None, 0
+    ck = torch.load(path, map_location=device, weights_only=False)
+    if ck.get("fingerprint") != fp:
+        log.warning("%s is from another configuration or teacher table; starting afresh", path)
+        return TrainState(), None, 0
+    model.load_state_dict(ck["model"])
+    sparse_opt.load_state_dict(ck["sparse_opt"])
+    dense_opt.load_state_dict(ck["dense_opt"])
+    state = TrainState(**ck["state"])
+    log.info("resuming the scorer from step %d (epoch %d)", state.step, state.epoch)
+    return state, ck["best"], state.step
+
+
+def _f1(pred: Sequence[Sequence[str]], gold: Sequence[Mapping[str, float]]) -> float:
+    """F1 where a teacher tag counts with its target weight (1 for hard targets: plain F1)."""
+    hit = sum(sum(g.get(t, 0.0) for t in set(p)) for p, g in zip(pred, gold, strict=True))
+    n_p, n_g = sum(len(set(p)) for p in pred), sum(sum(g.values()) for g in gold)
+    return 2 * hit / (n_p + n_g) if n_p + n_g else 0.0
+
+
+def _fit_temperature(logits: np.ndarray, targets: np.ndarray) -> float:
+    """The temperature (of a log grid in [0.25, 4]) with the lowest log loss."""
+    if logits.size == 0:
+        return 1.0
+    best, best_nll = 1.0, float("inf")
+    for t in np.exp(np.linspace(math.log(0.25), math.log(4.0), 41)):
+        p = np.clip(1 / (1 + np.exp(-np.clip(logits / t, -30, 30))), 1e-7, 1 - 1e-7)
+        nll = float(-(targets * np.log(p) + (1 - targets) * np.log(1 - p)).mean())
+        if nll < best_nll:
+            best, best_nll = float(t), nll
+    return best
+
+
+def _tune(
+    rows: Sequence[NoteRow],
+    logits: Sequence[tuple[np.ndarray, np.ndarray]],
+    data: _Data,
+    base: Selection,
+    grounded: bool,
+) -> tuple[float, float, float]:
+    """The (F1, known threshold, candidate threshold) with the best F1 vs the teacher on ``rows``."""
+    grid = [round(float(x), 2) for x in np.arange(0.1, 0.91, 0.05)]
+    best = (-1.0, 0.5, 0.5)
+    for a in grid:
+        for b in grid:
+            if grounded:
+                sel = replace(base, known_threshold=a, cand_threshold=b)
+            else:
+                sel = replace(base, ungrounded_known_threshold=a, ungrounded_cand_threshold=b)
+            pred = [
+                [t for t, _, _ in select(r, lg, data.known, data.known_dims, sel, grounded=grounded)]
+                for r, lg in zip(rows, logits, strict=True)
+            ]
+            f1 = _f1(pred, data.val_labels)
+            if f1 > best[0] + 1e-9:
+                best = (f1, a, b)
+    return best
+
+
+def _calibrate(
+    model: TagScorer, data: _Data, max_tags: int, device: str
+) -> tuple[Selection, dict[str, float]]:
+    """Temperatures (log loss) then thresholds (F1 vs the teacher) on the validation notes."""
+    index = data.featurizer.known_index
+    logits = predict_probs(model, data.val, index, device=device)
+    kt = np.zeros((len(data.val), len(data.known)), dtype=np.float32)
+    for i, g in enumerate(data.val_labels):
+        for t in g:
+            k = index.get(t)
+            if k is not None:
+                kt[i, k] = g[t]
+    t_known = _fit_temperature(np.stack([lg[0] for lg in logits]).ravel(), kt.ravel())
+    cl = np.concatenate([lg[1] for lg in logits])
+    ct = np.asarray(
+        [g.get(t, 0.0) for r, g in zip(data.val, data.val_labels, strict=True) for t in r.cand_texts]
+    )
+    t_cand = _fit_temperature(cl, ct)
+    base = Selection(known_temperature=t_known, cand_temperature=t_cand, max_tags=max_tags)
+    f1, a, b = _tune(data.val, logits, data, base, grounded=True)
+    ung_rows = data.featurizer.rows(data.val_notes, cands=[[] for _ in data.val_notes])
+    ung_logits = predict_probs(model, ung_rows, index, device=device)
+    f1_u, ua, ub = _tune(ung_rows, ung_logits, data, base, grounded=False)
+    sel = Selection(t_known, t_cand, a, b, ua, ub, max_tags)
+    log.info("scorer calibration: T=%.2f/%.2f thresholds %.2f/%.2f (ungrounded %.2f/%.2f); val F1 %.4f "
+             "(ungrounded %.4f)", t_known, t_cand, a, b, ua, ub, f1, f1_u)  # fmt: skip
+    return sel, {"f1_vs_teacher": round(f1, 4), "ungrounded_f1_vs_teacher": round(f1_u, 4)}
+
+
+def _meta(
+    cfg: StudentConfig,
+    data: _Data,
+    sel: Selection,
+    val: Mapping[str, float],
+    n_params: int,
+    teacher_version: str,
+    state: TrainState,
+) -> dict[str, Any]:
+    return {
+        "arch": "scorer",
+        "format_version": FORMAT_VERSION,
+        "teacher_version": teacher_version,
+        "student_config": cfg.model_dump(mode="json"),
+        "scorer": cfg.scorer.model_dump(mode="json"),
+        "split": {
+            "test_share": cfg.test_share,
+            "val_share": cfg.val_share,
+            "train": len(data.train),
+            "val": len(data.val),
+            "test": data.n_test,
+        },
+        "parameters": n_params,
+        "known_tags": data.known,
+        "known_dims": data.known_dims,
+        "extract_dims": data.extract_dims,
+        "priors": data.featurizer.priors.as_dict(),
+        "selection": sel.as_dict(),
+        "validation": dict(val),
+        "training": {
+            "steps": state.step,
+            "epochs": state.epoch,
+            "best_epoch": state.best_epoch,
+            "stopped": state.stopped,
+            "seconds": round(state.elapsed, 1),
+        },
+    }
+
+
+def _export(model: TagScorer, meta: dict[str, Any], out: Path, memory: NeighbourMemory | None) -> None:
+    """Write the model folder beside ``out`` and swap it in whole."""
+    from safetensors.torch import save_file
+
+    tmp = out.with_name(f".{out.name}.tmp")
+    shutil.rmtree(tmp, ignore_errors=True)
+    tmp.mkdir(parents=True)
+    save_file(
+        {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()},
+        str(tmp / "model.safetensors"),
+    )
+    write_json(meta, tmp / "student.json")
+    if memory is not None:
+        memory.save(tmp)
+    write_scorer_card(tmp, meta)
+    old = out.with_name(f".{out.name}.old")
+    shutil.rmtree(old, ignore_errors=True)
+    if out.exists():
+        os.replace(out, old)
+    os.replace(tmp, out)
+    shutil.rmtree(old, ignore_errors=True)
+
+
+def write_scorer_card(
+    model_dir: str | os.PathLike[str], meta: Mapping[str, Any], metrics: Mapping[str, Any] | None = None
+) -> Path:
+    """README.md for a scorer model folder: what it reads, how it decides, its data and metrics."""
+    lines = [
+        "# TagLLM student tagger (scorer)",
+        "",
+        "A small tag scorer trained from scratch by distilling the TagLLM teacher's answers "
+        "(`tagllm tag distill`). It reads a note's category, cover text/title and body with the creator's "
+        "hashtags (boilerplate hashtags removed) as hashed character n-grams, proposes candidate tags from "
+        "the note's own words (hashtags, handbook values and synonyms, tags the teacher used in training) "
+        "and scores them, together with every known tag (a classifier for the teacher's frequent, "
+        "abstractive tags), in one forward pass. Confidence = calibrated probability.",
+        "",
+        "```python",
+        "from tagging.student import load_student",
+        "tagger = load_student(model_dir, handbook=handbook)",
+        "```",
+        "",
+        f"- teacher: `{meta.get('teacher_version', '')}`",
+        f"- split (hash of note_id): {json.dumps(meta.get('split', {}))}",
+        f"- parameters: {int(meta.get('parameters', 0)):,}; known tags: {len(meta.get('known_tags', []))}",
+        f"- config: {json.dumps(meta.get('scorer', {}))}",
+        f"- selection: {json.dumps(meta.get('selection', {}))}",
+        f"- training: {json.dumps(meta.get('training', {}))}",
+        f"- validation: {json.dumps(meta.get('validation', {}))}",
+        "",
+        "## Metrics (held-out test notes)",
+    ]
+    metrics = metrics if metrics is not None else meta.get("metrics")
+    lines += [f"- {k}: {json.dumps(v)}" for k, v in (metrics or {}).items()] or ["- not evaluated yet"]
+    path = Path(model_dir) / "README.md"
+    with atomic_path(path) as tmp:
+        tmp.write_text("\n".join(lines) + "\n", encoding="utf-8")
+    return path
