@@ -7,6 +7,8 @@ import logging
 
 import click
 
+from tagging.report_cli import report as report_cmd
+
 log = logging.getLogger(__name__)
 
 TEACHER_CHOICES = ("offline", "reference", "llm", "local")
@@ -381,3 +383,6 @@ def import_cmd(
     )
     summary = import_answers(run_dir, files, options=options, handbook_path=handbook_path)
     click.echo(json.dumps(summary, indent=2, ensure_ascii=False, default=str))
+
+
+tag.add_command(report_cmd)
