@@ -243,7 +243,7 @@ def test_student_tags_are_never_boilerplate(trained) -> None:
 @pytest.mark.xfail(
     strict=True,
     reason="scorer_train.py:125-148 (_tag_stats, _labels) and :175-178 (known) keep handbook boilerplate "
-    "in the training targets: it becomes a known tag, and _calibrate/_tune (:488-550) score the "
+    "in the training targets: it becomes a known tag, and _tune/_calibrate (:501-550) score the "
     "validation F1 and tune the thresholds on tags the tagger always drops",
 )
 def test_boilerplate_is_not_learned_nor_counted_in_validation(trained) -> None:
@@ -376,7 +376,7 @@ def test_the_known_tag_head_learns_abstractive_tags(well_trained) -> None:
 @pytest.mark.xfail(
     strict=True,
     reason="scorer_apply.py:133 (select) leaves every tag that is a candidate to the candidate head, and "
-    "scorer_data.py:283 makes every neighbour-voted tag a neighbour-only candidate; in training such a "
+    "scorer_data.py ScorerFeaturizer._row (`extra`, line 283 at 4d6a02e) makes every neighbour-voted tag a neighbour-only candidate; in training such a "
     "candidate is almost never a teacher tag (true tags are also found in the note's words), so in the "
     "ungrounded ablation the candidate head rejects the tags the known-tag head is sure of",
 )
