@@ -377,8 +377,9 @@ def test_the_known_tag_head_learns_abstractive_tags(well_trained) -> None:
     strict=True,
     reason="scorer_apply.py:133 (select) leaves every tag that is a candidate to the candidate head, and "
     "scorer_data.py ScorerFeaturizer._row (`extra`, line 283 at 4d6a02e) makes every neighbour-voted "
-    "tag a neighbour-only candidate; in training such a candidate is almost never a teacher tag (true tags are also found in the note's words), so in the "
-    "ungrounded ablation the candidate head rejects the tags the known-tag head is sure of",
+    "tag a neighbour-only candidate; in training such a candidate is almost never a teacher tag (true "
+    "tags are also found in the note's words), so in the ungrounded ablation the candidate head "
+    "rejects the tags the known-tag head is sure of",
 )
 def test_the_ungrounded_ablation_keeps_what_the_known_tag_head_learned(well_trained) -> None:
     from tagging.student.scorer_apply import ScorerTagger
