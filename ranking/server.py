@@ -342,11 +342,11 @@ def _student(config: ServerConfig) -> tuple[Any, str]:
         log.warning("TagNotes disabled: %s", problem)
         return None, problem
     from tagging.handbook_model import load_handbook
-    from tagging.student.apply import StudentTagger
+    from tagging.student import load_student
 
     hb_path = config.run_dir / "handbook.yaml"
     handbook = load_handbook(hb_path) if hb_path.exists() else None
-    tagger = StudentTagger.load(path, handbook=handbook, device="cpu")
+    tagger = load_student(path, handbook=handbook, device="cpu")
     log.info("TagNotes tagger: student %s from %s", tagger.version, path)
     return tagger, ""
 

@@ -143,7 +143,14 @@ HEADLINES: dict[str, tuple[str, ...]] = {
     "data": ("rows", "categories", "cold_start_note_share"),
     "handbook": ("dimensions", "values", "boilerplate", "dimension_recovery.recovered_share"),
     "teacher": ("notes", "failed", "f1", "precision", "recall", "redundancy"),
-    "student": ("f1_vs_teacher", "f1_vs_gold", "teacher_f1_vs_gold", "notes_per_s", "distill.parameters"),
+    "student": (
+        "f1_vs_teacher",
+        "f1_vs_gold",
+        "teacher_f1_vs_gold",
+        "ungrounded_f1_vs_gold",
+        "notes_per_s",
+        "distill.parameters",
+    ),
     "features": ("tags_table", "rows", "online_entities.note_tags", "online_store"),
     "retrieval": (
         "main_model",

@@ -121,11 +121,11 @@ def fresh_tag_source(run: RunDir, treatment_source: str) -> tuple[str, TagFn]:
 
 def _load_student(run: RunDir, model_dir: Path) -> object:
     from tagging.handbook_model import load_handbook
-    from tagging.student.apply import StudentTagger
+    from tagging.student import load_student
 
     hb_path = run.path / "handbook.yaml"
     handbook = load_handbook(hb_path) if hb_path.exists() else None
-    return StudentTagger.load(model_dir, handbook=handbook, batch_size=64, device="cpu")
+    return load_student(model_dir, handbook=handbook, batch_size=64, device="cpu")
 
 
 class Publisher:

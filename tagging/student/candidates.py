@@ -28,7 +28,8 @@ from tagging.types import NoteInput
 
 __all__ = ["HASHTAG_RE", "Candidate", "CandidateExtractor", "hashtags", "note_text"]
 
-HASHTAG_RE = re.compile(r"[#＃]([\w·]+)")
+# a closing mark (Weibo-style "#tag#") belongs to the hashtag, so the text after it is not one
+HASHTAG_RE = re.compile(r"[#＃]([\w·]+)[#＃]?")
 _CJK_CHAR = re.compile(r"[\u3040-\u30ff\u3400-\u4dbf\u4e00-\u9fff\uac00-\ud7af]")
 _SOURCES = ("hashtag", "title", "body", "handbook", "known")
 

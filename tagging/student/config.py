@@ -26,7 +26,8 @@ class ScorerConfig(BaseModel):
 
     ``buckets`` x ``dim`` is the hashed n-gram table (most of the parameters); ``min_tag_count``: a
     teacher tag used at least this often in training gets a classifier output (a *known* tag);
-    ``max_chars``: longest span matched in the note; ``max_tags``: most tags per note; ``neighbours``:
+    ``embed_dropout``: dropout on the candidate head's embedding inputs (they can memorize the training
+    notes; the candidate features are never dropped); ``max_chars``: longest span matched in the note; ``max_tags``: most tags per note; ``neighbours``:
     training notes that vote for their teacher tags (:mod:`tagging.student.scorer_memory`; 0 = off)
     and ``neighbour_tags`` the most-voted of their tags that become candidates;
     ``targets``: ``soft`` = the teacher's confidence is the target probability of each of its tags
@@ -47,6 +48,7 @@ class ScorerConfig(BaseModel):
     max_known_tags: int = Field(default=5000, ge=1)
     max_chars: int = Field(default=16, ge=2)
     max_tags: int = Field(default=8, ge=1)
+    embed_dropout: float = Field(default=0.5, ge=0.0, lt=1.0)
     neighbours: int = Field(default=30, ge=0)
     neighbour_tags: int = Field(default=15, ge=0)
     targets: Literal["soft", "hard"] = "hard"

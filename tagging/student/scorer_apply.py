@@ -119,17 +119,22 @@ def select(
     """The note's tags as (text, dimension, calibrated probability), most probable first.
 
     A candidate passes the candidate head's threshold; a known tag that is not a candidate passes the
-    known-tag head's. ``grounded`` picks the threshold pair (the rows of an ungrounded tagger have
-    no candidates from the note's words, only neighbour votes).
+    known-tag head's. ``grounded`` picks the threshold pair; ungrounded (the rows have no candidate
+    from the note's words, only neighbour votes) a known candidate may also pass on the known-tag
+    head alone.
     """
     tag_logits, cand_logits = logits
     t_known, t_cand = sel.thresholds(grounded)
     pk = _sigmoid(tag_logits / sel.known_temperature)
     pc = _sigmoid(cand_logits / sel.cand_temperature)
     picked: dict[str, tuple[str, float]] = {}
-    for text, dim, p in zip(row.cand_texts, row.cand_dims, pc, strict=True):
+    for text, dim, p, k in zip(row.cand_texts, row.cand_dims, pc, row.cand_known, strict=True):
         if p >= t_cand:
             picked[text] = (dim, float(p))
+        elif not grounded and k >= 0 and pk[k] >= t_known:
+            # ungrounded, a neighbour-voted candidate is one the candidate head learned to doubt
+            # (true tags are usually also in the note's words); the known-tag head may still pass it
+            picked[text] = (dim, float(pk[k]))
     scored = set(row.cand_texts)
     for k in np.flatnonzero(pk >= t_known).tolist():
         text = known[k]
@@ -196,6 +201,8 @@ class ScorerTagger:
         self.featurizer.idf = self.model.idf.detach().cpu().numpy()
         self.featurizer.memory = memory
         self.selection = Selection(**meta["selection"])
+        # without a handbook, the boilerplate list the model was trained with still applies
+        self.boilerplate = frozenset(meta.get("boilerplate", ())) if handbook is None else frozenset()
         self.cap = int(meta.get("student_config", {}).get("cap_per_dimension", 3))
         self.last_notes_per_s = 0.0
 
@@ -231,14 +238,14 @@ class ScorerTagger:
         """Tag ``notes``: one result per note, in order."""
         t0 = time.perf_counter()
         cands: list[list[Candidate]] | None = None if self.grounded else [[] for _ in notes]
-        rows = self.featurizer.rows(notes, cands=cands)
+        rows = self.featurizer.rows(notes, cands=cands, use_offline=self.grounded)
         logits = predict_probs(
             self.model, rows, self.featurizer.known_index, batch_size=self.batch_size, device=self.device
         )
         out = []
         for note, row, lg in zip(notes, rows, logits, strict=True):
             chosen = select(row, lg, self.known, self.known_dims, self.selection, grounded=self.grounded)
-            raw = [Tag(t, d, p) for t, d, p in chosen]
+            raw = [Tag(t, d, p) for t, d, p in chosen if t not in self.boilerplate]
             tags = normalize_tags(
                 raw, handbook=self.handbook, category=note.category, cap_per_dimension=self.cap
             )

@@ -3,14 +3,17 @@
 Everything here is numpy + the standard library (torch only in :func:`collate`), and deterministic:
 n-grams are hashed with CRC-32, not Python's salted ``hash``.
 
-Candidate features (:data:`~tagging.student.scorer_model.N_FEATURES` = 14), in order: found as a
-hashtag / in the title / in the body / as a handbook form / as a known tag (5 flags); log(1 + count);
-relative first position; log(1 + length); the **keyphraseness prior** — how often this text was a
-teacher tag among the training notes where it was a candidate, smoothed towards the base rate;
-log(1 + those notes); log(1 + how often the teacher used it in training); CJK; dimension is
-``other``; log(1 + candidates in the note). For a training note, the priors come from the other folds
-(5-fold, by note): leaving just the note itself out would leak its label, since a text's totals are
-the same for every note.
+Candidate features (:data:`N_FEATURES` = 25), in order: found as a hashtag / in the title / in
+the body / as a handbook form / as a known tag / by the neighbours / by the offline handbook teacher
+(7 flags); log(1 + count); relative first position; log(1 + length); the **keyphraseness prior** —
+how often this text was a teacher tag among the training notes where it was a candidate, smoothed
+towards the base rate; log(1 + those notes); log(1 + how often the teacher used it in training); CJK;
+dimension is ``other``; log(1 + candidates in the note); the neighbours' vote, vote share, best
+similarity and log(1 + voters) (:mod:`tagging.student.scorer_memory`); is a value of the category's
+handbook section; log of the share of the category's training notes that have it; vote / the note's
+best vote; prior / the note's best prior; the offline teacher's confidence. For a training note the
+priors and the known tags come from the other folds (5-fold, by note) and its neighbours exclude
+itself: leaving only the note out of a text's totals would still leak its label.
 """
 
 from __future__ import annotations
@@ -27,17 +30,18 @@ import numpy as np
 from tagging.normalize import canonical, is_cjk
 from tagging.student.candidates import Candidate, CandidateExtractor, hashtags, note_text
 from tagging.student.scorer_memory import NeighbourMemory, Vote, to_csr
+from tagging.teachers.offline import OfflineTeacher
 from tagging.types import NoteInput
 
 if TYPE_CHECKING:
     from tagging.student.scorer_model import Batch
 
 # the candidate features, in the order of ScorerFeaturizer.features
-N_FEATURES = 23
+N_FEATURES = 25
 
 __all__ = ["N_FEATURES", "NoteRow", "Priors", "ScorerFeaturizer", "collate", "hash_ngrams"]
 
-_SOURCES = ("hashtag", "title", "body", "handbook", "known", "neighbour")
+_SOURCES = ("hashtag", "title", "body", "handbook", "known", "neighbour", "offline")
 _NO_VOTE = (0.0, 0.0, 0.0, 0)
 _PRIOR_SMOOTHING = 2.0
 
@@ -164,6 +168,9 @@ class ScorerFeaturizer:
         self._cand_cache: dict[str, np.ndarray] = {}
         self._static: dict[tuple[int, str, str], list[float]] = {}
         self.max_neighbour_tags = neighbour_tags
+        hb = extractor.handbook
+        # the offline handbook teacher's picks (a rule-based reading of the same handbook) are evidence
+        self.offline = OfflineTeacher(hb) if hb is not None else None
 
     @staticmethod
     def _prior(p: Priors, text: str) -> float:
@@ -215,7 +222,14 @@ class ScorerFeaturizer:
         return ids
 
     def features(
-        self, c: Candidate, category: str, n_cands: int, p: Priors, vote: Vote, best: tuple[float, float]
+        self,
+        c: Candidate,
+        category: str,
+        n_cands: int,
+        p: Priors,
+        vote: Vote,
+        best: tuple[float, float],
+        offline: float = 0.0,
     ) -> list[float]:
         """The features of one candidate under priors ``p`` (out-of-fold ones for a training note);
         ``best``: the note's highest vote and prior (for the within-note features)."""
@@ -235,6 +249,7 @@ class ScorerFeaturizer:
             *static[7:],
             vote[0] / best[0] if best[0] > 0 else 0.0,
             prior / best[1] if best[1] > 0 else 0.0,
+            offline,
         ]
 
     def _static_features(self, text: str, category: str, p: Priors) -> list[float]:
@@ -278,7 +293,19 @@ class ScorerFeaturizer:
         cands: Sequence[Candidate],
         priors: Priors,
         votes: Mapping[str, Vote],
+        offline: Mapping[str, tuple[str, float]],
     ) -> NoteRow:
+        have = {c.text for c in cands}
+        cands = [
+            Candidate(c.text, c.dimension, c.sources | {"offline"}, c.count, c.first_pos)
+            if c.text in offline
+            else c
+            for c in cands
+        ] + [
+            Candidate(t, d, frozenset({"offline", "handbook"}), 1, 0.0)
+            for t, (d, _) in offline.items()
+            if t not in have and t not in self.extractor.boilerplate
+        ]
         have = {c.text for c in cands}
         extra = [
             Candidate(t, self.extractor.known.get(t, "other"), frozenset({"neighbour"}), 0, 1.0)
@@ -297,7 +324,7 @@ class ScorerFeaturizer:
             max((self._prior(priors, c.text) for c in cands), default=0.0),
         )
         feats = [
-            self.features(c, note.category, len(cands), priors, v, best)
+            self.features(c, note.category, len(cands), priors, v, best, offline.get(c.text, ("", 0.0))[1])
             for c, v in zip(cands, vs, strict=True)
         ]
         return NoteRow(
@@ -318,6 +345,7 @@ class ScorerFeaturizer:
         priors: Sequence[Priors] | None = None,
         cands: Sequence[Sequence[Candidate]] | None = None,
         exclude: Sequence[int] | None = None,
+        use_offline: bool = True,
     ) -> list[NoteRow]:
         """Featurize ``notes``.
 
@@ -326,6 +354,8 @@ class ScorerFeaturizer:
                 :attr:`priors` for every note.
             cands: precomputed candidates (default: extracted here).
             exclude: per note, the memory row it may not use as a neighbour (itself), or -1.
+            use_offline: add the offline handbook teacher's picks (off for the ungrounded ablation,
+                since they are read from the note's words).
         """
         cands = cands if cands is not None else self.extractor.extract_many(notes)
         grams = [self.note_ngrams(n) for n in notes]
@@ -335,9 +365,13 @@ class ScorerFeaturizer:
         else:
             votes = [{} for _ in notes]
         own = priors if priors is not None else [self.priors] * len(notes)
+        if self.offline is not None and use_offline:
+            picks = [{t.text: (t.dimension, t.confidence) for t in r.tags} for r in self.offline.tag(notes)]
+        else:
+            picks = [{} for _ in notes]
         return [
-            self._row(n, g, w, c, o, v)
-            for n, g, w, c, o, v in zip(notes, grams, weights, cands, own, votes, strict=True)
+            self._row(n, g, w, c, o, v, k)
+            for n, g, w, c, o, v, k in zip(notes, grams, weights, cands, own, votes, picks, strict=True)
         ]
 
 

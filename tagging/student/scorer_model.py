@@ -78,6 +78,8 @@ class TagScorer(nn.Module):
         n_known: number of known tags K (>= 1).
         n_features: candidate features F.
         dropout: dropout in both MLPs.
+        embed_dropout: dropout on the candidate head's embedding inputs (``c``, ``c * h``, ``h``), which
+            can memorize training notes; the candidate features are not dropped.
     """
 
     idf: torch.Tensor
@@ -85,7 +87,14 @@ class TagScorer(nn.Module):
     feat_std: torch.Tensor
 
     def __init__(
-        self, buckets: int, dim: int, hidden: int, n_known: int, n_features: int, dropout: float = 0.1
+        self,
+        buckets: int,
+        dim: int,
+        hidden: int,
+        n_known: int,
+        n_features: int,
+        dropout: float = 0.1,
+        embed_dropout: float = 0.0,
     ) -> None:
         super().__init__()
         self.embed = nn.EmbeddingBag(buckets, dim, mode="sum", sparse=True)
@@ -98,6 +107,7 @@ class TagScorer(nn.Module):
         self.note = nn.Sequential(nn.LayerNorm(dim), nn.Linear(dim, dim), nn.GELU(), nn.Dropout(dropout))
         self.known = nn.Linear(dim, n_known)
         self.cand_norm = nn.LayerNorm(dim)
+        self.embed_drop = nn.Dropout(embed_dropout)
         self.cand = nn.Sequential(
             nn.Linear(3 * dim + n_features + 2, hidden),
             nn.GELU(),
@@ -118,7 +128,8 @@ class TagScorer(nn.Module):
         is_known = (batch.cand_known >= 0).to(h.dtype)  # (C,)
         feats = (batch.cand_features - self.feat_mean) / self.feat_std  # (C, F)
         known_logit = tag_logits[batch.cand_note, batch.cand_known.clamp(min=0)] * is_known  # (C,)
-        x = torch.cat([c, c * hc, hc, feats, known_logit.detach()[:, None], is_known[:, None]], dim=1)
+        emb = self.embed_drop(torch.cat([c, c * hc, hc], dim=1))  # (C, 3D)
+        x = torch.cat([emb, feats, known_logit.detach()[:, None], is_known[:, None]], dim=1)
         return tag_logits, self.cand(x).squeeze(-1) + known_logit
 
     def sparse_parameters(self) -> list[torch.Tensor]:

@@ -137,12 +137,16 @@ def _tag_stats(
     return freq, {t: d.most_common(1)[0][0] for t, d in dims.items()}
 
 
-def _labels(tags: Sequence[Tag], soft: bool) -> dict[str, float]:
-    """Canonical tag text -> target: the teacher's confidence (soft) or 1 (hard)."""
+def _labels(tags: Sequence[Tag], soft: bool, boilerplate: frozenset[str]) -> dict[str, float]:
+    """Canonical tag text -> target: the teacher's confidence (soft) or 1 (hard).
+
+    Boilerplate is never a target: the tagger drops it, so learning or scoring it would only mislead
+    the thresholds.
+    """
     out: dict[str, float] = {}
     for t in tags:
         c = canonical(t.text)
-        if c:
+        if c and c not in boilerplate:
             out[c] = max(out.get(c, 0.0), min(max(float(t.confidence), 0.0), 1.0) if soft else 1.0)
     return out
 
@@ -172,10 +176,17 @@ def _prepare(
             f"the scorer needs training and validation notes; the split of {len(taught)} taught notes "
             f"gave train={len(parts['train'])}, val={len(parts['val'])} (add notes or raise val_share)"
         )
-    train_labels = [_labels(teacher[n.note_id], sc.targets == "soft") for n in parts["train"]]
+    boiler = frozenset(canonical(b) for b in handbook.boilerplate) if handbook is not None else frozenset()
+    teacher = {k: [t for t in v if canonical(t.text) not in boiler] for k, v in teacher.items()}
+    train_labels = [_labels(teacher[n.note_id], sc.targets == "soft", boiler) for n in parts["train"]]
     freq, extract_dims = _tag_stats(parts["train"], teacher)
+    if not freq:
+        raise ConfigError(
+            f"the teacher's answers for the {len(parts['train'])} training notes hold no tag (after "
+            "removing boilerplate); nothing to distill"
+        )
     known = [t for t, c in sorted(freq.items(), key=lambda kv: (-kv[1], kv[0])) if c >= sc.min_tag_count]
-    known = known[: sc.max_known_tags] or [freq.most_common(1)[0][0]]
+    known = known[: sc.max_known_tags] or [freq.most_common(1)[0][0]]  # the head needs >= 1 output
     # Out-of-fold candidates and priors for the training notes: a note's own tags must not make
     # themselves candidates ("known" tags) or raise their own priors, or the scorer learns a shortcut
     # that does not exist for unseen notes.
@@ -221,7 +232,7 @@ def _prepare(
         exclude=list(range(len(parts["train"]))),
     )
     val_rows = feat.rows(parts["val"])
-    val_labels = [_labels(teacher[n.note_id], sc.targets == "soft") for n in parts["val"]]
+    val_labels = [_labels(teacher[n.note_id], sc.targets == "soft", boiler) for n in parts["val"]]
     hit = sum(len(set(r.cand_texts) & set(g)) for r, g in zip(val_rows, val_labels, strict=True))
     total = sum(len(g) for g in val_labels)
     return _Data(
@@ -334,7 +345,9 @@ def train_scorer(
     )  # fmt: skip
     torch.manual_seed(cfg.seed)
     sc = cfg.scorer
-    model = TagScorer(sc.buckets, sc.dim, sc.hidden, len(data.known), N_FEATURES, cfg.dropout)
+    model = TagScorer(
+        sc.buckets, sc.dim, sc.hidden, len(data.known), N_FEATURES, cfg.dropout, sc.embed_dropout
+    )
     model.idf.copy_(torch.from_numpy(data.featurizer.idf))
     feats = np.concatenate([r.cand_features for r in data.train])
     model.feat_mean.copy_(torch.from_numpy(feats.mean(axis=0)))
@@ -347,9 +360,8 @@ def train_scorer(
     fp = _fingerprint(cfg, teacher_version, data)
     ckpt = work / "scorer_ckpt.pt"
     state, best_weights, resumed = _resume(ckpt, fp, model, sparse_opt, dense_opt, device)
-    state.stopped = (
-        _should_stop(state, cfg, total_steps) if state.stopped.startswith("max_minutes") else state.stopped
-    )
+    if state.stopped != "early_stopping":  # a raised budget (epochs, steps, safety cap) continues
+        state.stopped = _should_stop(state, cfg, total_steps)
     bar = None
     if progress:
         from tqdm.auto import tqdm
@@ -544,7 +556,7 @@ def _calibrate(
     t_cand = _fit_temperature(cl, ct)
     base = Selection(known_temperature=t_known, cand_temperature=t_cand, max_tags=max_tags)
     f1, a, b = _tune(data.val, logits, data, base, grounded=True)
-    ung_rows = data.featurizer.rows(data.val_notes, cands=[[] for _ in data.val_notes])
+    ung_rows = data.featurizer.rows(data.val_notes, cands=[[] for _ in data.val_notes], use_offline=False)
     ung_logits = predict_probs(model, ung_rows, index, device=device)
     f1_u, ua, ub = _tune(ung_rows, ung_logits, data, base, grounded=False)
     sel = Selection(t_known, t_cand, a, b, ua, ub, max_tags)
@@ -577,6 +589,7 @@ def _meta(
         },
         "parameters": n_params,
         "known_tags": data.known,
+        "boilerplate": sorted(data.featurizer.extractor.boilerplate),
         "known_dims": data.known_dims,
         "extract_dims": data.extract_dims,
         "priors": data.featurizer.priors.as_dict(),

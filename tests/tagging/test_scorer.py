@@ -40,11 +40,6 @@ def test_hashtags_in_every_spelling() -> None:
     assert hashtags("no tags here, just a # sign") == []
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="candidates.py:31 HASHTAG_RE does not consume the closing mark of a #tag# hashtag, so the "
-    "text right after it is read as a second hashtag",
-)
 def test_closing_hash_does_not_open_a_hashtag() -> None:
     assert hashtags("#复古#今天穿了新鞋") == ["复古"]
 
@@ -240,12 +235,6 @@ def test_student_tags_are_never_boilerplate(trained) -> None:
             assert not {canonical(t.text) for t in r.tags} & boiler, (r.note_id, r.tags)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="scorer_train.py:125-148 (_tag_stats, _labels) and :175-178 (known) keep handbook boilerplate "
-    "in the training targets: it becomes a known tag, and _tune/_calibrate (:501-550) score the "
-    "validation F1 and tune the thresholds on tags the tagger always drops",
-)
 def test_boilerplate_is_not_learned_nor_counted_in_validation(trained) -> None:
     from tagging.student.scorer_apply import ScorerTagger
 
@@ -373,14 +362,6 @@ def test_the_known_tag_head_learns_abstractive_tags(well_trained) -> None:
     assert f1 > 0.7, f1
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="scorer_apply.py:133 (select) leaves every tag that is a candidate to the candidate head, and "
-    "scorer_data.py ScorerFeaturizer._row (`extra`, line 283 at 4d6a02e) makes every neighbour-voted "
-    "tag a neighbour-only candidate; in training such a candidate is almost never a teacher tag (true "
-    "tags are also found in the note's words), so in the ungrounded ablation the candidate head "
-    "rejects the tags the known-tag head is sure of",
-)
 def test_the_ungrounded_ablation_keeps_what_the_known_tag_head_learned(well_trained) -> None:
     from tagging.student.scorer_apply import ScorerTagger
 
@@ -451,12 +432,6 @@ def test_resume_and_fresh_start(trained, tmp_path) -> None:
     assert json.loads((tmp_path / "m" / "student.json").read_text())["scorer"]["dim"] == 8
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="scorer_train.py:350-352 re-evaluates a checkpoint's stop reason only when it was the "
-    "max_minutes cap, so a finished run (stopped 'epochs' or 'max_steps') never continues when the "
-    "budget is raised; the fingerprint leaves epochs/max_steps out precisely so that it could",
-)
 def test_a_larger_budget_continues_a_finished_run(trained, tmp_path) -> None:
     from tagging.student.scorer_train import train_scorer
 

@@ -23,7 +23,7 @@ from tagging.types import Tag
 
 REPO = Path(__file__).resolve().parents[2]
 TINY = {
-    "d_model": 32, "d_ff": 64, "num_heads": 2, "encoder_layers": 1, "decoder_layers": 1, "vocab_size": 400,
+    "arch": "seq2seq", "d_model": 32, "d_ff": 64, "num_heads": 2, "encoder_layers": 1, "decoder_layers": 1, "vocab_size": 400,
     "max_source_tokens": 48, "max_target_tokens": 24, "batch_size": 16, "epochs": 2, "max_steps": 4,
     "checkpoint_every": 2, "warmup_steps": 2, "device": "cpu",
 }  # fmt: skip
