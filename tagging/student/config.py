@@ -26,8 +26,9 @@ class ScorerConfig(BaseModel):
 
     ``buckets`` x ``dim`` is the hashed n-gram table (most of the parameters); ``min_tag_count``: a
     teacher tag used at least this often in training gets a classifier output (a *known* tag);
-    ``embed_dropout``: dropout on the candidate head's embedding inputs (they can memorize the training
-    notes; the candidate features are never dropped); ``max_chars``: longest span matched in the note; ``max_tags``: most tags per note; ``neighbours``:
+    ``candidate_embeddings``: also feed the candidate head the candidate's and the note's n-gram
+    embeddings (off by default: on KuaiRec they memorize the training notes and cost ~0.01-0.02 F1);
+    ``embed_dropout``: dropout on those embedding inputs; ``max_chars``: longest span matched in the note; ``max_tags``: most tags per note; ``neighbours``:
     training notes that vote for their teacher tags (:mod:`tagging.student.scorer_memory`; 0 = off)
     and ``neighbour_tags`` the most-voted of their tags that become candidates;
     ``targets``: ``soft`` = the teacher's confidence is the target probability of each of its tags
@@ -42,17 +43,18 @@ class ScorerConfig(BaseModel):
 
     buckets: int = Field(default=1 << 18, ge=64)
     dim: int = Field(default=64, ge=4)
-    hidden: int = Field(default=128, ge=4)
+    hidden: int = Field(default=256, ge=4)
     ngram_max: int = Field(default=3, ge=1, le=5)
     min_tag_count: int = Field(default=2, ge=1)
     max_known_tags: int = Field(default=5000, ge=1)
     max_chars: int = Field(default=16, ge=2)
     max_tags: int = Field(default=8, ge=1)
+    candidate_embeddings: bool = False
     embed_dropout: float = Field(default=0.5, ge=0.0, lt=1.0)
     neighbours: int = Field(default=30, ge=0)
     neighbour_tags: int = Field(default=15, ge=0)
     targets: Literal["soft", "hard"] = "hard"
-    lr: float = Field(default=2e-3, gt=0.0)
+    lr: float = Field(default=1e-3, gt=0.0)
     sparse_lr: float = Field(default=3e-3, gt=0.0)
     weight_decay: float = Field(default=1e-4, ge=0.0)
     threads: int = Field(default=0, ge=0)
@@ -95,10 +97,10 @@ class StudentConfig(BaseModel):
     test_share: float = Field(default=0.15, gt=0.0, lt=0.5)
     cap_per_dimension: int = Field(default=3, ge=1)
     epochs: int | None = Field(default=None, ge=1)
-    batch_size: int = Field(default=32, ge=1)
+    batch_size: int | None = Field(default=None, ge=1)
     lr: float = Field(default=3e-3, gt=0.0)
     warmup_steps: int = Field(default=100, ge=0)
-    patience: int = Field(default=2, ge=1)
+    patience: int | None = Field(default=None, ge=1)
     max_minutes: float = Field(default=30.0, gt=0.0)
     max_steps: int = Field(default=0, ge=0)
     checkpoint_every: int = Field(default=50, ge=1)
@@ -106,6 +108,20 @@ class StudentConfig(BaseModel):
     device: Literal["auto", "cpu", "cuda"] = "auto"
     grounding: Literal["auto", "on", "off"] = "auto"
     grounding_min_share: float = Field(default=0.5, ge=0.0, le=1.0)
+
+    @property
+    def train_batch_size(self) -> int:
+        """``batch_size``, or the architecture's default (scorer 64, seq2seq 32)."""
+        if self.batch_size is not None:
+            return self.batch_size
+        return 64 if self.arch == "scorer" else 32
+
+    @property
+    def train_patience(self) -> int:
+        """``patience`` (epochs without a better validation loss), or the default (scorer 4, seq2seq 2)."""
+        if self.patience is not None:
+            return self.patience
+        return 4 if self.arch == "scorer" else 2
 
     @property
     def n_epochs(self) -> int:

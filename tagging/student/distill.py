@@ -260,7 +260,7 @@ def distill(
     ).to(device)
     n_params = count_parameters(model)
 
-    steps_per_epoch = math.ceil(len(train_ex) / cfg.batch_size)
+    steps_per_epoch = math.ceil(len(train_ex) / cfg.train_batch_size)
     total_steps = steps_per_epoch * cfg.n_epochs
     if cfg.max_steps:
         total_steps = min(total_steps, cfg.max_steps)
@@ -305,7 +305,7 @@ def distill(
             torch.save(payload, tmp)
 
     def evaluate_and_keep_best() -> bool:
-        loss = _val_loss(model, val_ex, cfg.batch_size * 2, device, torch)
+        loss = _val_loss(model, val_ex, cfg.train_batch_size * 2, device, torch)
         state["history"].append({"step": state["step"], "epoch": state["epoch"], "val_loss": round(loss, 5)})
         improved = not math.isnan(loss) and loss < state["best_val"] - 1e-4
         if improved or not best.exists():
@@ -335,7 +335,7 @@ def distill(
             state["done"] = "epochs"
             break
         running = 0.0
-        for b, (src, tgt) in enumerate(batches(train_ex, cfg.batch_size, seed=cfg.seed * 1000 + epoch)):
+        for b, (src, tgt) in enumerate(batches(train_ex, cfg.train_batch_size, seed=cfg.seed * 1000 + epoch)):
             if b < state["batch_in_epoch"]:
                 continue
             if cfg.max_steps and state["step"] >= cfg.max_steps:
@@ -372,7 +372,7 @@ def distill(
             state["batch_in_epoch"] = 0
         improved = evaluate_and_keep_best()
         state["bad_epochs"] = 0 if improved else state["bad_epochs"] + 1
-        if not state["done"] and state["bad_epochs"] >= cfg.patience:
+        if not state["done"] and state["bad_epochs"] >= cfg.train_patience:
             state["done"] = "early_stop"
         state["elapsed"] = time.perf_counter() - t_start
         save_last()

@@ -40,7 +40,7 @@ from tagging.student.scorer_memory import NeighbourMemory
 from tagging.student.scorer_model import N_FEATURES, TagScorer
 from tagging.types import NoteInput, Tag, TagResult
 
-__all__ = ["ScorerTagger", "Selection", "predict_probs", "select", "set_threads"]
+__all__ = ["ScorerTagger", "Selection", "finalize", "predict_probs", "select", "set_threads"]
 
 log = logging.getLogger(__name__)
 
@@ -144,6 +144,19 @@ def select(
     return [(t, d, p) for t, (d, p) in ranked]
 
 
+def finalize(
+    chosen: Sequence[tuple[str, str, float]], handbook: Handbook | None, category: str, cap: int
+) -> tuple[Tag, ...]:
+    """Selected (text, dimension, probability) -> the tagger's output: normalized through the handbook
+    (synonyms, boilerplate, near-duplicates, cap per dimension), without near-duplicates across
+    dimensions (the more confident stays)."""
+    tags = normalize_tags(
+        [Tag(t, d, p) for t, d, p in chosen], handbook=handbook, category=category, cap_per_dimension=cap
+    )
+    keep = {id(t) for t in drop_redundant(sorted(tags, key=lambda t: -t.confidence))}
+    return tuple(t for t in tags if id(t) in keep)
+
+
 def _missing(path: Path) -> list[str]:
     return [f for f in ("model.safetensors", "student.json") if not (path / f).exists()]
 
@@ -227,8 +240,9 @@ class ScorerTagger:
         meta = json.loads((path / "student.json").read_text(encoding="utf-8"))
         sc = meta["scorer"]
         model = TagScorer(
-            int(sc["buckets"]), int(sc["dim"]), int(sc["hidden"]), len(meta["known_tags"]), N_FEATURES
-        )
+            int(sc["buckets"]), int(sc["dim"]), int(sc["hidden"]), len(meta["known_tags"]), N_FEATURES,
+            candidate_embeddings=bool(sc.get("candidate_embeddings", False)),
+        )  # fmt: skip
         model.load_state_dict(load_file(str(path / "model.safetensors")))
         kwargs.setdefault("version", model_version(path))
         memory = NeighbourMemory.load(path) if (path / "memory.npz").exists() else None
@@ -245,12 +259,8 @@ class ScorerTagger:
         out = []
         for note, row, lg in zip(notes, rows, logits, strict=True):
             chosen = select(row, lg, self.known, self.known_dims, self.selection, grounded=self.grounded)
-            raw = [Tag(t, d, p) for t, d, p in chosen if t not in self.boilerplate]
-            tags = normalize_tags(
-                raw, handbook=self.handbook, category=note.category, cap_per_dimension=self.cap
-            )
-            keep = {id(t) for t in drop_redundant(sorted(tags, key=lambda t: -t.confidence))}
-            tags = tuple(t for t in tags if id(t) in keep)
+            raw = [(t, d, p) for t, d, p in chosen if t not in self.boilerplate]
+            tags = finalize(raw, self.handbook, note.category, self.cap)
             out.append(TagResult(note.note_id, tags, trace={"candidates": len(row.cand_texts)}))
         dt = time.perf_counter() - t0
         self.last_notes_per_s = len(notes) / dt if dt > 0 else 0.0

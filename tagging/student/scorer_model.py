@@ -8,9 +8,8 @@ F candidate features.
   MLP: ``h`` (B, D).
 - **Known-tag head** (abstractive): ``h @ W.T + b`` (B, K): one logit per tag the teacher used at
   least ``min_tag_count`` times in training.
-- **Candidate head** (extractive): each candidate's own n-grams embed to ``c`` (C, D) through the same
-  table; ``[c, c * h, h, features, known logit, is known]`` -> MLP -> a residual on the candidate's
-  known-tag logit (0 when the candidate is not a known tag): (C,).
+- **Candidate head**: the candidate's standardized features and an is-known flag (optionally also its
+  own n-gram embedding ``c`` (C, D) through the same table, ``c * h`` and ``h``) -> MLP -> a logit (C,).
 
 Both heads output logits; :class:`~tagging.student.scorer_apply.ScorerTagger` turns them into
 calibrated probabilities (a temperature per head, fitted on validation notes).
@@ -95,6 +94,7 @@ class TagScorer(nn.Module):
         n_features: int,
         dropout: float = 0.1,
         embed_dropout: float = 0.0,
+        candidate_embeddings: bool = False,
     ) -> None:
         super().__init__()
         self.embed = nn.EmbeddingBag(buckets, dim, mode="sum", sparse=True)
@@ -106,10 +106,12 @@ class TagScorer(nn.Module):
         self.register_buffer("feat_std", torch.ones(n_features))
         self.note = nn.Sequential(nn.LayerNorm(dim), nn.Linear(dim, dim), nn.GELU(), nn.Dropout(dropout))
         self.known = nn.Linear(dim, n_known)
+        self.candidate_embeddings = candidate_embeddings
         self.cand_norm = nn.LayerNorm(dim)
         self.embed_drop = nn.Dropout(embed_dropout)
+        width = n_features + 1 + (3 * dim if candidate_embeddings else 0)
         self.cand = nn.Sequential(
-            nn.Linear(3 * dim + n_features + 2, hidden),
+            nn.Linear(width, hidden),
             nn.GELU(),
             nn.Dropout(dropout),
             nn.Linear(hidden, hidden),
@@ -123,14 +125,16 @@ class TagScorer(nn.Module):
         tag_logits = self.known(h)  # (B, K)
         if batch.cand_offsets.numel() == 0:
             return tag_logits, h.new_zeros(0)
-        c = self.cand_norm(self.embed(batch.cand_ids, batch.cand_offsets, batch.cand_weights))  # (C, D)
-        hc = h[batch.cand_note]  # (C, D)
-        is_known = (batch.cand_known >= 0).to(h.dtype)  # (C,)
         feats = (batch.cand_features - self.feat_mean) / self.feat_std  # (C, F)
-        known_logit = tag_logits[batch.cand_note, batch.cand_known.clamp(min=0)] * is_known  # (C,)
-        emb = self.embed_drop(torch.cat([c, c * hc, hc], dim=1))  # (C, 3D)
-        x = torch.cat([emb, feats, known_logit.detach()[:, None], is_known[:, None]], dim=1)
-        return tag_logits, self.cand(x).squeeze(-1) + known_logit
+        is_known = (batch.cand_known >= 0).to(h.dtype)[:, None]  # (C, 1)
+        parts = [feats, is_known]
+        if self.candidate_embeddings:
+            c = self.cand_norm(self.embed(batch.cand_ids, batch.cand_offsets, batch.cand_weights))  # (C, D)
+            hc = h[batch.cand_note]  # (C, D)
+            parts.insert(0, self.embed_drop(torch.cat([c, c * hc, hc], dim=1)))  # (C, 3D)
+        # The known-tag head's logit is deliberately not an input: that head fits its training notes
+        # closely, so its logit is far more telling on them than on unseen notes (a leak).
+        return tag_logits, self.cand(torch.cat(parts, dim=1)).squeeze(-1)
 
     def sparse_parameters(self) -> list[torch.Tensor]:
         return [self.embed.weight]

@@ -44,7 +44,7 @@ from tagging.normalize import canonical
 from tagging.student.candidates import Candidate, CandidateExtractor
 from tagging.student.config import StudentConfig, resolve_device
 from tagging.student.data import split_of
-from tagging.student.scorer_apply import Selection, predict_probs, select, set_threads
+from tagging.student.scorer_apply import Selection, finalize, predict_probs, select, set_threads
 from tagging.student.scorer_data import NoteRow, Priors, ScorerFeaturizer, collate
 from tagging.student.scorer_memory import NeighbourMemory, to_csr
 from tagging.student.scorer_model import N_FEATURES, TagScorer
@@ -112,6 +112,7 @@ class _Data:
     train_labels: list[dict[str, float]]
     val_labels: list[dict[str, float]]
     val_notes: list[NoteInput]
+    cap_per_dimension: int
     n_test: int
     candidate_recall: float
 
@@ -245,6 +246,7 @@ def _prepare(
         train_labels=train_labels,
         val_labels=val_labels,
         val_notes=parts["val"],
+        cap_per_dimension=cfg.cap_per_dimension,
         n_test=len(parts["test"]),
         candidate_recall=hit / total if total else 0.0,
     )
@@ -284,7 +286,7 @@ def _fingerprint(cfg: StudentConfig, teacher_version: str, data: _Data) -> str:
     payload = {
         "scorer": cfg.scorer.model_dump(),
         "seed": cfg.seed,
-        "batch_size": cfg.batch_size,
+        "batch_size": cfg.train_batch_size,
         "split": [cfg.test_share, cfg.val_share],
         "teacher": teacher_version,
         "known": hashlib.sha256("\n".join(data.known).encode()).hexdigest(),
@@ -296,7 +298,7 @@ def _fingerprint(cfg: StudentConfig, teacher_version: str, data: _Data) -> str:
 def _should_stop(state: TrainState, cfg: StudentConfig, total_steps: int) -> str:
     if state.step >= total_steps:
         return "max_steps" if cfg.max_steps and total_steps == cfg.max_steps else "epochs"
-    if state.bad_epochs >= cfg.patience:
+    if state.bad_epochs >= cfg.train_patience:
         return "early_stopping"
     if state.elapsed > cfg.max_minutes * 60:
         return "max_minutes (safety cap)"
@@ -346,8 +348,9 @@ def train_scorer(
     torch.manual_seed(cfg.seed)
     sc = cfg.scorer
     model = TagScorer(
-        sc.buckets, sc.dim, sc.hidden, len(data.known), N_FEATURES, cfg.dropout, sc.embed_dropout
-    )
+        sc.buckets, sc.dim, sc.hidden, len(data.known), N_FEATURES, cfg.dropout, sc.embed_dropout,
+        sc.candidate_embeddings,
+    )  # fmt: skip
     model.idf.copy_(torch.from_numpy(data.featurizer.idf))
     feats = np.concatenate([r.cand_features for r in data.train])
     model.feat_mean.copy_(torch.from_numpy(feats.mean(axis=0)))
@@ -355,7 +358,7 @@ def train_scorer(
     model = model.to(device)
     sparse_opt = torch.optim.SparseAdam(model.sparse_parameters(), lr=sc.sparse_lr)
     dense_opt = torch.optim.AdamW(model.dense_parameters(), lr=sc.lr, weight_decay=sc.weight_decay)
-    steps_per_epoch = math.ceil(len(data.train) / cfg.batch_size)
+    steps_per_epoch = math.ceil(len(data.train) / cfg.train_batch_size)
     total_steps = cfg.max_steps or steps_per_epoch * cfg.n_epochs
     fp = _fingerprint(cfg, teacher_version, data)
     ckpt = work / "scorer_ckpt.pt"
@@ -429,10 +432,10 @@ def _run_epoch(
     model.train()
     seen = 0
     t0 = time.perf_counter()
-    for s in range(0, len(order), cfg.batch_size):
+    for s in range(0, len(order), cfg.train_batch_size):
         if state.step >= total_steps:
             break
-        idx = order[s : s + cfg.batch_size]
+        idx = order[s : s + cfg.train_batch_size]
         loss = _loss(model, [data.train[i] for i in idx], [data.train_labels[i] for i in idx], data, device)
         for opt in opts:
             opt.zero_grad(set_to_none=True)
@@ -517,9 +520,12 @@ def _tune(
     base: Selection,
     grounded: bool,
 ) -> tuple[float, float, float]:
-    """The (F1, known threshold, candidate threshold) with the best F1 vs the teacher on ``rows``."""
+    """The (F1, known threshold, candidate threshold) with the best F1 vs the teacher on ``rows``,
+    scored on the tagger's final output (:func:`~tagging.student.scorer_apply.finalize`)."""
     grid = [round(float(x), 2) for x in np.arange(0.1, 0.91, 0.05)]
     best = (-1.0, 0.5, 0.5)
+    hb, cap = data.featurizer.extractor.handbook, data.cap_per_dimension
+    cats = [n.category for n in data.val_notes]
     for a in grid:
         for b in grid:
             if grounded:
@@ -527,8 +533,13 @@ def _tune(
             else:
                 sel = replace(base, ungrounded_known_threshold=a, ungrounded_cand_threshold=b)
             pred = [
-                [t for t, _, _ in select(r, lg, data.known, data.known_dims, sel, grounded=grounded)]
-                for r, lg in zip(rows, logits, strict=True)
+                [
+                    t.text
+                    for t in finalize(
+                        select(r, lg, data.known, data.known_dims, sel, grounded=grounded), hb, cat, cap
+                    )
+                ]
+                for r, lg, cat in zip(rows, logits, cats, strict=True)
             ]
             f1 = _f1(pred, data.val_labels)
             if f1 > best[0] + 1e-9:
