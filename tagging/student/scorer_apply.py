@@ -32,8 +32,8 @@ import torch
 
 from features.errors import ConfigError, NotFoundError
 from tagging.handbook_model import Handbook
-from tagging.normalize import drop_redundant, normalize_tags
-from tagging.student.candidates import Candidate, CandidateExtractor
+from tagging.normalize import canonical, drop_redundant, normalize_tags
+from tagging.student.candidates import Candidate, CandidateExtractor, note_text
 from tagging.student.config import resolve_device
 from tagging.student.scorer_data import NoteRow, Priors, ScorerFeaturizer, collate
 from tagging.student.scorer_memory import NeighbourMemory
@@ -257,7 +257,13 @@ class ScorerTagger:
             self.model, rows, self.featurizer.known_index, batch_size=self.batch_size, device=self.device
         )
         out = []
+        boiler = self.featurizer.extractor.boilerplate
         for note, row, lg in zip(notes, rows, logits, strict=True):
+            if not canonical(" ".join(note_text(note, boiler))):
+                # nothing to read (no title, body or caption beyond boilerplate): no evidence, no tags,
+                # rather than the category's usual tags
+                out.append(TagResult(note.note_id, (), trace={"candidates": 0, "empty": True}))
+                continue
             chosen = select(row, lg, self.known, self.known_dims, self.selection, grounded=self.grounded)
             raw = [(t, d, p) for t, d, p in chosen if t not in self.boilerplate]
             tags = finalize(raw, self.handbook, note.category, self.cap)

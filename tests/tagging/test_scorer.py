@@ -505,3 +505,22 @@ def test_distill_and_apply_run_with_the_scorer(tiny_run) -> None:
     boiler = {canonical(b) for b in load_handbook(tiny_run / "handbook.yaml").boilerplate}
     texts = {canonical(t["text"]) for ts in tags["tags"] for t in ts}
     assert boiler and texts and not texts & boiler
+
+
+def test_a_note_with_nothing_to_read_gets_no_tags(trained) -> None:
+    """No title, body or caption beyond boilerplate: no evidence, so no tags (not the category's
+    usual ones), in both modes; a note with text in the same category still gets tags."""
+    from tagging.student.scorer_apply import ScorerTagger
+
+    empty = [
+        NoteInput("e1", "shoes", "", ""),
+        NoteInput("e2", "咖啡", "  ", "#热门"),
+        NoteInput("e3", "shoes", "", "", image_captions=("",)),
+    ]
+    with_text = [n for n in trained["notes"] if n.category == "shoes"][:5]
+    for grounded in (True, False):
+        tagger = ScorerTagger.load(trained["base"] / "model", handbook=trained["handbook"], grounded=grounded)
+        results = tagger.tag(empty + with_text)
+        assert [r.tags for r in results[: len(empty)]] == [(), (), ()]
+        if grounded:
+            assert any(r.tags for r in results[len(empty) :])
