@@ -27,9 +27,8 @@ import os
 import random
 import shutil
 import time
-from collections import Counter
 from collections.abc import Mapping, Sequence
-from dataclasses import asdict, dataclass, field, replace
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -37,17 +36,15 @@ import numpy as np
 import torch
 from torch.nn import functional as F
 
-from features.errors import ConfigError, NotFoundError
-from features.io import atomic_path, write_json, write_parquet
+from features.io import atomic_path, write_json
 from tagging.handbook_model import Handbook
-from tagging.normalize import canonical
-from tagging.student.candidates import Candidate, CandidateExtractor
 from tagging.student.config import StudentConfig, resolve_device
-from tagging.student.data import split_of
-from tagging.student.scorer_apply import Selection, finalize, predict_probs, select, set_threads
-from tagging.student.scorer_data import NoteRow, Priors, ScorerFeaturizer, collate
-from tagging.student.scorer_memory import NeighbourMemory, to_csr
+from tagging.student.scorer_apply import Selection, set_threads
+from tagging.student.scorer_calibrate import calibrate
+from tagging.student.scorer_data import NoteRow, collate
+from tagging.student.scorer_memory import NeighbourMemory
 from tagging.student.scorer_model import N_FEATURES, TagScorer
+from tagging.student.scorer_prepare import TrainData, prepare_data
 from tagging.types import NoteInput, Tag
 
 __all__ = ["ScorerResult", "train_scorer"]
@@ -55,7 +52,6 @@ __all__ = ["ScorerResult", "train_scorer"]
 log = logging.getLogger(__name__)
 
 FORMAT_VERSION = "scorer-1"
-_FOLDS = 5
 
 
 @dataclass(frozen=True)
@@ -101,165 +97,12 @@ class TrainState:
     history: list[dict[str, float]] = field(default_factory=list)
 
 
-@dataclass
-class _Data:
-    known: list[str]
-    known_dims: list[str]
-    extract_dims: dict[str, str]
-    featurizer: ScorerFeaturizer
-    train: list[NoteRow]
-    val: list[NoteRow]
-    train_labels: list[dict[str, float]]
-    val_labels: list[dict[str, float]]
-    val_notes: list[NoteInput]
-    cap_per_dimension: int
-    n_test: int
-    candidate_recall: float
-
-
-def split_unit(note_id: str) -> float:
-    """A second hash of note_id in [0, 1), independent of the split's, for the prior folds."""
-    digest = hashlib.sha256(f"tagllm-scorer-fold:{note_id}".encode()).digest()
-    return int.from_bytes(digest[:8], "big") / 2**64
-
-
-def _tag_stats(
-    notes: Sequence[NoteInput], teacher: Mapping[str, Sequence[Tag]]
-) -> tuple[Counter[str], dict[str, str]]:
-    """(tag text -> notes using it, tag text -> its most frequent dimension) over ``notes``."""
-    dims: dict[str, Counter[str]] = {}
-    freq: Counter[str] = Counter()
-    for n in notes:
-        for t in teacher[n.note_id]:
-            c = canonical(t.text)
-            if c:
-                freq[c] += 1
-                dims.setdefault(c, Counter())[t.dimension or "other"] += 1
-    return freq, {t: d.most_common(1)[0][0] for t, d in dims.items()}
-
-
-def _labels(tags: Sequence[Tag], soft: bool, boilerplate: frozenset[str]) -> dict[str, float]:
-    """Canonical tag text -> target: the teacher's confidence (soft) or 1 (hard).
-
-    Boilerplate is never a target: the tagger drops it, so learning or scoring it would only mislead
-    the thresholds.
-    """
-    out: dict[str, float] = {}
-    for t in tags:
-        c = canonical(t.text)
-        if c and c not in boilerplate:
-            out[c] = max(out.get(c, 0.0), min(max(float(t.confidence), 0.0), 1.0) if soft else 1.0)
-    return out
-
-
-def _prepare(
-    notes: Sequence[NoteInput],
-    teacher: Mapping[str, Sequence[Tag]],
-    cfg: StudentConfig,
-    handbook: Handbook | None,
-    work: Path,
-) -> _Data:
-    sc = cfg.scorer
-    taught = [n for n in notes if n.note_id in teacher]
-    if not taught:
-        raise NotFoundError(
-            "no note has a teacher answer; run `tagllm tag teach` or `tagllm tag import` first"
-        )
-    split = {
-        n.note_id: split_of(n.note_id, test_share=cfg.test_share, val_share=cfg.val_share) for n in taught
-    }
-    write_parquet(pd_frame(split), work / "split.parquet")
-    parts: dict[str, list[NoteInput]] = {"train": [], "val": [], "test": []}
-    for n in taught:
-        parts[split[n.note_id]].append(n)
-    if not parts["train"] or not parts["val"]:
-        raise ConfigError(
-            f"the scorer needs training and validation notes; the split of {len(taught)} taught notes "
-            f"gave train={len(parts['train'])}, val={len(parts['val'])} (add notes or raise val_share)"
-        )
-    boiler = frozenset(canonical(b) for b in handbook.boilerplate) if handbook is not None else frozenset()
-    teacher = {k: [t for t in v if canonical(t.text) not in boiler] for k, v in teacher.items()}
-    train_labels = [_labels(teacher[n.note_id], sc.targets == "soft", boiler) for n in parts["train"]]
-    freq, extract_dims = _tag_stats(parts["train"], teacher)
-    if not freq:
-        raise ConfigError(
-            f"the teacher's answers for the {len(parts['train'])} training notes hold no tag (after "
-            "removing boilerplate); nothing to distill"
-        )
-    known = [t for t, c in sorted(freq.items(), key=lambda kv: (-kv[1], kv[0])) if c >= sc.min_tag_count]
-    known = known[: sc.max_known_tags] or [freq.most_common(1)[0][0]]  # the head needs >= 1 output
-    # Out-of-fold candidates and priors for the training notes: a note's own tags must not make
-    # themselves candidates ("known" tags) or raise their own priors, or the scorer learns a shortcut
-    # that does not exist for unseen notes.
-    fold = [int(split_unit(n.note_id) * _FOLDS) for n in parts["train"]]
-    train_cands: list[list[Candidate]] = [[] for _ in parts["train"]]
-    for k in range(_FOLDS):
-        others = [n for n, f in zip(parts["train"], fold, strict=True) if f != k]
-        fold_extractor = CandidateExtractor(handbook, _tag_stats(others, teacher)[1], max_chars=sc.max_chars)
-        for i, (n, f) in enumerate(zip(parts["train"], fold, strict=True)):
-            if f == k:
-                train_cands[i] = fold_extractor.extract(n)
-    cats = [n.category for n in parts["train"]]
-    fold_priors = [
-        Priors.fit(
-            [c for c, f in zip(train_cands, fold, strict=True) if f != k],
-            [g for g, f in zip(train_labels, fold, strict=True) if f != k],
-            [c for c, f in zip(cats, fold, strict=True) if f != k],
-        )
-        for k in range(_FOLDS)
-    ]
-    extractor = CandidateExtractor(handbook, extract_dims, max_chars=sc.max_chars)
-    feat = ScorerFeaturizer(
-        extractor,
-        known,
-        Priors.fit(train_cands, train_labels, cats),
-        buckets=sc.buckets,
-        ngram_max=sc.ngram_max,
-        neighbour_tags=sc.neighbour_tags,
-    )
-    feat.fit_idf(parts["train"])
-    if sc.neighbours:
-        grams = [feat.note_ngrams(n) for n in parts["train"]]
-        feat.memory = NeighbourMemory(
-            to_csr(grams, [feat.weights(g) for g in grams], sc.buckets),
-            [n.note_id for n in parts["train"]],
-            [tuple(sorted(g)) for g in train_labels],
-            sc.neighbours,
-        )
-    train_rows = feat.rows(
-        parts["train"],
-        priors=[fold_priors[f] for f in fold],
-        cands=train_cands,
-        exclude=list(range(len(parts["train"]))),
-    )
-    val_rows = feat.rows(parts["val"])
-    val_labels = [_labels(teacher[n.note_id], sc.targets == "soft", boiler) for n in parts["val"]]
-    hit = sum(len(set(r.cand_texts) & set(g)) for r, g in zip(val_rows, val_labels, strict=True))
-    total = sum(len(g) for g in val_labels)
-    return _Data(
-        known=known,
-        known_dims=[extract_dims[t] for t in known],
-        extract_dims=extract_dims,
-        featurizer=feat,
-        train=train_rows,
-        val=val_rows,
-        train_labels=train_labels,
-        val_labels=val_labels,
-        val_notes=parts["val"],
-        cap_per_dimension=cfg.cap_per_dimension,
-        n_test=len(parts["test"]),
-        candidate_recall=hit / total if total else 0.0,
-    )
-
-
-def pd_frame(split: Mapping[str, str]) -> Any:
-    import pandas as pd
-
-    return pd.DataFrame({"note_id": list(split), "split": list(split.values())})
-
-
 def _loss(
-    model: TagScorer, rows: Sequence[NoteRow], labels: Sequence[Mapping[str, float]], data: _Data, device: str
+    model: TagScorer,
+    rows: Sequence[NoteRow],
+    labels: Sequence[Mapping[str, float]],
+    data: TrainData,
+    device: str,
 ) -> torch.Tensor:
     batch = collate(rows, data.featurizer.known_index, labels).to(device)
     if batch.tag_targets is None or batch.cand_targets is None:  # pragma: no cover - collate sets both
@@ -271,7 +114,7 @@ def _loss(
     return loss / max(len(rows), 1)
 
 
-def _val_loss(model: TagScorer, data: _Data, device: str, batch_size: int) -> float:
+def _val_loss(model: TagScorer, data: TrainData, device: str, batch_size: int) -> float:
     model.eval()
     total = 0.0
     with torch.inference_mode():
@@ -282,7 +125,7 @@ def _val_loss(model: TagScorer, data: _Data, device: str, batch_size: int) -> fl
     return total / max(len(data.val), 1)
 
 
-def _fingerprint(cfg: StudentConfig, teacher_version: str, data: _Data) -> str:
+def _fingerprint(cfg: StudentConfig, teacher_version: str, data: TrainData) -> str:
     payload = {
         "scorer": cfg.scorer.model_dump(),
         "seed": cfg.seed,
@@ -340,7 +183,7 @@ def train_scorer(
     work, out = Path(work_dir), Path(out_dir)
     work.mkdir(parents=True, exist_ok=True)
     t_prep = time.perf_counter()
-    data = _prepare(notes, teacher, cfg, handbook, work)
+    data = prepare_data(notes, teacher, cfg, handbook, work)
     log.info(
         "scorer: %d train / %d val notes, %d known tags, candidate recall on val %.3f (%.1fs)",
         len(data.train), len(data.val), len(data.known), data.candidate_recall, time.perf_counter() - t_prep,
@@ -401,7 +244,7 @@ def train_scorer(
         log.warning("scorer: stopped by the %.1f-minute safety cap, not by its step budget", cfg.max_minutes)
     if best_weights is not None:
         model.load_state_dict(best_weights)
-    selection, val = _calibrate(model, data, sc.max_tags, device)
+    selection, val = calibrate(model, data, sc.max_tags, device)
     n_params = sum(p.numel() for p in model.parameters())
     meta = _meta(cfg, data, selection, val, n_params, teacher_version, state)
     _export(model, meta, out, data.featurizer.memory)
@@ -418,7 +261,7 @@ def train_scorer(
 
 def _run_epoch(
     model: TagScorer,
-    data: _Data,
+    data: TrainData,
     cfg: StudentConfig,
     state: TrainState,
     opts: tuple[torch.optim.Optimizer, torch.optim.Optimizer],
@@ -493,92 +336,9 @@ def _resume(
     return state, ck["best"], state.step
 
 
-def _f1(pred: Sequence[Sequence[str]], gold: Sequence[Mapping[str, float]]) -> float:
-    """F1 where a teacher tag counts with its target weight (1 for hard targets: plain F1)."""
-    hit = sum(sum(g.get(t, 0.0) for t in set(p)) for p, g in zip(pred, gold, strict=True))
-    n_p, n_g = sum(len(set(p)) for p in pred), sum(sum(g.values()) for g in gold)
-    return 2 * hit / (n_p + n_g) if n_p + n_g else 0.0
-
-
-def _fit_temperature(logits: np.ndarray, targets: np.ndarray) -> float:
-    """The temperature (of a log grid in [0.25, 4]) with the lowest log loss."""
-    if logits.size == 0:
-        return 1.0
-    best, best_nll = 1.0, float("inf")
-    for t in np.exp(np.linspace(math.log(0.25), math.log(4.0), 41)):
-        p = np.clip(1 / (1 + np.exp(-np.clip(logits / t, -30, 30))), 1e-7, 1 - 1e-7)
-        nll = float(-(targets * np.log(p) + (1 - targets) * np.log(1 - p)).mean())
-        if nll < best_nll:
-            best, best_nll = float(t), nll
-    return best
-
-
-def _tune(
-    rows: Sequence[NoteRow],
-    logits: Sequence[tuple[np.ndarray, np.ndarray]],
-    data: _Data,
-    base: Selection,
-    grounded: bool,
-) -> tuple[float, float, float]:
-    """The (F1, known threshold, candidate threshold) with the best F1 vs the teacher on ``rows``,
-    scored on the tagger's final output (:func:`~tagging.student.scorer_apply.finalize`)."""
-    grid = [round(float(x), 2) for x in np.arange(0.1, 0.91, 0.05)]
-    best = (-1.0, 0.5, 0.5)
-    hb, cap = data.featurizer.extractor.handbook, data.cap_per_dimension
-    cats = [n.category for n in data.val_notes]
-    for a in grid:
-        for b in grid:
-            if grounded:
-                sel = replace(base, known_threshold=a, cand_threshold=b)
-            else:
-                sel = replace(base, ungrounded_known_threshold=a, ungrounded_cand_threshold=b)
-            pred = [
-                [
-                    t.text
-                    for t in finalize(
-                        select(r, lg, data.known, data.known_dims, sel, grounded=grounded), hb, cat, cap
-                    )
-                ]
-                for r, lg, cat in zip(rows, logits, cats, strict=True)
-            ]
-            f1 = _f1(pred, data.val_labels)
-            if f1 > best[0] + 1e-9:
-                best = (f1, a, b)
-    return best
-
-
-def _calibrate(
-    model: TagScorer, data: _Data, max_tags: int, device: str
-) -> tuple[Selection, dict[str, float]]:
-    """Temperatures (log loss) then thresholds (F1 vs the teacher) on the validation notes."""
-    index = data.featurizer.known_index
-    logits = predict_probs(model, data.val, index, device=device)
-    kt = np.zeros((len(data.val), len(data.known)), dtype=np.float32)
-    for i, g in enumerate(data.val_labels):
-        for t in g:
-            k = index.get(t)
-            if k is not None:
-                kt[i, k] = g[t]
-    t_known = _fit_temperature(np.stack([lg[0] for lg in logits]).ravel(), kt.ravel())
-    cl = np.concatenate([lg[1] for lg in logits])
-    ct = np.asarray(
-        [g.get(t, 0.0) for r, g in zip(data.val, data.val_labels, strict=True) for t in r.cand_texts]
-    )
-    t_cand = _fit_temperature(cl, ct)
-    base = Selection(known_temperature=t_known, cand_temperature=t_cand, max_tags=max_tags)
-    f1, a, b = _tune(data.val, logits, data, base, grounded=True)
-    ung_rows = data.featurizer.rows(data.val_notes, cands=[[] for _ in data.val_notes], use_offline=False)
-    ung_logits = predict_probs(model, ung_rows, index, device=device)
-    f1_u, ua, ub = _tune(ung_rows, ung_logits, data, base, grounded=False)
-    sel = Selection(t_known, t_cand, a, b, ua, ub, max_tags)
-    log.info("scorer calibration: T=%.2f/%.2f thresholds %.2f/%.2f (ungrounded %.2f/%.2f); val F1 %.4f "
-             "(ungrounded %.4f)", t_known, t_cand, a, b, ua, ub, f1, f1_u)  # fmt: skip
-    return sel, {"f1_vs_teacher": round(f1, 4), "ungrounded_f1_vs_teacher": round(f1_u, 4)}
-
-
 def _meta(
     cfg: StudentConfig,
-    data: _Data,
+    data: TrainData,
     sel: Selection,
     val: Mapping[str, float],
     n_params: int,

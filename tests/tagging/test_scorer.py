@@ -377,7 +377,7 @@ def test_no_leakage_out_of_fold_candidates(trained, tmp_path) -> None:
     """A tag only one training note used is no "known" candidate of that note, and no vote for it."""
     from tagging.student.config import StudentConfig
     from tagging.student.data import split_of
-    from tagging.student.scorer_train import _prepare
+    from tagging.student.scorer_prepare import prepare_data
 
     notes, teacher = list(trained["notes"]), dict(trained["teacher"])
     cfg: StudentConfig = small_config()
@@ -388,7 +388,7 @@ def test_no_leakage_out_of_fold_candidates(trained, tmp_path) -> None:
     )
     notes.append(NoteInput(nid, "shoes", "My new red retro zebrastripe sneakers", "so comfy #kicks"))
     teacher[nid] = [Tag("red", "colour"), Tag("retro", "style"), Tag("zebrastripe", "pattern")]
-    data = _prepare(notes, teacher, cfg, trained["handbook"], tmp_path)
+    data = prepare_data(notes, teacher, cfg, trained["handbook"], tmp_path)
     row = next(r for r in data.train if r.note_id == nid)
     assert {"red", "retro", "kicks"} <= set(row.cand_texts)
     assert "zebrastripe" not in row.cand_texts
