@@ -1,11 +1,18 @@
 """The distilled student's evaluation report: student, teacher self-agreement and peers on the same notes.
 
+Where things live: this module reads the inputs, picks the notes and scores every row
+(:func:`build_report`); :mod:`tagging.report_peers` builds the peers (and tunes the closed-set
+threshold); :mod:`tagging.report_calibration` computes the calibration statistics;
+:mod:`tagging.report_render` renders the Markdown, the reliability diagram and the summary headline.
+Their public names are re-exported here.
+
 **Which notes.** The student model's ``student.json`` records its split (by a hash of the note_id,
 :func:`tagging.student.data.split_of`). Only **test** notes that have a teacher answer are scored: a row
 in the teacher table is an answer, an empty tag list included; a note the teacher never answered is
 left out, never counted as "the teacher gave no tags". Gold is the teacher's tags (canonical texts).
 The *train* notes are the split's train part with a teacher answer (the closed-set and known-tags
-peers learn from them).
+peers learn from them); the *validation* notes, the split's val part with a teacher answer, only tune
+the closed-set peer's threshold.
 
 **Rows** (one table; each says which notes it covers, ``covers``, and how many, ``n_notes``):
 
@@ -17,7 +24,8 @@ peers learn from them).
   doubly-answered note: the student learned from the first answer of the train notes among them
   (``splits`` counts them), so its figure there is optimistic.
 - peers, on the scored test notes: ``closed-set`` (:class:`~tagging.peers.ClosedSetTagger`, k=300,
-  trained on the train notes' teacher tags), ``offline`` (the handbook teacher), ``yake``,
+  trained on the train notes' teacher tags, its threshold tuned for F1 on the validation notes:
+  the row's ``threshold`` and ``threshold_tuning``), ``offline`` (the handbook teacher), ``yake``,
   ``keybert``, ``hashtags`` (:class:`HashtagTagger`: the creator's hashtags minus boilerplate) and
   ``known-tags`` (:class:`KnownTagsTagger`: every train-answer tag found verbatim in the note). A peer
   that cannot run is listed with its error.
@@ -32,15 +40,13 @@ teacher's tags for the note; ECE over 15 equal-width confidence bins = sum over 
 from __future__ import annotations
 
 import logging
-import numbers
 import os
-import re
 import time
 from collections import Counter
-from collections.abc import Callable, Iterable, Mapping, Sequence
-from dataclasses import asdict, dataclass
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import pandas as pd
 
@@ -48,10 +54,16 @@ from features.errors import ConfigError, NotFoundError
 from features.io import RunDir, atomic_path, read_json, write_json
 from tagging.evaluate import evaluate_tags, gold_from_reference
 from tagging.handbook_model import Handbook, load_handbook
-from tagging.normalize import canonical, drop_redundant, is_cjk
+from tagging.normalize import canonical
+from tagging.report_calibration import ECE_BINS, Calibration, ReliabilityBin, calibration, is_unit
+from tagging.report_peers import PEERS, HashtagTagger, KnownTagsTagger, make_peer, tune_threshold
+from tagging.report_render import headline, reliability_png, render_markdown
 from tagging.student.data import split_of
 from tagging.student.metrics import held_out_ids
-from tagging.types import NoteInput, Tag, Tagger, TagResult, notes_from_frame
+from tagging.types import NoteInput, notes_from_frame
+
+if TYPE_CHECKING:
+    from tagging.peers import ClosedSetTagger
 
 __all__ = [
     "ECE_BINS",
@@ -69,219 +81,7 @@ __all__ = [
 
 log = logging.getLogger(__name__)
 
-PEERS: tuple[str, ...] = ("closed-set", "offline", "yake", "keybert", "hashtags", "known-tags")
-ECE_BINS = 15
-HASHTAG_RE = re.compile(r"[#＃]([\w·]+)")
-# a letter or digit of a space-separated script: a Latin-script tag must not touch one (CJK may)
-_WORD_CHAR = r"[^\W_\u3040-\u30ff\u3400-\u4dbf\u4e00-\u9fff\uac00-\ud7af]"
-CLOSED_SET_K = 300
-
 Answers = dict[str, list[tuple[str, float]]]  # note_id -> [(tag text, confidence)]
-
-
-# --------------------------------------------------------------------------- calibration
-
-
-def _is_unit(x: object) -> bool:
-    """A real number in [0, 1] (numpy scalars included; NaN and bools are not)."""
-    return isinstance(x, numbers.Real) and not isinstance(x, bool) and 0.0 <= float(x) <= 1.0
-
-
-@dataclass(frozen=True)
-class ReliabilityBin:
-    """One confidence bin [lower, upper): its tag count, mean confidence and accuracy (None if empty)."""
-
-    lower: float
-    upper: float
-    count: int
-    mean_confidence: float | None
-    accuracy: float | None
-
-
-@dataclass(frozen=True)
-class Calibration:
-    """Expected calibration error and the reliability curve; ``ece`` is None when there are no tags."""
-
-    ece: float | None
-    n_tags: int
-    accuracy: float | None
-    mean_confidence: float | None
-    bins: tuple[ReliabilityBin, ...]
-
-    def as_dict(self) -> dict[str, Any]:
-        return asdict(self)
-
-
-def calibration(
-    confidences: Sequence[float], correct: Sequence[bool], *, n_bins: int = ECE_BINS
-) -> Calibration:
-    """ECE and reliability bins of predictions with ``confidences`` that were ``correct`` or not.
-
-    Args:
-        confidences: one confidence in [0, 1] per prediction.
-        correct: whether each prediction was right.
-        n_bins: equal-width bins over [0, 1]; a confidence of exactly 1 falls in the last bin.
-
-    Raises:
-        ConfigError: lengths differ, ``n_bins`` < 1, or a confidence is outside [0, 1] (or NaN).
-    """
-    if len(confidences) != len(correct):
-        raise ConfigError(
-            f"calibration: {len(confidences)} confidences but {len(correct)} correct flags; "
-            "expected one flag per confidence"
-        )
-    if n_bins < 1:
-        raise ConfigError(f"calibration: n_bins={n_bins!r}; expected an integer >= 1")
-    bad = [c for c in confidences if not _is_unit(c)]
-    if bad:
-        raise ConfigError(f"calibration: confidence {bad[0]!r} is not a number in [0, 1]")
-    count, conf_sum, hit_sum = [0] * n_bins, [0.0] * n_bins, [0] * n_bins
-    for c, ok in zip(confidences, correct, strict=True):
-        b = min(int(c * n_bins), n_bins - 1)
-        count[b] += 1
-        conf_sum[b] += c
-        hit_sum[b] += bool(ok)
-    n = len(confidences)
-    bins = tuple(
-        ReliabilityBin(
-            lower=round(b / n_bins, 6),
-            upper=round((b + 1) / n_bins, 6),
-            count=count[b],
-            mean_confidence=round(conf_sum[b] / count[b], 6) if count[b] else None,
-            accuracy=round(hit_sum[b] / count[b], 6) if count[b] else None,
-        )
-        for b in range(n_bins)
-    )
-    if n == 0:
-        return Calibration(None, 0, None, None, bins)
-    ece = sum(
-        abs(hit_sum[b] / count[b] - conf_sum[b] / count[b]) * count[b] / n for b in range(n_bins) if count[b]
-    )
-    return Calibration(
-        ece=round(ece, 6),
-        n_tags=n,
-        accuracy=round(sum(hit_sum) / n, 6),
-        mean_confidence=round(sum(conf_sum) / n, 6),
-        bins=bins,
-    )
-
-
-def reliability_png(cal: Calibration, *, title: str = "student confidence vs teacher agreement") -> bytes:
-    """Reliability diagram (bin accuracy vs mean confidence, the diagonal, bin counts) as PNG bytes."""
-    import io
-
-    import matplotlib
-
-    matplotlib.use("Agg", force=True)
-    import matplotlib.pyplot as plt
-
-    fig, (ax, axc) = plt.subplots(
-        2, 1, figsize=(5.5, 6.2), sharex=True, gridspec_kw={"height_ratios": [3, 1]}
-    )
-    try:
-        full = [b for b in cal.bins if b.count]
-        width = (cal.bins[0].upper - cal.bins[0].lower) if cal.bins else 1.0
-        ax.plot([0, 1], [0, 1], ls="--", color="gray", lw=1, label="perfect calibration")
-        ax.bar(
-            [b.lower for b in full], [b.accuracy or 0.0 for b in full], width=width, align="edge",
-            alpha=0.35, color="tab:blue", edgecolor="tab:blue", label="bin accuracy",
-        )  # fmt: skip
-        ax.plot(
-            [b.mean_confidence for b in full], [b.accuracy for b in full], "o-", color="tab:blue",
-            label="accuracy at mean confidence",
-        )  # fmt: skip
-        ece = "n/a" if cal.ece is None else f"{cal.ece:.3f}"
-        ax.set_title(f"{title}\nECE {ece} over {cal.n_tags} tags")
-        ax.set_ylabel("accuracy (tag in the teacher's answer)")
-        ax.set_xlim(0, 1)
-        ax.set_ylim(0, 1)
-        ax.legend(loc="best", fontsize=8)
-        axc.bar(
-            [b.lower for b in cal.bins],
-            [b.count for b in cal.bins],
-            width=width,
-            align="edge",
-            color="tab:gray",
-        )
-        axc.set_ylim(0, max([b.count for b in cal.bins] + [1]) * 1.25)
-        for b in full:
-            axc.text(b.lower + width / 2, b.count, str(b.count), ha="center", va="bottom", fontsize=7)
-        axc.set_xlabel("student confidence")
-        axc.set_ylabel("tags")
-        fig.tight_layout()
-        buf = io.BytesIO()
-        fig.savefig(buf, format="png", dpi=90)
-        return buf.getvalue()
-    finally:
-        plt.close(fig)
-
-
-# --------------------------------------------------------------------------- peers of our own
-
-
-class HashtagTagger:
-    """The creator's hashtags (``#tag`` / full-width ``＃tag`` in title and body), canonical, minus
-    the boilerplate; a note without hashtags gets no tags.
-
-    Args:
-        boilerplate: phrases to leave out (e.g. ``handbook.boilerplate``).
-    """
-
-    name = "hashtags"
-    version = "hashtags-v1"
-
-    def __init__(self, boilerplate: Iterable[str] = ()) -> None:
-        self._boiler = {canonical(b) for b in boilerplate}
-
-    def tag(self, notes: Sequence[NoteInput]) -> list[TagResult]:
-        out = []
-        for n in notes:
-            found = HASHTAG_RE.findall(n.title) + HASHTAG_RE.findall(n.body)
-            texts = dict.fromkeys(canonical(h) for h in found)
-            tags = tuple(Tag(t, "other", 1.0) for t in texts if t and t not in self._boiler)
-            out.append(TagResult(n.note_id, tags))
-        return out
-
-
-class KnownTagsTagger:
-    """Every known tag (from training answers) whose canonical text occurs verbatim in the note's
-    canonical title + body: as whole words for Latin-script tags (CJK characters around them count as
-    a word boundary), as a substring for CJK ones.
-    Near-duplicates are dropped, the longer (more specific) tag kept.
-
-    Args:
-        train_tags: note_id -> tag texts of the training answers.
-        boilerplate: phrases never predicted.
-    """
-
-    name = "known-tags"
-
-    def __init__(self, train_tags: Mapping[str, Sequence[str]], *, boilerplate: Iterable[str] = ()) -> None:
-        counts = Counter(canonical(t) for ts in train_tags.values() for t in ts)
-        boiler = {canonical(b) for b in boilerplate}
-        self._vocab = sorted(
-            (t for t in counts if t and t not in boiler), key=lambda t: (-len(t), -counts[t], t)
-        )
-        self._word_re: dict[str, re.Pattern[str]] = {}
-        self.version = f"known-tags-{len(self._vocab)}"
-
-    def _occurs(self, tag: str, text: str) -> bool:
-        if tag not in text:
-            return False
-        if is_cjk(tag):
-            return True
-        pat = self._word_re.get(tag)
-        if pat is None:
-            pat = self._word_re[tag] = re.compile(rf"(?<!{_WORD_CHAR}){re.escape(tag)}(?!{_WORD_CHAR})")
-        return pat.search(text) is not None
-
-    def tag(self, notes: Sequence[NoteInput]) -> list[TagResult]:
-        out = []
-        for n in notes:
-            text = canonical(f"{n.title}\n{n.body}")
-            hits = [Tag(t, "other", 1.0) for t in self._vocab if self._occurs(t, text)]
-            out.append(TagResult(n.note_id, drop_redundant(hits)))
-        return out
 
 
 # --------------------------------------------------------------------------- inputs
@@ -320,7 +120,7 @@ def _read_answers(run: RunDir, table: str, make_it: str) -> Answers:
                     f"{path}: note {nid!r} has tag {t!r}; expected {{text: str, dimension: str, confidence: float}}"
                 )
             conf = t.get("confidence", 1.0)
-            if not _is_unit(conf):
+            if not is_unit(conf):
                 raise ConfigError(
                     f"{path}: note {nid!r} has tag confidence {conf!r}; expected a number in [0, 1]"
                 )
@@ -342,9 +142,7 @@ def _student_meta(model_dir: Path, run: RunDir) -> dict[str, Any]:
     meta = read_json(path)
     split = meta.get("split") if isinstance(meta, dict) else None
     ok = (
-        isinstance(split, dict)
-        and _is_unit(split.get("test_share"))
-        and _is_unit(split.get("val_share", 0.05))
+        isinstance(split, dict) and is_unit(split.get("test_share")) and is_unit(split.get("val_share", 0.05))
     )
     if not ok:
         raise ConfigError(
@@ -366,40 +164,6 @@ def _handbook(run: RunDir, handbook: Handbook | str | os.PathLike[str] | None) -
     return None
 
 
-# --------------------------------------------------------------------------- peers
-
-
-def _make_peer(
-    name: str, hb: Handbook | None, train: Sequence[NoteInput], train_tags: Mapping[str, Sequence[str]]
-) -> Tagger:
-    boiler = hb.boilerplate if hb is not None else ()
-    if name == "closed-set":
-        from tagging.peers import ClosedSetTagger
-
-        return ClosedSetTagger(train, train_tags, k=CLOSED_SET_K)
-    if name == "offline":
-        if hb is None:
-            raise NotFoundError(
-                "the offline teacher needs a handbook: pass --handbook or build RUN/handbook.yaml"
-            )
-        from tagging.teachers import make_teacher
-
-        return make_teacher("offline", hb)
-    if name == "yake":
-        from tagging.peers import YakeTagger
-
-        return YakeTagger()
-    if name == "keybert":
-        from tagging.peers import KeyBertTagger
-
-        return KeyBertTagger()
-    if name == "hashtags":
-        return HashtagTagger(boiler)
-    if name == "known-tags":
-        return KnownTagsTagger(train_tags, boilerplate=boiler)
-    raise ConfigError(f"peer {name!r} is not known; expected some of: {', '.join(PEERS)}")
-
-
 # --------------------------------------------------------------------------- the report
 
 
@@ -412,6 +176,7 @@ class _Split:
     answered_test: list[str]
     test: list[str]
     train: list[str]
+    val: list[str]
 
 
 def _split(run: RunDir, meta: Mapping[str, Any], teacher: Answers, max_notes: int) -> _Split:
@@ -420,7 +185,8 @@ def _split(run: RunDir, meta: Mapping[str, Any], teacher: Answers, max_notes: in
     test_all = held_out_ids(ids, meta, "test")
     answered = [n for n in test_all if n in teacher]
     train = [n for n in held_out_ids(ids, meta, "train") if n in teacher]
-    return _Split({n.note_id: n for n in inputs}, test_all, answered, answered[:max_notes], train)
+    val = [n for n in held_out_ids(ids, meta, "val") if n in teacher]
+    return _Split({n.note_id: n for n in inputs}, test_all, answered, answered[:max_notes], train, val)
 
 
 Scorer = Callable[[str, str, Mapping[str, Sequence[str]], Sequence[str]], dict[str, Any]]
@@ -514,6 +280,7 @@ def build_report(
             "scored_test_notes": len(sp.test),
             "max_notes": max_notes,
             "train_notes": len(sp.train),
+            "val_notes": len(sp.val),
         },
         "taggers": rows,
         **_best_peer(rows),
@@ -535,8 +302,14 @@ def _peer_rows(
     for name in peers:
         log.info("peer %s: %d test notes", name, len(test_notes))
         t0 = time.perf_counter()
+        extra: dict[str, Any] = {}
         try:
-            tagger = _make_peer(name, hb, train_notes, train_tags)
+            tagger = make_peer(name, hb, train_notes, train_tags)
+            if name == "closed-set":
+                from tagging.peers import ClosedSetTagger
+
+                if isinstance(tagger, ClosedSetTagger):
+                    extra = _tune_closed_set(tagger, sp, scored)
             results = tagger.tag(test_notes)
         except Exception as exc:  # a peer's own failure is reported, not fatal (as peers.evaluation_report)
             log.warning("peer %s could not run: %s", name, exc)
@@ -547,9 +320,33 @@ def _peer_rows(
         rows[name] = {
             **scored("peer", "test notes with a teacher answer", pred, sp.test),
             "version": tagger.version,
+            **extra,
             "seconds": round(time.perf_counter() - t0, 2),
         }
     return rows
+
+
+def _tune_closed_set(tagger: ClosedSetTagger, sp: _Split, scored: Scorer) -> dict[str, Any]:
+    """Set the closed-set peer's threshold to the one with the best F1 vs the teacher on the validation
+    notes (:func:`tagging.report_peers.tune_threshold`); its row's ``threshold`` and ``threshold_tuning``.
+    """
+    val_notes = [sp.notes[n] for n in sp.val]
+
+    def f1(pred: Mapping[str, Sequence[str]]) -> float:
+        return float(scored("peer", "validation notes", pred, sp.val)["overall"]["f1"])
+
+    choice = tune_threshold(tagger, val_notes, f1)
+    if not choice.f1_by_threshold:
+        log.warning(
+            "closed-set peer: no validation notes with a teacher answer; threshold %s", choice.threshold
+        )
+    tagger.threshold = choice.threshold
+    tuning = {
+        "on": "validation notes with a teacher answer",
+        "n_notes": choice.n_notes,
+        "val_f1": {f"{t:g}": f for t, f in choice.f1_by_threshold.items()},
+    }
+    return {"threshold": choice.threshold, "threshold_tuning": tuning}
 
 
 def _self_agreement_rows(
@@ -634,116 +431,6 @@ def _student_calibration(student: Answers, teacher: Answers, ids: Sequence[str])
             confs.append(conf)
             correct.append(c in gold or c.replace(" ", "") in gold)
     return calibration(confs, correct)
-
-
-# --------------------------------------------------------------------------- outputs
-
-HEADLINE_COLUMNS = (
-    ("P", "precision"), ("R", "recall"), ("F1", "f1"), ("fuzzy F1", "fuzzy_f1"),
-    ("redundancy", "redundancy"), ("boilerplate", "boilerplate_rate"), ("tags/note", "tags_per_note"),
-)  # fmt: skip
-
-
-def headline(report: Mapping[str, Any]) -> dict[str, Any]:
-    """The figures for summary.json ``student_report``."""
-    rows = report["taggers"]
-
-    def f1(name: str) -> float | None:
-        r = rows.get(name, {})
-        return r["overall"]["f1"] if "overall" in r else None
-
-    best = report.get("best_peer")
-    return {
-        "n_notes": rows["student"]["n_notes"],
-        "student_f1": f1("student"),
-        "student_fuzzy_f1": rows["student"]["overall"]["fuzzy_f1"],
-        "teacher_self_f1": f1("teacher (self-agreement)"),
-        "teacher_self_f1_all": f1("teacher (self-agreement, all doubly-answered)"),
-        "student_f1_all_doubly": f1("student (all doubly-answered)"),
-        "best_peer": best,
-        "best_peer_f1": f1(best) if best else None,
-        "student_vs_best_peer": (report.get("student_vs_best_peer") or {}).get("f1_ratio"),
-        "ece": report["calibration"]["ece"],
-    }
-
-
-def _fmt(x: Any) -> str:
-    if x is None:
-        return "–"
-    return f"{x:.3f}" if isinstance(x, float) else str(x)
-
-
-def _cell(text: str) -> str:
-    return text.replace("|", "\\|").replace("\n", " ")
-
-
-def render_markdown(report: Mapping[str, Any]) -> str:
-    """The report as Markdown: the main table, per-category table (student vs best peer), calibration."""
-    sp = report["split"]
-    lines = [
-        f"# Student report: {report['run']}",
-        "",
-        f"Gold: the teacher's tags (`{report['tables']['teacher']}`). Scored test notes: "
-        f"{sp['scored_test_notes']} of {sp['test_notes']} held-out test notes "
-        f"({sp['unanswered_test_notes']} have no teacher answer and are not scored; cap {sp['max_notes']}); "
-        f"{sp['train_notes']} teacher-answered train notes.",
-        "",
-        "| tagger | notes covered | n_notes | " + " | ".join(h for h, _ in HEADLINE_COLUMNS) + " |",
-        "|---|---|---:|" + "---:|" * len(HEADLINE_COLUMNS),
-    ]
-    for name, r in report["taggers"].items():
-        if "overall" in r:
-            vals = " | ".join(_fmt(r["overall"][k]) for _, k in HEADLINE_COLUMNS)
-        else:
-            vals = f"unavailable: {_cell(str(r.get('error')))}" + " |" * (len(HEADLINE_COLUMNS) - 1)
-        lines.append(f"| {name} | {r['covers']} | {r['n_notes']} | {vals} |")
-    best = report.get("best_peer")
-    ratio = report.get("student_vs_best_peer") or {}
-    lines += ["", f"Best peer: **{best or '–'}**; student / best peer F1 = {_fmt(ratio.get('f1_ratio'))} "
-              f"(fuzzy F1: {_fmt(ratio.get('fuzzy_f1_ratio'))})."]  # fmt: skip
-    lines += ["", _per_category(report, best), "", _calibration_md(report["calibration"])]
-    return "\n".join(lines) + "\n"
-
-
-def _per_category(report: Mapping[str, Any], best: str | None) -> str:
-    student = report["taggers"]["student"]["per_category"]
-    peer = report["taggers"][best]["per_category"] if best else {}
-    p = best or "best peer"
-    out = [
-        f"## Per category: student vs {p}",
-        "",
-        f"| category | n_notes | student F1 | {p} F1 | student fuzzy F1 | {p} fuzzy F1 | student tags/note |",
-        "|---|---:|---:|---:|---:|---:|---:|",
-    ]
-    for cat, s in student.items():
-        q = peer.get(cat, {})
-        out.append(
-            f"| {_cell(cat) or '(none)'} | {s['n_notes']} | {_fmt(s['f1'])} | {_fmt(q.get('f1'))} | "
-            f"{_fmt(s['fuzzy_f1'])} | {_fmt(q.get('fuzzy_f1'))} | {_fmt(s['tags_per_note'])} |"
-        )
-    return "\n".join(out)
-
-
-def _calibration_md(cal: Mapping[str, Any]) -> str:
-    out = [
-        "## Calibration of the student's confidence",
-        "",
-        f"ECE ({len(cal['bins'])} equal-width bins) = {_fmt(cal['ece'])} over {cal['n_tags']} tags; "
-        f"accuracy {_fmt(cal['accuracy'])} (a tag is correct when it is one of the teacher's tags), "
-        f"mean confidence {_fmt(cal['mean_confidence'])}.",
-        "",
-        "![reliability diagram](reliability.png)",
-        "",
-        "| confidence bin | tags | mean confidence | accuracy |",
-        "|---|---:|---:|---:|",
-    ]
-    for b in cal["bins"]:
-        if b["count"]:
-            out.append(
-                f"| [{b['lower']:.3f}, {b['upper']:.3f}) | {b['count']} | {_fmt(b['mean_confidence'])} | "
-                f"{_fmt(b['accuracy'])} |"
-            )
-    return "\n".join(out)
 
 
 def _write(run: RunDir, report: dict[str, Any], cal: Calibration, out: Path) -> dict[str, str]:

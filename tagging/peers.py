@@ -172,14 +172,23 @@ class ClosedSetTagger:
         self.threshold, self.top_k = threshold, top_k
         self.version = f"tfidf-ovr-logreg-k{len(self._classes)}"
 
-    def tag(self, notes: Sequence[NoteInput]) -> list[TagResult]:
-        probs = self._clf.predict_proba(self._vec.transform([note_text(n) for n in notes]))
+    def probabilities(self, notes: Sequence[NoteInput]) -> Any:
+        """Each pool tag's probability per note: an array (N, C), columns in the order of the pool
+        tags seen in training (:meth:`tags_at` turns it into tags)."""
+        return self._clf.predict_proba(self._vec.transform([note_text(n) for n in notes]))
+
+    def tags_at(self, notes: Sequence[NoteInput], probs: Any, threshold: float) -> list[TagResult]:
+        """Tags of ``notes`` from their :meth:`probabilities` ``probs`` (N, C) at ``threshold``
+        (the top ``top_k`` tags with a probability of at least ``threshold``)."""
         out = []
         for note, row in zip(notes, probs, strict=True):
             order = row.argsort()[::-1][: self.top_k]
-            tags = [Tag(self._classes[j], "other", float(row[j])) for j in order if row[j] >= self.threshold]
+            tags = [Tag(self._classes[j], "other", float(row[j])) for j in order if row[j] >= threshold]
             out.append(TagResult(note.note_id, normalize_tags(tags, cap_per_dimension=self.top_k)))
         return out
+
+    def tag(self, notes: Sequence[NoteInput]) -> list[TagResult]:
+        return self.tags_at(notes, self.probabilities(notes), self.threshold)
 
 
 def evaluation_report(

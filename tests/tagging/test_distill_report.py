@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import inspect
 import json
 from pathlib import Path
 
@@ -182,6 +183,54 @@ def test_peers_on_the_same_notes_and_best_peer(tiny) -> None:
     assert ratio == pytest.approx(rep["taggers"]["student"]["overall"]["f1"] / best_f1, abs=1e-3)
     md = render_markdown(rep)
     assert f"Best peer: **{rep['best_peer']}**" in md
+
+
+RARE_SPLIT = {"test_share": 0.25, "val_share": 0.25}
+
+
+def _rare_labels_run(path: Path, n_topics: int = 40) -> RunDir:
+    """Many rare labels: each topic (one telling word) has 2 train, 1 validation and 1 test note, so
+    the closed-set peer's probabilities stay below its default threshold of 0.3."""
+    run = RunDir(path)
+    run.write_manifest({"source": "hand-made"})
+    want = {"train": 2, "val": 1, "test": 1}
+    ids: dict[str, list[str]] = {p: [] for p in want}
+    i = 0
+    while any(len(ids[p]) < want[p] * n_topics for p in want):
+        nid, i = f"r{i:05d}", i + 1
+        part = split_of(nid, **RARE_SPLIT)
+        if len(ids[part]) < want[part] * n_topics:
+            ids[part].append(nid)
+    topic = {n: k % n_topics for p in want for k, n in enumerate(ids[p])}
+    common = " ".join(f"c{j}" for j in range(20))
+    notes = pd.DataFrame(
+        {
+            "note_id": list(topic), "author_id": "a", "category": "food",
+            "title": [f"w{t}x" for t in topic.values()], "body": common, "image_captions": [[]] * len(topic),
+            "created_at": pd.Timestamp("2026-01-01", tz="UTC"),
+        }
+    )  # fmt: skip
+    write_parquet(notes, run.table_path("notes"))
+    teacher = {n: _tags([f"topic {t}"]) for n, t in topic.items()}
+    write_parquet(_table(teacher, "llm"), run.table_path("teacher_tags"))
+    write_parquet(_table(teacher, "student"), run.table_path("tags"))
+    write_json({"split": RARE_SPLIT}, run.path / "student" / "model" / "student.json")
+    return run
+
+
+def test_closed_set_threshold_is_tuned_on_validation_notes(tmp_path) -> None:
+    from tagging.peers import ClosedSetTagger
+
+    run = _rare_labels_run(tmp_path / "rare")
+    rep = build_report(run, peers=("closed-set",), second_table=None, write=False)
+    row = rep["taggers"]["closed-set"]
+    tuning = row["threshold_tuning"]
+    assert tuning["n_notes"] == rep["split"]["val_notes"] == 40
+    assert tuning["val_f1"]["0.3"] == 0.0  # the default threshold predicts nothing here
+    assert row["threshold"] < 0.3 and tuning["val_f1"][f"{row['threshold']:g}"] == 1.0
+    assert row["overall"]["f1"] == 1.0  # the tuned threshold, applied to the test notes
+    assert "tuned for F1 vs the teacher on the 40 validation notes" in render_markdown(rep)
+    assert inspect.signature(ClosedSetTagger).parameters["threshold"].default == 0.3  # its own default stays
 
 
 def test_a_peer_that_cannot_run_is_listed_with_its_error(tiny) -> None:
