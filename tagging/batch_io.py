@@ -9,17 +9,9 @@ with a JSONL of answers), the same prompt goes out as a file and the answers com
 - :func:`import_answers` reads answer files and turns every answer into tags through the SAME code
   path as the live teacher: :func:`~tagging.teachers.prompt.parse_output` on the message text, then
   :func:`~tagging.teachers.prompt.output_to_tags` and :func:`~tagging.teachers.prompt.normalize` with
-  the handbook and the note. Answer lines may be, detected per line:
-
-  (a) OpenAI Batch output: ``{"id", "custom_id", "response": {"status_code": 200, "body": {"model",
-      "choices": [{"message": {"content": "..."}}]}}, "error": null}``;
-  (b) ``vllm run-batch`` output: the same shape; a failed request has ``response.body`` null (status
-      400 or the error's code) and ``error`` set (a string or an object);
-  (c) TeacherOutput JSONL: ``{"<id_field>": ..., "teacher_output": {...}}`` (the object is
-      ``json.dumps``-ed and parsed like a message, so the same repair rules apply).
-
-  The note id of an answer is ``id_prefix + custom_id`` (forms a, b) or ``id_prefix + <id_field>``
-  (form c). Rules, in the order they apply:
+  the handbook and the note. Answer lines are OpenAI / vLLM batch output or TeacherOutput JSONL,
+  detected per line: :mod:`tagging.batch_formats` reads them (and describes the forms and how a note
+  id is found); this module resolves, validates and writes. Rules, in the order they apply:
 
   * answers are taken in order: files as given, lines top to bottom;
   * **duplicates**: when a note has several answers, the LAST VALID one wins; if none is valid, the
@@ -72,16 +64,15 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from features.errors import ConfigError, DataSourceError, NotFoundError
 from features.io import RunDir, atomic_path
 from features.schemas import TABLE_NAMES, validate
+from tagging.batch_formats import Answer, FileScan, read_files
 from tagging.handbook_model import Handbook, load_handbook
 from tagging.teachers.llm import LLMTeacherConfig
 from tagging.teachers.prompt import (
     PROMPT_VERSION,
-    InvalidOutputError,
     TeacherOutput,
     build_messages,
     normalize,
     output_to_tags,
-    parse_output,
 )
 from tagging.types import NoteInput, TagResult, notes_from_frame, results_to_tags_table
 
@@ -298,196 +289,11 @@ class ImportOptions(BaseModel):
         return opts
 
 
-# --------------------------------------------------------------------------- import: reading lines
-
-
-@dataclass(frozen=True)
-class _Answer:
-    """One answer line tied to a note id: either a validated output or a failure (kind, reason)."""
-
-    note_id: str
-    where: str  # "file:line"
-    output: TeacherOutput | None = None
-    model: str | None = None
-    kind: str | None = None
-    reason: str | None = None
-
-
-@dataclass(frozen=True)
-class _Unmatched:
-    file: str
-    line: int
-    reason: str
-
-
-@dataclass
-class _FileScan:
-    path: Path
-    sha256: str
-    lines: int
-    teacher_lines_without_id: int = 0
-    teacher_lines_with_id: int = 0
-    first_keys: list[str] | None = None
-
-
-def _short(value: Any, limit: int = 200) -> str:
-    text = value if isinstance(value, str) else json.dumps(value, ensure_ascii=False, default=str)
-    return text if len(text) <= limit else text[:limit] + "…"
-
-
-def _as_id(value: Any) -> str | None:
-    if isinstance(value, bool) or value is None:
-        return None
-    if isinstance(value, int):
-        return str(value)
-    if isinstance(value, str) and value.strip():
-        return value.strip()
-    return None
-
-
-def _recover_id(text: str, id_field: str) -> str | None:
-    """The id of a line that is not valid JSON, when its raw text still shows one."""
-    for key in ("custom_id", id_field):
-        m = re.search(rf'"{re.escape(key)}"\s*:\s*(?:"([^"\\]+)"|(\d+))', text)
-        if m:
-            return m.group(1) or m.group(2)
-    return None
-
-
-def _error_text(error: Any) -> str:
-    if isinstance(error, dict):
-        nested = error.get("error")
-        inner: dict[str, Any] = nested if isinstance(nested, dict) else error
-        code, message = inner.get("code"), inner.get("message")
-        if code is not None or message is not None:
-            return _short(f"{code}: {message}" if code is not None else str(message))
-    return _short(error)
-
-
-def _batch_answer(obj: dict[str, Any], note_id: str, where: str) -> _Answer:
-    """Forms (a) and (b): an OpenAI / vLLM batch output line."""
-    response, error = obj.get("response"), obj.get("error")
-    status = response.get("status_code") if isinstance(response, dict) else None
-    body = response.get("body") if isinstance(response, dict) else None
-    if error is not None or status != 200 or not isinstance(body, dict):
-        if error is None and isinstance(body, dict) and body.get("error") is not None:
-            error = body["error"]
-        parts = [f"status {status}" if status is not None else "no response"]
-        if error is not None:
-            parts.append(f"error {_error_text(error)}")
-        elif status == 200:
-            parts.append("no response body")
-        return _Answer(note_id, where, kind="error_response", reason=f"{where}: {', '.join(parts)}")
-    model = body.get("model") if isinstance(body.get("model"), str) else None
-    try:
-        content = body["choices"][0]["message"]["content"]
-    except (KeyError, IndexError, TypeError):
-        return _Answer(
-            note_id,
-            where,
-            model=model,
-            kind="bad_envelope",
-            reason=f"{where}: malformed chat completion body (no choices[0].message.content): {_short(body, 120)}",
-        )
-    return _parsed(note_id, where, content if isinstance(content, str) else "", model)
-
-
-def _parsed(note_id: str, where: str, text: str, model: str | None) -> _Answer:
-    try:
-        output = parse_output(text)
-    except InvalidOutputError as exc:  # the live teacher's wording: "invalid answer: ..."
-        return _Answer(
-            note_id, where, model=model, kind="invalid_output", reason=f"{where}: invalid answer: {exc}"
-        )
-    return _Answer(note_id, where, output=output, model=model)
-
-
-def _read_line(
-    raw: bytes, where: str, opts: ImportOptions, known: set[str], scan: _FileScan
-) -> _Answer | str:
-    """One non-blank line -> an answer tied to a note id, or the reason it cannot be tied to one."""
-    try:
-        text = raw.decode("utf-8")
-        obj = json.loads(text)
-    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
-        rid = _recover_id(raw.decode("utf-8", errors="replace"), opts.id_field)
-        reason = f"malformed JSON ({exc})"
-        if rid is not None and opts.id_prefix + rid in known:
-            return _Answer(opts.id_prefix + rid, where, kind="malformed_json", reason=f"{where}: {reason}")
-        return reason + (f"; id {rid!r} recovered, not a note of the run" if rid is not None else "")
-    if not isinstance(obj, dict):
-        return f"expected a JSON object, got {type(obj).__name__}"
-    if "custom_id" in obj:
-        cid = _as_id(obj["custom_id"])
-        if cid is None:
-            return f"custom_id must be a non-empty string, got {_short(obj['custom_id'], 60)}"
-        note_id = opts.id_prefix + cid
-        if note_id not in known:
-            return _Answer(
-                note_id, where, kind="unknown_note", reason=f"{where}: unknown note id {note_id!r}"
-            )
-        return _batch_answer(obj, note_id, where)
-    if "teacher_output" in obj:
-        if scan.first_keys is None:
-            scan.first_keys = sorted(obj)
-        if opts.id_field not in obj:
-            scan.teacher_lines_without_id += 1
-            return f"no {opts.id_field!r} key (id field); keys: {sorted(obj)}"
-        scan.teacher_lines_with_id += 1
-        rid = _as_id(obj[opts.id_field])
-        if rid is None:
-            return f"{opts.id_field!r} must be a non-empty string or integer, got {_short(obj[opts.id_field], 60)}"
-        note_id = opts.id_prefix + rid
-        if note_id not in known:
-            return _Answer(
-                note_id, where, kind="unknown_note", reason=f"{where}: unknown note id {note_id!r}"
-            )
-        out = obj["teacher_output"]
-        text_out = out if isinstance(out, str) else json.dumps(out, ensure_ascii=False)
-        model = obj.get("model") if isinstance(obj.get("model"), str) else None
-        return _parsed(note_id, where, text_out, model)
-    return (
-        "neither a batch output line (custom_id, response) nor a TeacherOutput line "
-        f"({opts.id_field!r}, teacher_output); keys: {sorted(obj)[:10]}"
-    )
-
-
-def _read_files(
-    files: Sequence[Path], opts: ImportOptions, known: set[str]
-) -> tuple[list[_Answer], list[_Unmatched], list[_FileScan]]:
-    answers: list[_Answer] = []
-    unmatched: list[_Unmatched] = []
-    scans: list[_FileScan] = []
-    for path in files:
-        digest = hashlib.sha256()
-        scan = _FileScan(path=path, sha256="", lines=0)
-        with open(path, "rb") as fh:
-            for number, raw in enumerate(fh, 1):
-                digest.update(raw)
-                if not raw.strip():
-                    continue
-                scan.lines += 1
-                got = _read_line(raw.strip(), f"{path}:{number}", opts, known, scan)
-                if isinstance(got, str):
-                    unmatched.append(_Unmatched(str(path), number, got))
-                else:
-                    answers.append(got)
-        scan.sha256 = digest.hexdigest()
-        if scan.teacher_lines_without_id and not scan.teacher_lines_with_id:
-            raise ConfigError(
-                f"id field {opts.id_field!r} (--id-field) is in no TeacherOutput line of {path}; "
-                f"its lines have keys {scan.first_keys}: expected the key that holds the note id, "
-                "e.g. --id-field video_id"
-            )
-        scans.append(scan)
-    return answers, unmatched, scans
-
-
 # --------------------------------------------------------------------------- import: resolving
 
 
 def _fingerprint(
-    scans: Sequence[_FileScan], opts: ImportOptions, hb: Handbook, answered: Sequence[NoteInput]
+    scans: Sequence[FileScan], opts: ImportOptions, hb: Handbook, answered: Sequence[NoteInput]
 ) -> str:
     h = hashlib.sha256()
     payload = {
@@ -519,7 +325,7 @@ def _now() -> pd.Timestamp:
 
 
 def _to_result(
-    output: TeacherOutput, answer: _Answer, note: NoteInput, hb: Handbook, opts: ImportOptions
+    output: TeacherOutput, answer: Answer, note: NoteInput, hb: Handbook, opts: ImportOptions
 ) -> TagResult:
     """The live teacher's ``LLMTeacher._ok``: output_to_tags, then normalize with the same cap."""
     tags, trace = output_to_tags(output, note, hb)
@@ -530,22 +336,22 @@ def _to_result(
 
 @dataclass
 class _Resolved:
-    ok: list[tuple[TagResult, _Answer]]
+    ok: list[tuple[TagResult, Answer]]
     failures: list[tuple[str, str, str]]  # note_id, kind, reason
     duplicates: dict[str, Any]
 
 
 def _resolve(
-    answers: Sequence[_Answer],
+    answers: Sequence[Answer],
     notes: dict[str, NoteInput],
     order: Sequence[str],
     hb: Handbook,
     opts: ImportOptions,
 ) -> _Resolved:
-    by_note: dict[str, list[_Answer]] = {}
+    by_note: dict[str, list[Answer]] = {}
     for a in answers:
         by_note.setdefault(a.note_id, []).append(a)
-    ok: list[tuple[TagResult, _Answer]] = []
+    ok: list[tuple[TagResult, Answer]] = []
     failures: list[tuple[str, str, str]] = []
     dup_notes, superseded = 0, 0
     examples: list[dict[str, Any]] = []
@@ -646,7 +452,7 @@ def import_answers(
     run, hb, note_list = _run_inputs(run_dir, handbook_path)
     notes = {n.note_id: n for n in note_list}
     order = [n.note_id for n in note_list]
-    answers, unmatched, scans = _read_files(paths_in, opts, set(notes))
+    answers, unmatched, scans = read_files(paths_in, opts, set(notes))
     known_answers = [a for a in answers if a.note_id in notes]
     if answers and not known_answers:
         first = answers[0].note_id
