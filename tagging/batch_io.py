@@ -31,7 +31,8 @@ with a JSONL of answers), the same prompt goes out as a file and the answers com
   re-import, so re-importing the same files gives an identical table; changed input gets a new
   time (``generated_at`` is the Feast ``created`` column: a real re-tagging must look newer).
 
-- :func:`install_handbook` validates an external handbook YAML and installs it in a run.
+- :func:`install_handbook` (:mod:`tagging.handbook_install`, re-exported here) validates an external
+  handbook YAML and installs it in a run.
 
 Every output file is written atomically; the import stages all four files and renames them into
 place only after every answer was parsed and every file was written, so an exception leaves the
@@ -61,10 +62,11 @@ from typing import Any
 import pandas as pd
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-from features.errors import ConfigError, DataSourceError, NotFoundError
+from features.errors import ConfigError, NotFoundError
 from features.io import RunDir, atomic_path
 from features.schemas import TABLE_NAMES, validate
 from tagging.batch_formats import Answer, FileScan, read_files
+from tagging.handbook_install import install_handbook
 from tagging.handbook_model import Handbook, load_handbook
 from tagging.teachers.llm import LLMTeacherConfig
 from tagging.teachers.prompt import (
@@ -98,66 +100,6 @@ _LLM_DEFAULTS = LLMTeacherConfig.model_fields
 _DEFAULT_CAP: int = _LLM_DEFAULTS["cap_per_dimension"].default
 _DEFAULT_MAX_TOKENS: int = _LLM_DEFAULTS["max_tokens"].default
 _TABLE_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,99}$")
-
-
-# --------------------------------------------------------------------------- handbook
-
-
-def _handbook_figures(hb: Handbook, path: Path) -> dict[str, Any]:
-    return {
-        "path": str(path),
-        "version": hb.version,
-        "categories": len(hb.categories),
-        "dimensions": sum(len(s.dimensions) for s in hb.categories.values()),
-        "values": sum(len(d.values) for s in hb.categories.values() for d in s.dimensions),
-        "boilerplate": len(hb.boilerplate),
-    }
-
-
-def install_handbook(
-    run_dir: str | os.PathLike[str],
-    source: str | os.PathLike[str],
-    *,
-    out: str | os.PathLike[str] | None = None,
-) -> dict[str, Any]:
-    """Validate an external handbook YAML and install it in a run (instead of building one).
-
-    The file is copied byte for byte (comments and layout kept), atomically, and loaded again from
-    its new place; the run's ``handbook`` summary section is replaced.
-
-    Args:
-        run_dir: prepared run directory.
-        source: the handbook YAML (validated with :func:`load_handbook`).
-        out: where to install it (default RUN_DIR/handbook.yaml).
-
-    Returns:
-        The figures of ``tagllm tag handbook`` (path, version, categories, dimensions, values,
-        boilerplate; dimension_recovery when the run has a synthetic taxonomy) plus ``installed_from``.
-
-    Raises:
-        NotFoundError: no such run or file. ConfigError: the YAML is invalid (the field path is named).
-    """
-    run = RunDir(run_dir).require()
-    source = Path(source)
-    hb = load_handbook(source)
-    dest = Path(out) if out is not None else run.path / "handbook.yaml"
-    if not (dest.exists() and dest.resolve() == source.resolve()):
-        data = source.read_bytes()
-        with atomic_path(dest) as tmp:
-            tmp.write_bytes(data)
-    installed = load_handbook(dest)
-    figures = {**_handbook_figures(installed, dest), "installed_from": str(source)}
-    if installed.version != hb.version:  # pragma: no cover - the copy is byte-identical
-        raise DataSourceError(f"handbook copy {dest} differs from {source} after installing")
-    with contextlib.suppress(NotFoundError):
-        from tagging.evaluate import dimension_recovery
-
-        figures["dimension_recovery"] = dimension_recovery(
-            installed, run.read_ground_truth("taxonomy")
-        ).summary()
-    run.update_summary("handbook", figures)
-    log.info("handbook %s installed from %s at %s", installed.version, source, dest)
-    return figures
 
 
 # --------------------------------------------------------------------------- export
