@@ -246,15 +246,15 @@ class ScorerFeaturizer:
             vote[1],
             vote[2],
             math.log1p(vote[3]),
-            *static[7:],
+            *static[6:],
             vote[0] / best[0] if best[0] > 0 else 0.0,
             prior / best[1] if best[1] > 0 else 0.0,
             offline,
         ]
 
     def _static_features(self, text: str, category: str, p: Priors) -> list[float]:
-        """[prior, log len, prior, log occ, log freq, CJK, (unused), in section, log category share] of
-        a text: everything that does not depend on the note (cached per priors object)."""
+        """[prior, log len, prior, log occ, log freq, CJK, in section, log category share] of a text:
+        everything that does not depend on the note (cached per priors object)."""
         key = (id(p), category, text)
         hit = self._static.get(key)
         if hit is not None:
@@ -268,7 +268,6 @@ class ScorerFeaturizer:
             math.log1p(occ),
             math.log1p(freq),
             float(is_cjk(text)),
-            0.0,  # placeholder for the dimension flag, which depends on the candidate
             float(text in self._section_values(category)),
             math.log(p.category_share(category, text)),
         ]
