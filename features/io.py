@@ -29,7 +29,7 @@ import pandas as pd
 from features.errors import NotFoundError
 from features.schemas import TABLE_NAMES, validate
 
-__all__ = ["RunDir", "atomic_path", "read_json", "write_json", "write_parquet"]
+__all__ = ["RunDir", "atomic_dir", "atomic_path", "read_json", "write_json", "write_parquet"]
 
 log = logging.getLogger(__name__)
 
@@ -54,6 +54,29 @@ def atomic_path(final: str | os.PathLike[str]) -> Iterator[Path]:
     except BaseException:
         tmp.unlink(missing_ok=True)
         raise
+
+
+@contextlib.contextmanager
+def atomic_dir(final: str | os.PathLike[str]) -> Iterator[Path]:
+    """Yield an empty staging folder next to ``final``; swap it in whole only if the block succeeds.
+
+    The previous ``final`` (if any) is moved aside, the staging folder renamed onto ``final``, then the
+    old one removed. On any exception the staging folder is removed and ``final`` is left as it was.
+    """
+    final = Path(final)
+    tmp, old = final.with_name(f".{final.name}.tmp"), final.with_name(f".{final.name}.old")
+    shutil.rmtree(tmp, ignore_errors=True)
+    tmp.mkdir(parents=True)
+    try:
+        yield tmp
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    shutil.rmtree(old, ignore_errors=True)
+    if final.exists():
+        os.replace(final, old)
+    os.replace(tmp, final)
+    shutil.rmtree(old, ignore_errors=True)
 
 
 def write_parquet(df: pd.DataFrame, path: str | os.PathLike[str]) -> Path:

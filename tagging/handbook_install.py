@@ -22,14 +22,7 @@ log = logging.getLogger(__name__)
 
 
 def _handbook_figures(hb: Handbook, path: Path) -> dict[str, Any]:
-    return {
-        "path": str(path),
-        "version": hb.version,
-        "categories": len(hb.categories),
-        "dimensions": sum(len(s.dimensions) for s in hb.categories.values()),
-        "values": sum(len(d.values) for s in hb.categories.values() for d in s.dimensions),
-        "boilerplate": len(hb.boilerplate),
-    }
+    return {"path": str(path), **hb.figures()}
 
 
 def install_handbook(

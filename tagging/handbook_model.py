@@ -100,6 +100,16 @@ class Handbook(_Model):
     def with_version(self) -> Handbook:
         return self.model_copy(update={"version": self.content_hash()})
 
+    def figures(self) -> dict[str, Any]:
+        """Headline counts: version, categories, dimensions, values, boilerplate phrases."""
+        return {
+            "version": self.version,
+            "categories": len(self.categories),
+            "dimensions": sum(len(s.dimensions) for s in self.categories.values()),
+            "values": sum(len(d.values) for s in self.categories.values() for d in s.dimensions),
+            "boilerplate": len(self.boilerplate),
+        }
+
     def section(self, category: str) -> HandbookSection:
         """The handbook section for ``category`` (an empty section when the category is unknown)."""
         return self.categories.get(category, HandbookSection())

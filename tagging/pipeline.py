@@ -112,14 +112,7 @@ def build_run_handbook(
     hb = build_handbook(notes, inter, config=cfg, built_from=str(run.path))
     path = save_handbook(hb, out or run.path / "handbook.yaml")
     hb = load_handbook(path)
-    figures: dict[str, Any] = {
-        "path": str(path),
-        "version": hb.version,
-        "categories": len(hb.categories),
-        "dimensions": sum(len(s.dimensions) for s in hb.categories.values()),
-        "values": sum(len(d.values) for s in hb.categories.values() for d in s.dimensions),
-        "boilerplate": len(hb.boilerplate),
-    }
+    figures: dict[str, Any] = {"path": str(path), **hb.figures()}
     tax = _ground_truth(run, "taxonomy")
     if tax is not None:
         figures["dimension_recovery"] = dimension_recovery(hb, tax).summary()

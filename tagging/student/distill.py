@@ -31,7 +31,7 @@ from pathlib import Path
 from typing import Any
 
 from features.errors import ConfigError, NotFoundError
-from features.io import atomic_path, write_json
+from features.io import atomic_dir, atomic_path, write_json
 from tagging.handbook_model import Handbook
 from tagging.normalize import canonical
 from tagging.student.config import StudentConfig, resolve_device
@@ -452,19 +452,11 @@ def _calibrate_eos(
 
 def _export(model: Any, tok: Any, meta: dict[str, Any], out: Path) -> None:
     """Write the model folder next to ``out`` and swap it in whole."""
-    tmp = out.with_name(f".{out.name}.tmp")
-    shutil.rmtree(tmp, ignore_errors=True)
-    tmp.mkdir(parents=True)
-    model.to("cpu").save_pretrained(str(tmp), safe_serialization=True)
-    tok.save_pretrained(str(tmp))
-    write_json(meta, tmp / "student.json")
-    write_model_card(tmp, meta)
-    old = out.with_name(f".{out.name}.old")
-    shutil.rmtree(old, ignore_errors=True)
-    if out.exists():
-        os.replace(out, old)
-    os.replace(tmp, out)
-    shutil.rmtree(old, ignore_errors=True)
+    with atomic_dir(out) as tmp:
+        model.to("cpu").save_pretrained(str(tmp), safe_serialization=True)
+        tok.save_pretrained(str(tmp))
+        write_json(meta, tmp / "student.json")
+        write_model_card(tmp, meta)
 
 
 def write_model_card(

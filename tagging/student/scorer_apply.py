@@ -190,7 +190,6 @@ class ScorerTagger:
         version: str = "student",
         grounded: bool = True,
         memory: NeighbourMemory | None = None,
-        **_ignored: Any,
     ) -> None:
         if batch_size < 1:
             raise ConfigError(f"--batch-size must be >= 1, got {batch_size!r}")

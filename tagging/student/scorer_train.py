@@ -25,7 +25,6 @@ import logging
 import math
 import os
 import random
-import shutil
 import time
 from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass, field
@@ -36,7 +35,7 @@ import numpy as np
 import torch
 from torch.nn import functional as F
 
-from features.io import atomic_path, write_json
+from features.io import atomic_dir, atomic_path, write_json
 from tagging.handbook_model import Handbook
 from tagging.student.config import StudentConfig, resolve_device
 from tagging.student.scorer_apply import Selection, set_threads
@@ -380,23 +379,15 @@ def _export(model: TagScorer, meta: dict[str, Any], out: Path, memory: Neighbour
     """Write the model folder beside ``out`` and swap it in whole."""
     from safetensors.torch import save_file
 
-    tmp = out.with_name(f".{out.name}.tmp")
-    shutil.rmtree(tmp, ignore_errors=True)
-    tmp.mkdir(parents=True)
-    save_file(
-        {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()},
-        str(tmp / "model.safetensors"),
-    )
-    write_json(meta, tmp / "student.json")
-    if memory is not None:
-        memory.save(tmp)
-    write_scorer_card(tmp, meta)
-    old = out.with_name(f".{out.name}.old")
-    shutil.rmtree(old, ignore_errors=True)
-    if out.exists():
-        os.replace(out, old)
-    os.replace(tmp, out)
-    shutil.rmtree(old, ignore_errors=True)
+    with atomic_dir(out) as tmp:
+        save_file(
+            {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()},
+            str(tmp / "model.safetensors"),
+        )
+        write_json(meta, tmp / "student.json")
+        if memory is not None:
+            memory.save(tmp)
+        write_scorer_card(tmp, meta)
 
 
 def write_scorer_card(
