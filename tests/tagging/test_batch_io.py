@@ -27,6 +27,7 @@ from tagging.teachers.llm import LLMTeacher, LLMTeacherConfig
 from tagging.teachers.prompt import build_messages, parse_output
 from tagging.types import NoteInput, notes_from_frame
 from tagllm.cli import cli
+from tests.tagging._runs import tiny_synthetic_run
 
 # --------------------------------------------------------------------------- helpers
 
@@ -122,16 +123,7 @@ def _synthetic_output(note: NoteInput, hb: Handbook) -> dict[str, Any]:
 
 @pytest.fixture(scope="module")
 def synthetic_run(tmp_path_factory) -> Path:
-    from features.prepare import prepare
-    from tagging.pipeline import build_run_handbook
-
-    out = tmp_path_factory.mktemp("batch_io") / "run"
-    try:
-        prepare("synthetic", out, size="tiny")
-    except ConfigError as exc:  # pragma: no cover - depends on the generator
-        pytest.skip(f"synthetic tiny not available: {exc}")
-    build_run_handbook(out, config={"min_df": 2, "min_hashtag_df": 1})
-    return out
+    return tiny_synthetic_run(tmp_path_factory, "batch_io")
 
 
 @pytest.fixture

@@ -19,6 +19,7 @@ import pytest
 from features.errors import ConfigError
 from tagging.runner import run_teacher
 from tagging.types import NoteInput, Tag, TagResult
+from tests.tagging._runs import tiny_synthetic_run
 
 OUT = "teacher_tags"
 
@@ -162,16 +163,7 @@ def test_bad_out_name_is_still_a_config_error(tmp_path) -> None:
 
 @pytest.fixture(scope="module")
 def tiny_run(tmp_path_factory) -> Path:
-    from features.prepare import prepare
-    from tagging.pipeline import build_run_handbook
-
-    out = tmp_path_factory.mktemp("teach") / "run"
-    try:
-        prepare("synthetic", out, size="tiny")
-    except ConfigError as exc:  # pragma: no cover - depends on the generator
-        pytest.skip(f"synthetic tiny not available: {exc}")
-    build_run_handbook(out, config={"min_df": 2, "min_hashtag_df": 1})
-    return out
+    return tiny_synthetic_run(tmp_path_factory, "teach")
 
 
 def test_teach_reference_after_offline_tags_every_note_itself(tiny_run) -> None:

@@ -26,6 +26,7 @@ from features.errors import ConfigError, NotFoundError
 from tagging.normalize import canonical
 from tagging.student.candidates import CandidateExtractor, hashtags, note_text
 from tagging.types import NoteInput, Tag
+from tests.tagging._runs import tiny_synthetic_run
 
 # --------------------------------------------------------------------------- candidates
 
@@ -470,14 +471,7 @@ def test_errors_name_the_command_and_the_file(trained, tmp_path) -> None:
 
 @pytest.fixture(scope="module")
 def tiny_run(tmp_path_factory) -> Path:
-    from features.prepare import prepare
-    from tagging.pipeline import build_run_handbook, teach_run
-
-    out = tmp_path_factory.mktemp("scorer_run") / "run"
-    prepare("synthetic", out, size="tiny")
-    build_run_handbook(out, config={"min_df": 2, "min_hashtag_df": 1})
-    teach_run(out, progress=False)
-    return out
+    return tiny_synthetic_run(tmp_path_factory, "scorer_run", teach=True)
 
 
 def test_distill_and_apply_run_with_the_scorer(tiny_run) -> None:

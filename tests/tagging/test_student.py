@@ -20,6 +20,7 @@ from hypothesis import strategies as st
 from features.errors import ConfigError, NotFoundError
 from tagging.student.format import TagConstraint, decode_ids, encode_target, format_tags, parse_tags
 from tagging.types import Tag
+from tests.tagging._runs import tiny_synthetic_run
 
 REPO = Path(__file__).resolve().parents[2]
 TINY = {
@@ -134,17 +135,7 @@ def test_default_model_is_small() -> None:
 
 @pytest.fixture(scope="module")
 def tiny_run(tmp_path_factory) -> Path:
-    from features.prepare import prepare
-    from tagging.pipeline import build_run_handbook, teach_run
-
-    out = tmp_path_factory.mktemp("student") / "run"
-    try:
-        prepare("synthetic", out, size="tiny")
-    except ConfigError as exc:  # pragma: no cover - depends on the generator
-        pytest.skip(f"synthetic tiny not available: {exc}")
-    build_run_handbook(out, config={"min_df": 2, "min_hashtag_df": 1})
-    teach_run(out, progress=False)
-    return out
+    return tiny_synthetic_run(tmp_path_factory, "student", teach=True)
 
 
 def _copy(run: Path, tmp_path: Path) -> Path:
