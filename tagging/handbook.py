@@ -44,6 +44,11 @@ Steps (each a small function; :func:`build_handbook` composes them):
    times as often as chance (independent attributes), and to 0 above ``synonym_ratio`` (synonyms); average-link
    hierarchical clustering (scipy) is cut at ``cluster_distance``. A dimension is named from its
    dominant non-stopword context word. Values without context (hashtag-only) go to ``"topic"``.
+   **Synonyms** (:func:`merge_synonyms`): two values of one dimension that co-occur in at least three
+   notes, ``synonym_ratio`` times as often as chance, and in at least ``synonym_share`` of the more
+   frequent one's notes ("moisturiser" / "face cream", "glassy" / "glass skin": a post names its
+   attribute twice, in two words) become one value, the heavier one, with the other as its synonym;
+   a note then gets one tag, not two for the same thing. ``synonym_share: null`` turns this off.
 6. An optional ``describe`` hook (e.g. an LLM) may rename, merge and describe the dimensions.
 """
 
@@ -73,6 +78,7 @@ __all__ = [
     "extract_candidates",
     "group_dimensions",
     "is_platform_noise",
+    "merge_synonyms",
     "segment",
 ]
 
@@ -260,6 +266,7 @@ class HandbookConfig:
     engagement_prior: float = 50.0
     max_cooccurrence: float = 0.5
     synonym_ratio: float = 5.0
+    synonym_share: float | None = 0.2
     cluster_distance: float = 0.75
     min_context: int = 2
     max_values_per_category: int = 300
@@ -275,6 +282,7 @@ class HandbookConfig:
             "boilerplate_entropy": 0 <= self.boilerplate_entropy <= 1,
             "cluster_distance": 0 < self.cluster_distance <= 1,
             "max_cooccurrence": self.max_cooccurrence > 0,
+            "synonym_share": self.synonym_share is None or 0 < self.synonym_share <= 1,
             "log_boilerplate": self.log_boilerplate >= 0,
         }
         for name, ok in checks.items():
@@ -598,6 +606,43 @@ def group_dimensions(
     return named
 
 
+def merge_synonyms(
+    members: Sequence[str], stats: CategoryStats, weight: Mapping[str, float], config: HandbookConfig
+) -> list[tuple[str, list[str]]]:
+    """Fold one dimension's synonymous values together (module docstring, step 5).
+
+    Values are visited heaviest first; a value joins the head it is most strongly a synonym of (the
+    rule must hold between the value and the head itself, so chains do not merge), or becomes a head.
+
+    Returns:
+        [(value, synonyms)] heaviest first; every member appears exactly once.
+    """
+    order = sorted(members, key=lambda p: (-weight[p], p))
+    if config.synonym_share is None or len(order) < 2:
+        return [(p, []) for p in order]
+    index = {p: i for i, p in enumerate(order)}
+    co = np.zeros((len(order), len(order)))
+    for ps in stats.note_phrases:
+        present = [index[p] for p in ps if p in index]
+        for a in present:
+            for b in present:
+                co[a, b] += 1
+    df = np.array([stats.df[p] for p in order], dtype=float)
+    expected = np.outer(df, df) / max(stats.n_notes, 1)
+    share = co / np.maximum(np.maximum.outer(df, df), 1.0)
+    synonym = (co >= 3) & (co >= config.synonym_ratio * expected) & (share >= config.synonym_share)
+    heads: list[int] = []
+    groups: dict[int, list[str]] = {}
+    for i, p in enumerate(order):
+        linked = [h for h in heads if synonym[i, h]]
+        if linked:
+            groups[max(linked, key=lambda h: (share[i, h], -h))].append(p)
+        else:
+            heads.append(i)
+            groups[i] = []
+    return [(order[h], groups[h]) for h in heads]
+
+
 # --------------------------------------------------------------------------- build
 
 
@@ -694,7 +739,7 @@ def build_handbook(
         examples = _examples(kept, s, config.examples_per_value)
         dims: list[dict[str, Any]] = []
         for name, members, ctx in group_dimensions(kept, s, config):
-            members = sorted(members, key=lambda p: -raw_w[p])[: config.max_values_per_dimension]
+            merged = merge_synonyms(members, s, raw_w, config)[: config.max_values_per_dimension]
             dims.append(
                 {
                     "name": name,
@@ -703,10 +748,10 @@ def build_handbook(
                         {
                             "value": p,
                             "weight": round(raw_w[p] / top, 4),
-                            "synonyms": [],
+                            "synonyms": syns,
                             "examples": examples.get(p, []),
                         }
-                        for p in members
+                        for p, syns in merged
                     ],
                     "context": ctx,
                 }

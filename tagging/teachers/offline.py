@@ -28,11 +28,11 @@ from tagging.handbook_model import Handbook
 from tagging.normalize import canonical, is_cjk, normalize_tags
 from tagging.types import Evidence, NoteInput, Tag, TagResult
 
-__all__ = ["CODE_VERSION", "HandbookMatcher", "Match", "OfflineTeacher"]
+__all__ = ["CODE_VERSION", "HandbookMatcher", "Match", "OfflineTeacher", "one_edit"]
 
 log = logging.getLogger(__name__)
 
-CODE_VERSION = "offline-1"
+CODE_VERSION = "offline-2"
 _MIN_FUZZY_LEN = 5
 
 
@@ -51,6 +51,27 @@ class Match:
 
 def _deletions(word: str) -> set[str]:
     return {word[:i] + word[i + 1 :] for i in range(len(word))}
+
+
+def one_edit(a: str, b: str) -> bool:
+    """True when ``a`` and ``b`` differ by exactly one insertion, deletion, substitution or swap of
+    two adjacent characters (optimal-string-alignment distance 1).
+
+    The shared-deletion index finds candidates up to two edits apart ("close" and "loose" share
+    "lose"); this check keeps only true single-edit typos.
+    """
+    if a == b or abs(len(a) - len(b)) > 1:
+        return False
+    if len(a) > len(b):
+        a, b = b, a
+    i = 0
+    while i < len(a) and a[i] == b[i]:
+        i += 1
+    if len(a) < len(b):  # one insertion
+        return a[i:] == b[i + 1 :]
+    if a[i + 1 :] == b[i + 1 :]:  # one substitution
+        return True
+    return i + 1 < len(a) and a[i] == b[i + 1] and a[i + 1] == b[i] and a[i + 2 :] == b[i + 2 :]
 
 
 @dataclass
@@ -104,6 +125,8 @@ class HandbookMatcher:
             cands |= self._dels.get(key, set())
         best, best_r = None, 0.0
         for c in sorted(cands):
+            if not one_edit(tok, c):
+                continue
             r = difflib.SequenceMatcher(None, tok, c).ratio()
             if r > best_r:
                 best, best_r = c, r

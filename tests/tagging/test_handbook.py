@@ -130,6 +130,45 @@ def test_offline_teacher_tolerates_typos(tiny) -> None:
     assert res.trace["steps"][2]["tags"][0]["evidence"][0]["fuzzy"]
 
 
+def test_offline_teacher_corrects_single_edits_only() -> None:
+    """ "close-up" is two edits from "loose": the typo corrector must not turn one into the other."""
+    from tagging.teachers.offline import one_edit
+
+    assert one_edit("sneekers", "sneakers") and one_edit("snaekers", "sneakers")
+    assert one_edit("snekers", "sneakers") and one_edit("sneakerss", "sneakers")
+    assert not one_edit("close", "loose") and not one_edit("loose", "loose")
+    section = HandbookSection(
+        description="apparel",
+        dimensions=(
+            Dimension(name="fit", values=(DimensionValue(value="loose"), DimensionValue(value="cropped"))),
+        ),
+    )
+    hb = Handbook(categories={"apparel": section}).with_version()
+    res = make_teacher("offline", hb).tag(
+        [NoteInput("x", "apparel", "", "a close-up of the crpped hem", ())]
+    )[0]
+    assert [t.text for t in res.tags] == ["cropped"], res.tags
+
+
+def test_handbook_merges_synonyms_and_keeps_independent_values() -> None:
+    """Two forms that name one attribute in the same posts become one value; values that merely
+    co-occur by chance (or never) stay apart."""
+    from tagging.handbook import CategoryStats, merge_synonyms
+
+    s = CategoryStats()
+    rows = [{"moisturiser", "face cream"}] * 6 + [{"moisturiser"}] * 4 + [{"face cream"}] * 3
+    rows += [{"serum"}] * 8 + [{"serum", "moisturiser"}] + [{"toner"}] * 200
+    for ps in rows:
+        s.n_notes += 1
+        s.df.update(ps)
+        s.note_phrases.append(set(ps))
+    weight = {"moisturiser": 1.0, "face cream": 0.7, "serum": 0.9, "toner": 0.2}
+    merged = merge_synonyms(list(weight), s, weight, HandbookConfig())
+    assert merged == [("moisturiser", ["face cream"]), ("serum", []), ("toner", [])]
+    off = merge_synonyms(list(weight), s, weight, HandbookConfig(synonym_share=None))
+    assert [v for v, syn in off if not syn] == ["moisturiser", "serum", "face cream", "toner"]
+
+
 def test_reference_teacher_removes_boilerplate(tiny) -> None:
     ds, hb = tiny
     notes = ds.tables["notes"]
