@@ -1,9 +1,13 @@
 #!/usr/bin/env python
-"""Generate the Python code of protos/ (messages, type stubs, gRPC stubs) into the repository root.
+"""Generate the Python code of protos/ (messages, type stubs, gRPC stubs) into ``serving/api/``.
 
-``protos/tagllm/v1/x.proto`` becomes ``tagllm/v1/x_pb2.py``, ``x_pb2.pyi`` and ``x_pb2_grpc.py``
-(imports read ``from tagllm.v1 import common_pb2``). The generated files are committed; a test
-(tests/serving/test_protos.py) regenerates them into a temporary folder and fails when they are stale.
+``protos/tagllm/v1/x.proto`` becomes ``serving/api/v1/x_pb2.py``, ``x_pb2.pyi`` and ``x_pb2_grpc.py``.
+The wire package stays ``tagllm.v1`` (the descriptors keep their file names, ``tagllm/v1/x.proto``,
+so reflection and other-language clients see no change); only the Python import prefix is rewritten
+(``from tagllm.v1 import common_pb2`` -> ``from serving.api.v1 import common_pb2``), because the
+generated code belongs to the serving package, the only one that imports grpc. The generated files
+are committed; a test (tests/serving/test_protos_and_cli.py) regenerates them into a temporary folder
+and fails when they are stale.
 
 Usage::
 
@@ -15,11 +19,16 @@ from __future__ import annotations
 
 import argparse
 import logging
+import re
+import shutil
 import sys
+import tempfile
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
 PROTO_ROOT = REPO / "protos"
+WIRE_PACKAGE = "tagllm"  # protos/tagllm/v1/*.proto: `package tagllm.v1;`
+PYTHON_PACKAGE = "serving.api"  # where the generated modules live: serving/api/v1/
 
 log = logging.getLogger("gen_protos")
 
@@ -29,8 +38,14 @@ def proto_files(root: Path = PROTO_ROOT) -> list[Path]:
     return sorted(p.relative_to(root) for p in root.rglob("*.proto"))
 
 
+def _rewrite_imports(text: str) -> str:
+    """``from tagllm.v1 import x_pb2`` / ``import tagllm.v1.x_pb2`` -> the serving package."""
+    return re.sub(rf"^(from|import) {WIRE_PACKAGE}\.", rf"\1 {PYTHON_PACKAGE}.", text, flags=re.MULTILINE)
+
+
 def generate(out_dir: Path, root: Path = PROTO_ROOT) -> list[Path]:
-    """Run grpc_tools.protoc over every proto of ``root``; returns the generated files.
+    """Run grpc_tools.protoc over every proto of ``root``; write the modules under
+    ``out_dir/serving/api/``; returns the generated files.
 
     Raises:
         RuntimeError: protoc failed (its messages are on stderr).
@@ -38,24 +53,34 @@ def generate(out_dir: Path, root: Path = PROTO_ROOT) -> list[Path]:
     import grpc_tools
     from grpc_tools import protoc
 
-    out_dir.mkdir(parents=True, exist_ok=True)
     include = Path(grpc_tools.__file__).parent / "_proto"  # google/protobuf/*.proto
     files = [str(p) for p in proto_files(root)]
-    args = [
-        "grpc_tools.protoc",
-        f"-I{root}",
-        f"-I{include}",
-        f"--python_out={out_dir}",
-        f"--pyi_out={out_dir}",
-        f"--grpc_python_out={out_dir}",
-        *files,
-    ]
-    code = protoc.main(args)
-    if code != 0:
-        raise RuntimeError(f"protoc exited with {code} for {files}")
-    generated = sorted(p for f in files for p in (out_dir / Path(f).parent).glob(Path(f).stem + "_pb2*.py*"))
-    log.info("generated %d files into %s", len(generated), out_dir)
-    return generated
+    target_root = out_dir.joinpath(*PYTHON_PACKAGE.split("."))
+    generated: list[Path] = []
+    with tempfile.TemporaryDirectory() as tmp:
+        raw = Path(tmp)
+        args = [
+            "grpc_tools.protoc",
+            f"-I{root}",
+            f"-I{include}",
+            f"--python_out={raw}",
+            f"--pyi_out={raw}",
+            f"--grpc_python_out={raw}",
+            *files,
+        ]
+        code = protoc.main(args)
+        if code != 0:
+            raise RuntimeError(f"protoc exited with {code} for {files}")
+        for f in files:
+            rel = Path(f).parent.relative_to(WIRE_PACKAGE)  # tagllm/v1 -> v1
+            for src in sorted((raw / Path(f).parent).glob(Path(f).stem + "_pb2*.py*")):
+                dest = target_root / rel / src.name
+                dest.parent.mkdir(parents=True, exist_ok=True)
+                dest.write_text(_rewrite_imports(src.read_text()))
+                generated.append(dest)
+        shutil.rmtree(raw / WIRE_PACKAGE, ignore_errors=True)
+    log.info("generated %d files into %s", len(generated), target_root)
+    return sorted(generated)
 
 
 def main(argv: list[str] | None = None) -> int:

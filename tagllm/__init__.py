@@ -1,7 +1,11 @@
-"""TagLLM command-line entry point and shared run-directory conventions.
+"""The composition root: the ``tagllm`` command, the demo, the simulated online experiment and the
+benchmarks. It imports every other package; no package imports it.
 
-The domain packages (``features``, ``tagging``, ``ranking``, ``ab_analysis``) are siblings of this one;
-this package only composes their command groups into one ``tagllm`` CLI.
+- ``cli``: one lazily imported command group per package (``tagllm data|tag|features|train|eval|serve|
+  client|ab|bench|demo``).
+- ``demo``: the main job end to end on the synthetic community.
+- ``simulate``: the simulated A/B experiment (composes ``ranking`` with ``ab_analysis``).
+- ``bench``: every benchmark (JSON figures with the ratio to the peer measured in the same run).
 """
 
 __version__ = "0.1.0"

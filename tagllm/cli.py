@@ -25,16 +25,19 @@ GROUPS: dict[str, tuple[str, str]] = {
     "train": ("ranking.cli:train", "Train the TorchRec two-tower retrieval model and the LightGBM ranker."),
     "eval": ("ranking.cli:eval_group", "Offline evaluation: warm/cold Recall@K, NDCG@K, ablations, peers."),
     "ab": ("ab_analysis.cli:ab", "A/B lift reports: JSON, Markdown, HTML with plots."),
-    "bench": ("tagllm.bench:bench", "Benchmarks that print JSON (ratios to peers measured in the same run)."),
+    "bench": (
+        "tagllm.bench.cli:bench",
+        "Benchmarks that print JSON (ratios to peers measured in the same run).",
+    ),
     "demo": ("tagllm.demo:demo", "Run the main job end to end on the synthetic community."),
-    "serve": ("ranking.server_cli:serve", "Serve tag features, recommendations and tagging over gRPC."),
-    "client": ("ranking.client_cli:client", "Call a running gRPC server; print JSON (or a table)."),
+    "serve": ("serving.cli:serve", "Serve tag features, recommendations and tagging over gRPC."),
+    "client": ("serving.client_cli:client", "Call a running gRPC server; print JSON (or a table)."),
 }
 
 # Commands that another package contributes to a group (the group's package must not import it:
 # ab_analysis imports no sibling package, but `tagllm ab simulate` drives the ranking pipeline).
 ATTACHED: dict[str, dict[str, str]] = {
-    "ab": {"simulate": "ranking.simulate_cli:simulate"},
+    "ab": {"simulate": "tagllm.simulate.cli:simulate"},
 }
 
 

@@ -79,13 +79,13 @@ def _stage_ranker(run: Path, opts: dict[str, Any]) -> dict[str, Any]:
 
 
 def _stage_serving(run: Path, opts: dict[str, Any]) -> dict[str, Any]:
-    from ranking.serving_demo import serving_stage
+    from serving.demo import serving_stage
 
     return serving_stage(run)
 
 
 def _stage_ab(run: Path, opts: dict[str, Any]) -> dict[str, Any]:
-    from ranking.simulate import simulate_stage
+    from tagllm.simulate import simulate_stage
 
     return simulate_stage(run)
 

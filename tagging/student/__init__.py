@@ -20,7 +20,6 @@ Two architectures (``StudentConfig.arch``); :func:`load_student` loads either fr
 - ``distill.py``: sequence-level distillation with early stopping and resumable checkpoints.
 - ``apply.py``: :class:`StudentTagger` (a :class:`~tagging.types.Tagger`): batched, length-sorted,
   constrained greedy/beam decoding.
-- ``bench.py``: ``python -m tagging.student.bench --run RUN_DIR --json``.
 
 Heavy imports (torch, transformers) happen inside the functions that need them.
 """

@@ -220,7 +220,7 @@ def test_cli_usage_errors_exit_2(tmp_path: Path, args: list[str], needle: str) -
 
 def test_public_api_and_no_sibling_imports() -> None:
     code = (
-        "import sys, ab_analysis as ab, ab_analysis.cli, ab_analysis.events, ab_analysis.bench;"
+        "import sys, ab_analysis as ab, ab_analysis.cli, ab_analysis.events;"
         "assert callable(ab.analyze) and hasattr(ab.Report, 'to_html');"
         "bad = [m for m in sys.modules if m.split('.')[0] in ('features', 'tagging', 'ranking', 'tagllm')];"
         "assert not bad, bad; assert 'matplotlib' not in sys.modules"
@@ -229,7 +229,7 @@ def test_public_api_and_no_sibling_imports() -> None:
 
 
 def test_bench_small() -> None:
-    from ab_analysis.bench import run
+    from tagllm.bench.ab import run
 
     res = run(2000, with_tea=True)
     assert res["result_rows"] == 4 * 5 and res["analyze_s"] > 0

@@ -13,8 +13,8 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from features.bench import stop_process
 from features.io import RunDir
+from tagllm.bench.procs import stop_process
 
 T0 = pd.Timestamp("2026-01-01T00:00:00Z")
 

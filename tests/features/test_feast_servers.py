@@ -52,7 +52,7 @@ def test_redis_fast_path_equals_feast_and_push(tmp_path, redis_server):
 def test_stock_feast_cli_plan_apply_listen(tmp_path):
     """`feast apply` / `feast listen` work from feature_repo/ with only TAGLLM_RUN_DIR set (`feast plan`:
     the test below)."""
-    from features.bench import feast_listen
+    from tagllm.bench.features import feast_listen
 
     run = make_tiny_run(tmp_path / "run")
     result = CliRunner().invoke(features_cli, ["apply", "--run", str(run.path), "--json"])

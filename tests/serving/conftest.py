@@ -131,7 +131,7 @@ class Served:
 
 def start(run: Path, **kwargs: Any) -> Served:
     """Start a server on a free loopback port in its own loop thread."""
-    from ranking.server import start_server
+    from serving.server import start_server
 
     loop = LoopThread()
     kwargs.setdefault("port", 0)

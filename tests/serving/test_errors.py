@@ -8,7 +8,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from tagllm.v1 import (
+from serving.api.v1 import (
     common_pb2,
     recommendation_pb2,
     recommendation_pb2_grpc,
@@ -216,7 +216,7 @@ def test_expired_deadline_is_deadline_exceeded(stubs, known):
 
 def test_server_side_deadline_check():
     from features.errors import TagLLMError
-    from ranking.servicers import check_deadline
+    from serving.servicers import check_deadline
 
     class Ctx:
         def __init__(self, left):

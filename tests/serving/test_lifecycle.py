@@ -17,7 +17,7 @@ import pytest
 from click.testing import CliRunner
 
 from features.errors import ConfigError
-from ranking.client import TagLLMClient, TagLLMClientError
+from serving.client import TagLLMClient, TagLLMClientError
 from tagllm.cli import cli
 from tests.serving.conftest import TitleTagger, start
 
@@ -159,7 +159,7 @@ def test_tls_with_token(serving_run, tmp_path):
 
 
 def test_config_mapping_validation(tmp_path):
-    from ranking.server import ServerConfig, load_config
+    from serving.server import ServerConfig, load_config
 
     path = tmp_path / "c.yaml"
     path.write_text("run_dir: r\nmax-ids-per-call: 5\nport: 0\n")
@@ -177,7 +177,7 @@ def test_config_mapping_validation(tmp_path):
 
 
 def test_port_in_use_is_a_clear_startup_error(server, serving_run):
-    from ranking.server import start_server
+    from serving.server import start_server
     from tests.serving.conftest import LoopThread
 
     loop = LoopThread()

@@ -32,7 +32,7 @@ def test_checked_in_generated_code_is_fresh(tmp_path):
         checked_in = REPO / rel
         if not checked_in.exists() or checked_in.read_bytes() != path.read_bytes():
             stale.append(str(rel))
-    have = {p.relative_to(REPO) for p in (REPO / "tagllm" / "v1").glob("*_pb2*.py*")}
+    have = {p.relative_to(REPO) for p in (REPO / "serving" / "api" / "v1").glob("*_pb2*.py*")}
     extra = have - {p.relative_to(tmp_path) for p in fresh}
     assert not stale and not extra, (
         f"generated code is stale ({stale}) or orphaned ({sorted(map(str, extra))}): "

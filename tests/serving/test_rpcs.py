@@ -9,8 +9,8 @@ import urllib.request
 import grpc
 import pytest
 
-from ranking.client import TagLLMClient, TagLLMClientError
-from tagllm.v1 import tag_features_pb2, tag_features_pb2_grpc
+from serving.api.v1 import tag_features_pb2, tag_features_pb2_grpc
+from serving.client import TagLLMClient, TagLLMClientError
 
 
 @pytest.fixture(scope="module")
@@ -102,7 +102,7 @@ def test_failed_push_is_counted_not_fatal(client, server, caplog):
     before = metrics.value("tagllm_feast_pushes_total", {"outcome": "failed"})
     server.sink.fail = True
     try:
-        with caplog.at_level(logging.ERROR, logger="ranking.servicers"):
+        with caplog.at_level(logging.ERROR, logger="serving.servicers"):
             out = client.tag_notes([{"note_id": "n-fresh-2", "category": category, "title": "x:y"}])
             server.loop.run(server.running.pushes.drain(5))
     finally:
@@ -152,7 +152,7 @@ def test_unexpected_exception_is_internal_with_request_id(client, server, caplog
         raise RuntimeError("bug")
 
     monkeypatch.setattr(server.running.core, "get_note_tags", boom)
-    with caplog.at_level(logging.ERROR, logger="ranking.server"), pytest.raises(TagLLMClientError) as err:
+    with caplog.at_level(logging.ERROR, logger="serving.server"), pytest.raises(TagLLMClientError) as err:
         client.note_tags(["n000001"])
     assert err.value.code == "INTERNAL" and "bug" not in err.value.details
     assert err.value.request_id in err.value.details and err.value.request_id in caplog.text
@@ -161,14 +161,14 @@ def test_unexpected_exception_is_internal_with_request_id(client, server, caplog
 def test_request_id_echoed_and_access_log_is_json(server, caplog):
     channel = grpc.insecure_channel(server.target)
     stub = tag_features_pb2_grpc.TagFeaturesStub(channel)
-    with channel, caplog.at_level(logging.INFO, logger="ranking.server.access"):
+    with channel, caplog.at_level(logging.INFO, logger="serving.server.access"):
         _, call = stub.GetNoteTags.with_call(
             tag_features_pb2.GetNoteTagsRequest(note_ids=[_ids(server)[0][1]]),
             metadata=(("x-request-id", "req-42"),),
             timeout=10,
         )
     assert dict(call.trailing_metadata())["x-request-id"] == "req-42"
-    lines = [json.loads(r.getMessage()) for r in caplog.records if r.name == "ranking.server.access"]
+    lines = [json.loads(r.getMessage()) for r in caplog.records if r.name == "serving.server.access"]
     line = next(x for x in lines if x["request_id"] == "req-42")
     assert line["method"] == "/tagllm.v1.TagFeatures/GetNoteTags" and line["code"] == "OK"
     assert line["ms"] >= 0 and line["peer"].startswith("ipv4:127.0.0.1")

@@ -24,7 +24,7 @@ from typing import Any
 
 import pytest
 
-from ranking.client import TagLLMClient, TagLLMClientError
+from serving.client import TagLLMClient, TagLLMClientError
 from tests.serving.conftest import TitleTagger, start
 
 POOL = 32  # TagNotes note ids: the first call adds each, later calls re-tag it

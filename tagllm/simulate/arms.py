@@ -1,0 +1,109 @@
+"""The two arms, trained the same way on the same data with the same seed; only the tags differ.
+
+- control: two-tower ``category`` feature set and the ranker without tag features, over a catalog
+  with no tags at all (so no tag-derived signal, ``note_n_tags`` included, reaches it);
+- treatment: two-tower ``tags`` feature set on the run's (student) tags and the full ranker.
+
+Each arm follows :func:`ranking.pipeline.ranker_stage`'s recipe: the serving two-tower model is
+trained on clicks before the cold-start cutoff; the ranker on impressions of the ``window_days``
+before the cutoff, with the retrieval-score feature from a second two-tower model trained before
+that window (so the score is out-of-sample for the ranker's rows).
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from dataclasses import dataclass, replace
+from typing import Any
+
+from features.io import RunDir
+from ranking.dataset import RunData, build_training_examples, load_catalog
+from ranking.pipeline import available_tag_sources
+from tagllm.simulate.config import SimConfig
+
+__all__ = ["Arm", "resolve_treatment_tags", "train_arms"]
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class Arm:
+    """A variant: its name, what it is (for the manifest), and its live recommender."""
+
+    name: str
+    description: dict[str, Any]
+    recommender: Any
+
+
+def resolve_treatment_tags(run: RunDir, wanted: str) -> str:
+    """``wanted`` when the run has it; for ``student`` without student tags, the run's first
+    available source (logged). Other missing sources fail when their catalog is loaded."""
+    have = available_tag_sources(run)
+    if wanted == "student" and "student" not in have:
+        log.warning(
+            "no student tags in %s (tables/tags.parquet): the treatment arm uses %r tags", run.path, have[0]
+        )
+        return have[0]
+    return wanted
+
+
+def _train_arm(name: str, data: RunData, feature_set: str, features: tuple[str, ...], cfg: SimConfig) -> Arm:
+    from ranking.ranker import ranker_features, ranking_examples, train_ranker
+    from ranking.recommend import Recommender
+    from ranking.train_retrieval import train
+
+    t0 = time.perf_counter()
+    rcfg = cfg.ranker
+    tcfg = replace(cfg.retrieval, feature_set=feature_set, seed=cfg.seed)
+    _, examples = build_training_examples(data)
+    serving = train(data, examples, tcfg)
+    window_start = data.cutoff_s - rcfg.window_days * 86400.0
+    _, early = build_training_examples(data, end_s=window_start)
+    scorer = train(data, early, tcfg)
+    rex = ranking_examples(data, window_start, data.cutoff_s, replace(rcfg, seed=cfg.seed))
+    ranker = train_ranker(ranker_features(data, rex, scorer), rex, replace(rcfg, seed=cfg.seed), features)
+    rec = Recommender(
+        serving,
+        ranker,
+        version=f"sim-{name}",
+        explain=False,
+        cold_candidates=cfg.cold_candidates,
+        cold_slot_every=cfg.cold_slot_every,
+    )
+    seconds = round(time.perf_counter() - t0, 2)
+    log.info(
+        "arm %s trained in %.1fs (%s tags, two-tower %s)", name, seconds, data.catalog.tag_source, feature_set
+    )
+    return Arm(
+        name,
+        {
+            "tag_source": data.catalog.tag_source,
+            "two_tower_feature_set": feature_set,
+            "ranker_features": list(features),
+            "train_examples": {"retrieval": len(examples), "ranker": len(rex)},
+            "train_seconds": seconds,
+            "cold_candidates": cfg.cold_candidates,
+            "cold_slot_every": cfg.cold_slot_every,
+        },
+        rec,
+    )
+
+
+def train_arms(run: RunDir, cfg: SimConfig) -> dict[str, Arm]:
+    """Train control and treatment (see the module docstring) and wrap each in a Recommender."""
+    from ranking.dataset import load_run_data
+    from ranking.ranker import FEATURES, TAG_FEATURES
+
+    base = load_run_data(run, "none")
+    source = resolve_treatment_tags(run, cfg.treatment_tags)
+    tagged = base.with_catalog(load_catalog(run, source))
+    control = _train_arm(
+        "control", base, "category", tuple(f for f in FEATURES if f not in TAG_FEATURES), cfg
+    )
+    control.description["what"] = (
+        "recommender without tag features (two-tower on ids + category; ranker without tag features)"
+    )
+    treatment = _train_arm("treatment", tagged, "tags", tuple(FEATURES), cfg)
+    treatment.description["what"] = f"recommender with {source} tags (two-tower with tags; full ranker)"
+    return {"control": control, "treatment": treatment}
