@@ -1,12 +1,25 @@
 """Run directories and atomic writes.
 
-A run directory (RUN_DIR) holds everything one pipeline run produces::
+A run directory (RUN_DIR) holds everything one pipeline run produces. :class:`RunDir` is its
+contract: every artifact's path is named once, here, and every other module asks ``RunDir`` for it::
 
     RUN_DIR/
       manifest.json        source, options, counts, cold-start cutoff (written last by `data prepare`)
-      tables/*.parquet     canonical tables (notes, users, interactions, ...)
+      tables/*.parquet     canonical tables (notes, users, interactions, teacher/student tags, ...)
       ground_truth/        evaluation-only truth (synthetic community: true attributes, preferences)
       summary.json         one section per stage with its headline figures
+      handbook.yaml        the User Interest Handbook                       (run.handbook)
+      tag_vocab.json       tag text -> id, append-only                      (run.tag_vocab)
+      teacher/             teacher logs, summaries, batch requests          (run.teacher_dir)
+      cache/               the teacher result cache                         (run.teacher_cache)
+      student/             the student's resumable training state           (run.student_work)
+      student/model/       the exported student                             (run.student_model)
+      eval/student_report/ the distillation report                          (run.student_report_dir)
+      features/            Feast offline sources (parquet) + their vocab    (run.feature_table(name))
+      feast/               Feast registry and SQLite online store           (run.feast_registry)
+      retrieval/           two-tower model, evaluation, item embeddings     (run.retrieval_model)
+      ranker/              LightGBM model + summary                         (run.ranker_model)
+      ab_sim/              the simulated A/B experiment                     (run.simulation_dir)
 
 Every file is written to a temporary name in the same folder, flushed to disk and renamed into
 place, so a reader never sees a partial file and a crash leaves the previous version intact.
@@ -131,6 +144,129 @@ class RunDir:
 
     def table_path(self, name: str) -> Path:
         return self.tables_dir / f"{name}.parquet"
+
+    # ---- tagging
+    @property
+    def handbook(self) -> Path:
+        """The User Interest Handbook (``tagllm tag handbook``)."""
+        return self.path / "handbook.yaml"
+
+    @property
+    def tag_vocab(self) -> Path:
+        """Tag text -> integer id for the whole run (append-only; features, ranking and serving share it)."""
+        return self.path / "tag_vocab.json"
+
+    @property
+    def teacher_dir(self) -> Path:
+        """Teacher run logs (``<table>.log.jsonl``), summaries and batch request files."""
+        return self.path / "teacher"
+
+    def teacher_log(self, table: str) -> Path:
+        return self.teacher_dir / f"{table}.log.jsonl"
+
+    def teacher_summary(self, table: str) -> Path:
+        return self.teacher_dir / f"{table}.summary.json"
+
+    @property
+    def teacher_requests(self) -> Path:
+        """The batch request file ``tagllm tag export-requests`` writes by default."""
+        return self.teacher_dir / "requests.jsonl"
+
+    @property
+    def teacher_cache(self) -> Path:
+        """The teacher result cache (SQLite; successful results only)."""
+        return self.path / "cache" / "teacher_cache.sqlite"
+
+    @property
+    def student_dir(self) -> Path:
+        return self.path / "student"
+
+    @property
+    def student_model(self) -> Path:
+        """The exported student (a model folder: ``tagging.student`` names the files inside)."""
+        return self.student_dir / "model"
+
+    @property
+    def student_work(self) -> Path:
+        """The student's training state (split, checkpoints, tokenizer): what a resumed ``tag distill``
+        reads. The exported model is a sub-folder of it (:attr:`student_model`)."""
+        return self.student_dir
+
+    @property
+    def eval_dir(self) -> Path:
+        return self.path / "eval"
+
+    @property
+    def student_report_dir(self) -> Path:
+        """``tagllm tag report``'s default output folder."""
+        return self.eval_dir / "student_report"
+
+    # ---- features (Feast)
+    @property
+    def features_dir(self) -> Path:
+        """The Feast offline sources (``feature_repo/`` reads them from here)."""
+        return self.path / "features"
+
+    def feature_table(self, name: str) -> Path:
+        """A Feast source table, e.g. ``note_tags``, ``note_stats``, ``user_interests``."""
+        return self.features_dir / f"{name}.parquet"
+
+    @property
+    def features_tag_vocab(self) -> Path:
+        """The vocabulary the feature tables' tag ids refer to (a snapshot of :attr:`tag_vocab`)."""
+        return self.features_dir / "tag_vocab.json"
+
+    @property
+    def feast_dir(self) -> Path:
+        return self.path / "feast"
+
+    @property
+    def feast_registry(self) -> Path:
+        return self.feast_dir / "registry.db"
+
+    @property
+    def feast_online_store(self) -> Path:
+        """The SQLite online store (the Redis store lives in Redis)."""
+        return self.feast_dir / "online_store.db"
+
+    # ---- ranking
+    @property
+    def retrieval_dir(self) -> Path:
+        return self.path / "retrieval"
+
+    @property
+    def retrieval_model(self) -> Path:
+        return self.retrieval_dir / "model.pt"
+
+    @property
+    def retrieval_evaluation(self) -> Path:
+        return self.retrieval_dir / "evaluation.parquet"
+
+    @property
+    def item_embeddings(self) -> Path:
+        return self.retrieval_dir / "item_embeddings.parquet"
+
+    @property
+    def retrieval_summary(self) -> Path:
+        return self.retrieval_dir / "summary.json"
+
+    @property
+    def ranker_dir(self) -> Path:
+        return self.path / "ranker"
+
+    @property
+    def ranker_model(self) -> Path:
+        return self.ranker_dir / "model.txt"
+
+    @property
+    def ranker_summary(self) -> Path:
+        return self.ranker_dir / "summary.json"
+
+    # ---- experiments
+    @property
+    def simulation_dir(self) -> Path:
+        """The simulated A/B experiment's default output folder."""
+        return self.path / "ab_sim"
 
     def has_table(self, name: str) -> bool:
         return self.table_path(name).exists()
