@@ -69,7 +69,7 @@ def retrieval_cmd(
 ) -> None:
     """Train two-tower models (ids, category, tags per source) on RUN_DIR and evaluate them."""
     from ranking.pipeline import retrieval_stage
-    from ranking.train_retrieval import TrainConfig
+    from ranking.retrieval.train import TrainConfig
 
     logging.basicConfig(level=logging.INFO)
     figures = retrieval_stage(

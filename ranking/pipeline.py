@@ -28,7 +28,7 @@ from ranking.dataset import (
     load_run_data,
     require_feast_store,
 )
-from ranking.evaluate import POOLS
+from ranking.retrieval.evaluate import POOLS
 
 __all__ = ["available_tag_sources", "ranker_stage", "retrieval_stage"]
 
@@ -81,7 +81,7 @@ def retrieval_stage(
     agree; user id / history notes / categories stay parquet-based, items are unchanged. The
     ``ids``/``category`` ablations and the peers have no user tag bag and are the same either way.
 
-    Every model is scored in three pools (see :mod:`ranking.evaluate`): ``all``, ``segment`` and
+    Every model is scored in three pools (see :mod:`ranking.retrieval.evaluate`): ``all``, ``segment`` and
     ``quota`` (the shared pool with ``cold_quota`` of the top-50 slots kept for cold-start notes).
 
     Returns:
@@ -91,9 +91,9 @@ def retrieval_stage(
         ConfigError: unknown tag source or feature source.
         NotFoundError: ``feature_source="feast"`` and the run has no Feast store.
     """
-    from ranking.evaluate import EmbeddingScorer, evaluate_retrieval, retrieval_test_set
-    from ranking.peers import ALSScorer, PopularityScorer, TagOverlapScorer
-    from ranking.train_retrieval import TrainConfig, train
+    from ranking.retrieval.evaluate import EmbeddingScorer, evaluate_retrieval, retrieval_test_set
+    from ranking.retrieval.peers import ALSScorer, PopularityScorer, TagOverlapScorer
+    from ranking.retrieval.train import TrainConfig, train
 
     run = RunDir(run_dir).require()
     cfg = config or TrainConfig()
@@ -258,7 +258,6 @@ def ranker_stage(
     Returns:
         the ``ranker`` summary section.
     """
-    from ranking.evaluate import auc, gauc, group_ndcg
     from ranking.ranker import (
         FEATURES,
         TAG_FEATURES,
@@ -267,7 +266,8 @@ def ranker_stage(
         ranking_examples,
         train_ranker,
     )
-    from ranking.train_retrieval import TrainConfig, train
+    from ranking.retrieval.evaluate import auc, gauc, group_ndcg
+    from ranking.retrieval.train import TrainConfig, train
 
     run = RunDir(run_dir).require()
     rcfg = config or RankerConfig()

@@ -34,7 +34,7 @@ import numpy as np
 from features.errors import ConfigError, NotFoundError
 from features.io import RunDir
 from ranking.dataset import ENGAGEMENT_WEIGHTS, Examples, NoteCatalog, RunData, load_run_data, user_states
-from ranking.evaluate import with_cold_slots
+from ranking.retrieval.evaluate import with_cold_slots
 
 __all__ = [
     "AddedNote",
@@ -98,7 +98,7 @@ class AddedNote:
 
 
 def load_retrieval(run_dir: str | Path, data: RunData | None = None) -> Any:
-    """Load RUN/retrieval/model.pt into a :class:`~ranking.train_retrieval.RetrievalModel`.
+    """Load RUN/retrieval/model.pt into a :class:`~ranking.retrieval.train.RetrievalModel`.
 
     Args:
         run_dir: the run.
@@ -109,8 +109,8 @@ def load_retrieval(run_dir: str | Path, data: RunData | None = None) -> Any:
     """
     import torch
 
-    from ranking.train_retrieval import RetrievalModel, TrainConfig
-    from ranking.two_tower import FeatureEncoder, TwoTower, TwoTowerConfig
+    from ranking.retrieval.model import FeatureEncoder, TwoTower, TwoTowerConfig
+    from ranking.retrieval.train import RetrievalModel, TrainConfig
 
     run = RunDir(run_dir).require()
     path = run.path / "retrieval" / "model.pt"
@@ -196,7 +196,7 @@ class Recommender:
     Args:
         model: a trained RetrievalModel (its ``data`` is the catalog and interaction log).
         ranker: a trained Ranker, or None to order by the retrieval score.
-        index_kind: ``exact``, ``ivf`` or ``hnsw`` (:class:`~ranking.index.NoteIndex`).
+        index_kind: ``exact``, ``ivf`` or ``hnsw`` (:class:`~ranking.retrieval.index.NoteIndex`).
         now_s: the serving clock for features (default: one second after the last interaction).
         history_len: engagements kept per user (the user tower reads the last ``tower_history``).
         tower_history: engagements the user tower reads.
@@ -207,7 +207,7 @@ class Recommender:
             (0 = off; docs/benchmarks.md "Cold-start quota").
         cold_slot_every: a fresh-note quota on the returned list — every N-th slot goes to the
             best-ranked cold-start candidate not yet listed (0 = off; the ``quota`` pool of
-            :mod:`ranking.evaluate` measures this policy offline). Cold notes may take the other
+            :mod:`ranking.retrieval.evaluate` measures this policy offline). Cold notes may take the other
             slots too; a slot falls back to the ranker's order when no cold candidate is left, so
             use it with ``cold_candidates``.
         explain: False leaves ``reasons`` empty (callers that never show them, e.g. the simulator,
@@ -230,7 +230,7 @@ class Recommender:
     ) -> None:
         import torch
 
-        from ranking.index import NoteIndex
+        from ranking.retrieval.index import NoteIndex
 
         t0 = time.perf_counter()
         torch.set_num_threads(1)

@@ -27,9 +27,9 @@ def bench(run_dir: str | Path, *, n_index: int = 100_000, k: int = 100, repeats:
     import torch
 
     from ranking.dataset import build_training_examples
-    from ranking.index import NoteIndex
     from ranking.ranker import FEATURES, RankerConfig, ranker_features, ranking_examples, train_ranker
-    from ranking.train_retrieval import TrainConfig, train
+    from ranking.retrieval.index import NoteIndex
+    from ranking.retrieval.train import TrainConfig, train
 
     torch.set_num_threads(1)
     out: dict[str, Any] = {"run_dir": str(run_dir), "torch_threads": 1}

@@ -292,7 +292,7 @@ def ensure_big_run(path: Path) -> dict[str, Any]:
     from features.prepare import prepare
     from ranking.pipeline import ranker_stage, retrieval_stage
     from ranking.ranker import RankerConfig
-    from ranking.train_retrieval import TrainConfig
+    from ranking.retrieval.train import TrainConfig
 
     b = BIG_BUILD
     seconds: dict[str, float] = {}

@@ -51,7 +51,7 @@ def resolve_treatment_tags(run: RunDir, wanted: str) -> str:
 def _train_arm(name: str, data: RunData, feature_set: str, features: tuple[str, ...], cfg: SimConfig) -> Arm:
     from ranking.ranker import ranker_features, ranking_examples, train_ranker
     from ranking.recommend import Recommender
-    from ranking.train_retrieval import train
+    from ranking.retrieval.train import train
 
     t0 = time.perf_counter()
     rcfg = cfg.ranker

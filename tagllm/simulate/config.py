@@ -7,7 +7,7 @@ from typing import Any
 
 from features.errors import ConfigError
 from ranking.ranker import RankerConfig
-from ranking.train_retrieval import TrainConfig
+from ranking.retrieval.train import TrainConfig
 
 __all__ = ["TREATMENT_TAG_SOURCES", "SimConfig"]
 

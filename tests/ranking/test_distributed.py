@@ -10,9 +10,9 @@ def test_dmp_two_processes_matches_one_process(tiny_data):
     import torch
 
     from ranking.dataset import build_training_examples
-    from ranking.distributed import train_dmp, train_reference
-    from ranking.train_retrieval import log_popularity
-    from ranking.two_tower import FeatureEncoder, TwoTower
+    from ranking.retrieval.distributed import train_dmp, train_reference
+    from ranking.retrieval.model import FeatureEncoder, TwoTower
+    from ranking.retrieval.train import log_popularity
 
     data, ex = build_training_examples(tiny_data)
     enc = FeatureEncoder(data, "tags", ex.user, ex.note)

@@ -118,7 +118,7 @@ def test_feast_bag_is_point_in_time(feast_run: Path, feast_examples) -> None:
 
 
 def test_encoder_uses_the_feast_bag(feast_examples) -> None:
-    from ranking.two_tower import FeatureEncoder
+    from ranking.retrieval.model import FeatureEncoder
 
     data, ex = feast_examples
     enc = FeatureEncoder(data, "tags", ex.user, ex.note)
@@ -136,7 +136,7 @@ def test_encoder_uses_the_feast_bag(feast_examples) -> None:
 
 def test_train_from_feast_a_few_steps(feast_run: Path, feast_examples) -> None:
     from ranking.dataset import feast_user_interests
-    from ranking.train_retrieval import TrainConfig, train
+    from ranking.retrieval.train import TrainConfig, train
 
     data, ex = feast_examples
     result = train(data, ex, TrainConfig(epochs=3, batch_size=8, max_steps=4))
@@ -151,7 +151,7 @@ def test_train_from_feast_a_few_steps(feast_run: Path, feast_examples) -> None:
 
 def test_retrieval_stage_feast(feast_run: Path) -> None:
     from ranking.pipeline import retrieval_stage
-    from ranking.train_retrieval import TrainConfig
+    from ranking.retrieval.train import TrainConfig
 
     fig = retrieval_stage(
         feast_run,

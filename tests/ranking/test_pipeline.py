@@ -12,7 +12,7 @@ def test_stages_write_summary_sections(tmp_path):
     from features.prepare import prepare
     from ranking.pipeline import ranker_stage, retrieval_stage
     from ranking.ranker import RankerConfig
-    from ranking.train_retrieval import TrainConfig
+    from ranking.retrieval.train import TrainConfig
 
     prepare("synthetic", tmp_path, size="tiny", seed=0)
     fig = retrieval_stage(tmp_path, tag_sources=["ground_truth"], config=TrainConfig(epochs=1))

@@ -39,7 +39,7 @@ def test_ranker_with_lightgbm_dask_local_cluster(tiny_data):
     import lightgbm as lgb
     from distributed import Client, LocalCluster
 
-    from ranking.evaluate import auc
+    from ranking.retrieval.evaluate import auc
 
     data = tiny_data
     ex = ranking_examples(data, 0.0, data.cutoff_s, RankerConfig())

@@ -14,7 +14,7 @@ from tests.ranking.conftest import make_tiny_data
 def trained():
     from ranking.dataset import build_training_examples
     from ranking.ranker import RankerConfig, ranker_features, ranking_examples, train_ranker
-    from ranking.train_retrieval import TrainConfig, train
+    from ranking.retrieval.train import TrainConfig, train
 
     data = make_tiny_data()
     data, ex = build_training_examples(data)
@@ -27,7 +27,7 @@ def trained():
 @pytest.fixture
 def rec(trained):
     from ranking.recommend import Recommender
-    from ranking.train_retrieval import RetrievalModel
+    from ranking.retrieval.train import RetrievalModel
 
     model, ranker = trained
     # A fresh copy of the mutable parts per test: add_note grows the catalog and encoder.

@@ -5,7 +5,14 @@ import pytest
 
 from features.errors import ConfigError
 from ranking.dataset import build_training_examples, user_states
-from ranking.evaluate import EmbeddingScorer, auc, evaluate_retrieval, gauc, group_ndcg, retrieval_test_set
+from ranking.retrieval.evaluate import (
+    EmbeddingScorer,
+    auc,
+    evaluate_retrieval,
+    gauc,
+    group_ndcg,
+    retrieval_test_set,
+)
 
 
 def test_history_is_strictly_before_example(tiny_data):
@@ -24,7 +31,7 @@ def test_user_states_rejects_bad_history_len(tiny_data):
 
 
 def test_train_embeds_every_note_including_cold(tiny_data):
-    from ranking.train_retrieval import TrainConfig, train
+    from ranking.retrieval.train import TrainConfig, train
 
     data, ex = build_training_examples(tiny_data)
     result = train(data, ex, TrainConfig(epochs=3, batch_size=64, embedding_dim=8, hidden_dim=16, out_dim=8))
@@ -43,11 +50,11 @@ def test_train_embeds_every_note_including_cold(tiny_data):
 
 
 def test_train_config_errors_name_the_option():
-    from ranking.train_retrieval import TrainConfig
+    from ranking.retrieval.train import TrainConfig
 
     with pytest.raises(ConfigError, match="note_dropout"):
         TrainConfig(note_dropout=1.5)
-    from ranking.two_tower import TwoTowerConfig
+    from ranking.retrieval.model import TwoTowerConfig
 
     with pytest.raises(ConfigError, match="feature_set"):
         TwoTowerConfig(num_users=1, num_notes=1, num_tags=1, num_categories=1, feature_set="bogus")
@@ -64,7 +71,7 @@ def test_metrics_small_cases():
 
 
 def test_index_exact_hnsw_ivf_agree_on_top1():
-    from ranking.index import NoteIndex
+    from ranking.retrieval.index import NoteIndex
 
     rng = np.random.default_rng(0)
     v = rng.normal(size=(500, 16)).astype(np.float32)
@@ -83,7 +90,7 @@ def test_index_exact_hnsw_ivf_agree_on_top1():
 
 
 def test_peers_score_shapes(tiny_data):
-    from ranking.peers import ALSScorer, PopularityScorer, TagOverlapScorer
+    from ranking.retrieval.peers import ALSScorer, PopularityScorer, TagOverlapScorer
 
     users = np.arange(3)
     notes = np.arange(10)
@@ -100,7 +107,7 @@ def test_content_skip_scores_cold_notes_from_tags():
     import torch
     from torchrec.sparse.jagged_tensor import KeyedJaggedTensor
 
-    from ranking.two_tower import TwoTower, TwoTowerConfig
+    from ranking.retrieval.model import TwoTower, TwoTowerConfig
 
     torch.manual_seed(0)
     cfg = TwoTowerConfig(
@@ -145,7 +152,7 @@ def test_content_skip_scores_cold_notes_from_tags():
 
 
 def test_with_cold_slots_merges_every_kth_slot():
-    from ranking.evaluate import with_cold_slots
+    from ranking.retrieval.evaluate import with_cold_slots
 
     top = np.array([[0, 1, 2, 3, 4, 5]])
     cold_top = np.array([[9, 8, 7]])

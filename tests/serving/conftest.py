@@ -28,7 +28,7 @@ def serving_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
     from features.prepare import prepare
     from ranking.pipeline import ranker_stage, retrieval_stage
     from ranking.ranker import RankerConfig
-    from ranking.train_retrieval import TrainConfig
+    from ranking.retrieval.train import TrainConfig
 
     run = tmp_path_factory.mktemp("serving_run")
     prepare("synthetic", run, size="tiny", seed=0)

@@ -14,7 +14,7 @@ import pytest
 from features.errors import ConfigError
 from features.io import RunDir
 from ranking.ranker import RankerConfig
-from ranking.train_retrieval import TrainConfig
+from ranking.retrieval.train import TrainConfig
 from tagllm.simulate import METRIC_NAMES, SimConfig, simulate_stage
 from tagllm.simulate.engine import assign, bucket, select_users
 

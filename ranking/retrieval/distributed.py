@@ -38,7 +38,7 @@ def train_reference(
     model: Any, batches: list[dict[str, Any]], lr: float, world: int, table_scale: float = 1.0
 ) -> list[float]:
     """Single-process SGD equivalent of :func:`train_dmp` (see module docstring)."""
-    from ranking.two_tower import in_batch_softmax_loss
+    from ranking.retrieval.model import in_batch_softmax_loss
 
     dense = [p for n, p in model.named_parameters() if not n.startswith("ebc.")]
     tables = [p for n, p in model.named_parameters() if n.startswith("ebc.")]
@@ -67,7 +67,7 @@ def _worker(rank: int, world: int, port: int, path: str, lr: float, sharding: st
     from torchrec.distributed.planner.types import ParameterConstraints
     from torchrec.distributed.types import ShardingEnv
 
-    from ranking.two_tower import TwoTower, in_batch_softmax_loss
+    from ranking.retrieval.model import TwoTower, in_batch_softmax_loss
 
     os.environ["MASTER_ADDR"] = "127.0.0.1"
     os.environ["MASTER_PORT"] = str(port)

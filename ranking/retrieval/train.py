@@ -3,7 +3,7 @@
 Example::
 
     from ranking.dataset import build_training_examples
-    from ranking.train_retrieval import TrainConfig, train
+    from ranking.retrieval.train import TrainConfig, train
 
     data, examples = build_training_examples("runs/demo", tag_source="teacher")
     result = train(data, examples, TrainConfig(feature_set="tags", epochs=5))
@@ -23,7 +23,7 @@ import torch
 
 from features.errors import ConfigError
 from ranking.dataset import Examples, RunData, UserTagBags, user_states
-from ranking.two_tower import FeatureEncoder, TwoTower, in_batch_softmax_loss
+from ranking.retrieval.model import FeatureEncoder, TwoTower, in_batch_softmax_loss
 
 __all__ = ["RetrievalModel", "TrainConfig", "log_popularity", "train"]
 
@@ -35,7 +35,7 @@ class TrainConfig:
     """How to train the two-tower model.
 
     Args:
-        feature_set: ``ids``, ``category`` or ``tags`` (see ``ranking.two_tower.FEATURE_SETS``).
+        feature_set: ``ids``, ``category`` or ``tags`` (see ``ranking.retrieval.model.FEATURE_SETS``).
         epochs: passes over the examples.
         batch_size: examples per step (also the number of in-batch negatives + 1).
         lr: Adam learning rate (tables and towers).

@@ -91,7 +91,7 @@ class TwoTowerConfig:
             the 500-row tag table, and a mean over ~90 history tags shrinks it further: without
             the norm the towers fit the category first and underuse the tags.
         The two flags default to False so models saved before them load unchanged;
-        :class:`ranking.train_retrieval.TrainConfig` turns both on.
+        :class:`ranking.retrieval.train.TrainConfig` turns both on.
     """
 
     num_users: int
