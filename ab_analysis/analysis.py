@@ -149,6 +149,76 @@ def _metric_matrix(
     return names, np.where(valid[:, None], x, 0.0), est, cap, valid
 
 
+_SegmentCodes = tuple[str, npt.NDArray[np.int64], list[str]]
+_Group = tuple[str | None, str | None, int, int, list[Moments]]
+
+
+def _segment_codes(users: pd.DataFrame, segments: Sequence[str]) -> list[_SegmentCodes]:
+    """Per segment column: its name, each row's value code and the sorted distinct values."""
+    seg_codes: list[_SegmentCodes] = []
+    for s in segments:
+        if s not in users.columns:
+            raise MissingColumnError("users", s, list(map(str, users.columns)), "a segment column")
+        codes, uniques = pd.factorize(users[s], sort=True)
+        if len(uniques) > MAX_SEGMENT_VALUES:
+            raise InvalidArgumentError(
+                f"segments[{s!r}]",
+                f"{len(uniques)} values",
+                f"a column with at most {MAX_SEGMENT_VALUES} distinct values",
+            )
+        seg_codes.append((s, codes.astype(np.int64), [str(u) for u in uniques]))
+    return seg_codes
+
+
+def _groups(
+    names: list[str],
+    x: npt.NDArray[np.float64],
+    valid: npt.NDArray[np.bool_],
+    arm: npt.NDArray[np.int64],
+    counts: tuple[int, int],
+    seg_codes: list[_SegmentCodes],
+) -> list[_Group]:
+    """(segment, value, all control rows, all treatment rows, [control, treatment] moments) per group."""
+    base_codes = np.where(valid, arm, -1)
+    groups: list[_Group] = [(None, None, counts[0], counts[1], grouped_moments(names, x, base_codes, 2))]
+    for s, codes, uniques in seg_codes:
+        ok = (codes >= 0) & (arm >= 0)
+        mom = grouped_moments(names, x, np.where(ok & valid, codes * 2 + arm, -1), 2 * len(uniques))
+        allc = np.bincount(np.where(ok, codes * 2 + arm, 2 * len(uniques)), minlength=2 * len(uniques) + 1)
+        groups += [
+            (s, u, int(allc[2 * i]), int(allc[2 * i + 1]), mom[2 * i : 2 * i + 2])
+            for i, u in enumerate(uniques)
+        ]
+    return groups
+
+
+def _metric_rows(
+    users: pd.DataFrame,
+    m: MetricDef,
+    arm: npt.NDArray[np.int64],
+    counts: tuple[int, int],
+    seg_codes: list[_SegmentCodes],
+    cfg: AnalysisConfig,
+) -> list[MetricResult]:
+    """One metric's results, overall and per segment value (p-values not yet adjusted)."""
+    names, x, est, cap, valid = _metric_matrix(users, m, arm)
+    rows: list[MetricResult] = []
+    for seg, val, n_c_all, n_t_all, (mc, mt) in _groups(names, x, valid, arm, counts, seg_codes):
+        res: LiftResult
+        if (mc.n == 0 or mt.n == 0) and n_c_all > 0 and n_t_all > 0:
+            res = degenerate_result(
+                "all_nan",
+                n_c_all,
+                n_t_all,
+                cfg.alpha,
+                f"metric columns are NaN for every user of an arm ({m.name!r})",
+            )
+        else:
+            res = compare(mc, mt, est, alpha=cfg.alpha, use_t=cfg.use_t, relative_ci=cfg.relative_ci)  # type: ignore[arg-type]
+        rows.append(MetricResult(m.name, m.type, seg, val, res, float("nan"), cap, m.covariate is not None))
+    return rows
+
+
 def analyze(
     users: pd.DataFrame,
     metrics: Sequence[MetricDef] | str | Path | None = None,
@@ -195,51 +265,8 @@ def analyze(
     arm = _arm_codes(users, variant_col, control, treatment)
     counts = (int((arm == 0).sum()), int((arm == 1).sum()))
     srm = srm_check(counts, expected_share, cfg.srm_threshold)
-    seg_codes: list[tuple[str, npt.NDArray[np.int64], list[str]]] = []
-    for s in segments:
-        if s not in users.columns:
-            raise MissingColumnError("users", s, list(map(str, users.columns)), "a segment column")
-        codes, uniques = pd.factorize(users[s], sort=True)
-        if len(uniques) > MAX_SEGMENT_VALUES:
-            raise InvalidArgumentError(
-                f"segments[{s!r}]",
-                f"{len(uniques)} values",
-                f"a column with at most {MAX_SEGMENT_VALUES} distinct values",
-            )
-        seg_codes.append((s, codes.astype(np.int64), [str(u) for u in uniques]))
-
-    rows: list[MetricResult] = []
-    for m in mdefs:
-        names, x, est, cap, valid = _metric_matrix(users, m, arm)
-        base_codes = np.where(valid, arm, -1)
-        groups: list[tuple[str | None, str | None, int, int, list[Moments]]] = [
-            (None, None, counts[0], counts[1], grouped_moments(names, x, base_codes, 2))
-        ]
-        for s, codes, uniques in seg_codes:
-            ok = (codes >= 0) & (arm >= 0)
-            mom = grouped_moments(names, x, np.where(ok & valid, codes * 2 + arm, -1), 2 * len(uniques))
-            allc = np.bincount(
-                np.where(ok, codes * 2 + arm, 2 * len(uniques)), minlength=2 * len(uniques) + 1
-            )
-            groups += [
-                (s, u, int(allc[2 * i]), int(allc[2 * i + 1]), mom[2 * i : 2 * i + 2])
-                for i, u in enumerate(uniques)
-            ]
-        for seg, val, n_c_all, n_t_all, (mc, mt) in groups:
-            res: LiftResult
-            if (mc.n == 0 or mt.n == 0) and n_c_all > 0 and n_t_all > 0:
-                res = degenerate_result(
-                    "all_nan",
-                    n_c_all,
-                    n_t_all,
-                    cfg.alpha,
-                    f"metric columns are NaN for every user of an arm ({m.name!r})",
-                )
-            else:
-                res = compare(mc, mt, est, alpha=cfg.alpha, use_t=cfg.use_t, relative_ci=cfg.relative_ci)  # type: ignore[arg-type]
-            rows.append(
-                MetricResult(m.name, m.type, seg, val, res, float("nan"), cap, m.covariate is not None)
-            )
+    seg_codes = _segment_codes(users, segments)
+    rows = [r for m in mdefs for r in _metric_rows(users, m, arm, counts, seg_codes, cfg)]
     adj = adjust_pvalues([r.result.p_value for r in rows], cfg.correction)
     rows = [r.with_adjusted(a) for r, a in zip(rows, adj, strict=True)]
     meta = {"variant_column": variant_col, "n_rows": len(users), "segments": list(segments)}

@@ -191,6 +191,83 @@ def _check_common(alpha: float, relative_ci: str) -> None:
         raise InvalidArgumentError("relative_ci", relative_ci, "one of ['log', 'delta']")
 
 
+@dataclass(frozen=True)
+class _Linearized:
+    """Per-arm metric value and its gradient over the :class:`Moments` variables (after CUPED)."""
+
+    rc: float
+    gc: npt.NDArray[np.float64]
+    rt: float
+    gt: npt.NDArray[np.float64]
+    theta: float = 0.0
+
+
+def _indices(
+    control: Moments, treatment: Moments, estimand: Estimand
+) -> tuple[int, int | None, int | None, int | None]:
+    """Positions of the estimand's variables; raises on mismatched arms or unknown names."""
+    if control.names != treatment.names:
+        raise InvalidArgumentError(
+            "treatment.names", treatment.names, f"the control's names {control.names!r}"
+        )
+    idx = [
+        None if v is None else control.index(v)
+        for v in (
+            estimand.numerator,
+            estimand.denominator,
+            estimand.covariate_numerator,
+            estimand.covariate_denominator,
+        )
+    ]
+    num, den, xnum, xden = idx
+    if num is None:  # pragma: no cover - dataclass requires it
+        raise InvalidArgumentError("estimand.numerator", None, "a variable name")
+    return num, den, xnum, xden
+
+
+def _cuped(
+    control: Moments,
+    treatment: Moments,
+    estimand: Estimand,
+    lin: _Linearized,
+    idx: tuple[int, int | None, int, int | None],
+) -> _Linearized | str:
+    """CUPED adjustment of both arms with a pooled theta; a message when a covariate denominator is 0."""
+    num, den, xnum, xden = idx
+    mc, mt = control.mean(), treatment.mean()
+    pooled = control + treatment
+    mp, sp = pooled.mean(), pooled.cov()
+    if xden is not None and mp[xden] == 0:
+        return f"the covariate denominator {estimand.covariate_denominator!r} sums to 0"
+    _, gy = _ratio_and_grad(mp, num, den)
+    xp, gx = _ratio_and_grad(mp, xnum, xden)
+    var_x = float(gx @ sp @ gx)
+    theta = float(gy @ sp @ gx) / var_x if var_x > 0 else 0.0
+    if (xden is not None) and (mc[xden] == 0 or mt[xden] == 0):
+        return f"the covariate denominator {estimand.covariate_denominator!r} is 0 in an arm"
+    xc, gxc = _ratio_and_grad(mc, xnum, xden)
+    xt, gxt = _ratio_and_grad(mt, xnum, xden)
+    return _Linearized(
+        lin.rc - theta * (xc - xp),
+        lin.gc - theta * gxc,
+        lin.rt - theta * (xt - xp),
+        lin.gt - theta * gxt,
+        theta,
+    )
+
+
+def _test(
+    diff: float, se: float, vc: float, nc: int, vt: float, nt: int, alpha: float, use_t: bool
+) -> tuple[float, float, float, float]:
+    """Welch (or normal) test of ``diff / se``: ``(df, quantile, statistic, two-sided p-value)``."""
+    df = _welch_df(vc, nc, vt, nt) if use_t else math.inf
+    dist = stats.t(df) if use_t and math.isfinite(df) else stats.norm()
+    q = float(dist.ppf(1 - alpha / 2))
+    stat = diff / se
+    p = float(min(1.0, 2 * dist.sf(abs(stat))))
+    return df, q, stat, p
+
+
 def compare(
     control: Moments,
     treatment: Moments,
@@ -217,22 +294,7 @@ def compare(
         InvalidArgumentError: bad ``alpha``/``relative_ci``, mismatched names or unknown variables.
     """
     _check_common(alpha, relative_ci)
-    if control.names != treatment.names:
-        raise InvalidArgumentError(
-            "treatment.names", treatment.names, f"the control's names {control.names!r}"
-        )
-    idx = [
-        None if v is None else control.index(v)
-        for v in (
-            estimand.numerator,
-            estimand.denominator,
-            estimand.covariate_numerator,
-            estimand.covariate_denominator,
-        )
-    ]
-    num, den, xnum, xden = idx
-    if num is None:  # pragma: no cover - dataclass requires it
-        raise InvalidArgumentError("estimand.numerator", None, "a variable name")
+    num, den, xnum, xden = _indices(control, treatment, estimand)
     nc, nt = control.n, treatment.n
     if nc == 0 or nt == 0:
         return degenerate_result(
@@ -249,50 +311,35 @@ def compare(
         return degenerate_result(
             "insufficient_data", nc, nt, alpha, "each arm needs at least 2 units for a variance", rc, rt
         )
-    sc, st = control.cov(), treatment.cov()
-
-    theta = 0.0
+    lin = _Linearized(rc, gc, rt, gt)
     if xnum is not None:
-        pooled = control + treatment
-        mp, sp = pooled.mean(), pooled.cov()
-        if xden is not None and mp[xden] == 0:
-            return degenerate_result(
-                "zero_denominator",
-                nc,
-                nt,
-                alpha,
-                f"the covariate denominator {estimand.covariate_denominator!r} sums to 0",
-            )
-        _, gy = _ratio_and_grad(mp, num, den)
-        xp, gx = _ratio_and_grad(mp, xnum, xden)
-        var_x = float(gx @ sp @ gx)
-        theta = float(gy @ sp @ gx) / var_x if var_x > 0 else 0.0
-        if (xden is not None) and (mc[xden] == 0 or mt[xden] == 0):
-            return degenerate_result(
-                "zero_denominator",
-                nc,
-                nt,
-                alpha,
-                f"the covariate denominator {estimand.covariate_denominator!r} is 0 in an arm",
-            )
-        xc, gxc = _ratio_and_grad(mc, xnum, xden)
-        xt, gxt = _ratio_and_grad(mt, xnum, xden)
-        rc, gc = rc - theta * (xc - xp), gc - theta * gxc
-        rt, gt = rt - theta * (xt - xp), gt - theta * gxt
+        adjusted = _cuped(control, treatment, estimand, lin, (num, den, xnum, xden))
+        if isinstance(adjusted, str):
+            return degenerate_result("zero_denominator", nc, nt, alpha, adjusted)
+        lin = adjusted
+    return _infer(control, treatment, lin, alpha, use_t, relative_ci)
 
-    vc, vt = float(gc @ sc @ gc), float(gt @ st @ gt)
+
+def _infer(
+    control: Moments,
+    treatment: Moments,
+    lin: _Linearized,
+    alpha: float,
+    use_t: bool,
+    relative_ci: RelativeCI,
+) -> LiftResult:
+    """Absolute and relative lift with intervals and p-value from the linearized arms."""
+    nc, nt = control.n, treatment.n
+    rc, rt = lin.rc, lin.rt
+    sc, st = control.cov(), treatment.cov()
+    vc, vt = float(lin.gc @ sc @ lin.gc), float(lin.gt @ st @ lin.gt)
     diff = rt - rc
     se = math.sqrt(max(vc, 0.0) / nc + max(vt, 0.0) / nt)
     if not math.isfinite(se) or se == 0.0:
         return degenerate_result(
             "zero_variance", nc, nt, alpha, "both arms have zero variance: no test is possible", rc, rt
         )
-    df = _welch_df(vc, nc, vt, nt) if use_t else math.inf
-    dist = stats.t(df) if use_t and math.isfinite(df) else stats.norm()
-    q = float(dist.ppf(1 - alpha / 2))
-    stat = diff / se
-    p = float(min(1.0, 2 * dist.sf(abs(stat))))
-
+    df, q, stat, p = _test(diff, se, vc, nc, vt, nt, alpha, use_t)
     rel = rt / rc - 1 if rc != 0 else NAN
     rlo, rhi, message = _relative_ci(rc, vc, nc, rt, vt, nt, alpha, use_t, relative_ci, q)
     return LiftResult(
@@ -312,6 +359,6 @@ def compare(
         df,
         p,
         alpha,
-        theta,
+        lin.theta,
         message,
     )

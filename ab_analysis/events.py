@@ -123,6 +123,113 @@ def _assignment_frame(assignments: pd.DataFrame, experiment: str | None) -> pd.D
     return a.reset_index(drop=True)
 
 
+@dataclass(frozen=True)
+class _Population:
+    """The assigned users: one dense row each, their arm (0 control, 1 treatment, -1 other) and assignment time."""
+
+    frame: pd.DataFrame
+    index: pd.Index
+    arm: npt.NDArray[np.int64]
+    assigned_ns: npt.NDArray[np.int64] | None
+
+    @property
+    def n(self) -> int:
+        return len(self.frame)
+
+
+def _population(a: pd.DataFrame, control: str, treatment: str) -> _Population:
+    arm = np.full(len(a), -1, dtype=np.int64)
+    arm[(a["variant"] == control).to_numpy()] = 0
+    arm[(a["variant"] == treatment).to_numpy()] = 1
+    assigned_ns = (
+        _to_datetime(a["assigned_at"], "assignments", "assigned_at")
+        .to_numpy(dtype="datetime64[ns]")
+        .astype(np.int64)
+        if "assigned_at" in a.columns
+        else None
+    )
+    return _Population(a, pd.Index(a["user_id"]), arm, assigned_ns)
+
+
+def _cold_mask(chunk: pd.DataFrame, cold_set: pd.Index | None) -> npt.NDArray[np.bool_]:
+    """Which events of the chunk are on cold-start notes (from ``cold_set`` or ``is_cold_start``)."""
+    if cold_set is not None:
+        if "note_id" not in chunk.columns:
+            raise MissingColumnError(
+                "events", "note_id", list(map(str, chunk.columns)), "needed for cold_start"
+            )
+        return cold_set.get_indexer(chunk["note_id"]) >= 0
+    if "is_cold_start" in chunk.columns:
+        return chunk["is_cold_start"].fillna(False).to_numpy(dtype=bool)
+    raise MissingColumnError(
+        "events", "is_cold_start", list(map(str, chunk.columns)), "or pass cold_start_notes"
+    )
+
+
+def _spec_weights(
+    chunk: pd.DataFrame,
+    spec: ColumnSpec,
+    keep: npt.NDArray[np.bool_],
+    ev: npt.NDArray[np.object_],
+    cold: npt.NDArray[np.bool_] | None,
+) -> tuple[npt.NDArray[np.bool_], npt.NDArray[np.float64]]:
+    """The events that count for one column spec and their weights (1, or the dwell seconds)."""
+    mask = keep & np.isin(ev, list(spec.events or ()))
+    if spec.cold_start is not None and cold is not None:
+        mask &= cold if spec.cold_start else ~cold
+    if spec.value == "dwell_seconds":
+        if "dwell_seconds" not in chunk.columns:
+            raise MissingColumnError("events", "dwell_seconds", list(map(str, chunk.columns)))
+        w = np.nan_to_num(pd.to_numeric(chunk["dwell_seconds"]).to_numpy(dtype=np.float64, na_value=0.0))
+    else:
+        w = np.ones(len(chunk))
+    return mask, np.where(mask, w, 0.0)
+
+
+@dataclass
+class _Accumulator:
+    """Running per-user sums, per-day parts of the daily series and the count of dropped events."""
+
+    pop: _Population
+    specs: list[ColumnSpec]
+    cold_set: pd.Index | None
+    only_after_assignment: bool
+    sums: dict[str, npt.NDArray[np.float64]]
+    daily_parts: list[pd.DataFrame]
+    dropped: int = 0
+
+    def fold(self, chunk: pd.DataFrame) -> None:
+        """Add one event chunk into the per-user sums (and the daily parts when it carries ``ts``)."""
+        for col in ("user_id", "event"):
+            if col not in chunk.columns:
+                raise MissingColumnError("events", col, list(map(str, chunk.columns)))
+        pop = self.pop
+        pos = pop.index.get_indexer(chunk["user_id"])
+        keep = pos >= 0
+        ts_ns: npt.NDArray[np.int64] | None = None
+        if "ts" in chunk.columns:
+            ts_ns = (
+                _to_datetime(chunk["ts"], "events", "ts").to_numpy(dtype="datetime64[ns]").astype(np.int64)
+            )
+            if self.only_after_assignment and pop.assigned_ns is not None:
+                keep &= ts_ns >= pop.assigned_ns[np.where(keep, pos, 0)]
+        self.dropped += int((~keep).sum())
+        ev = chunk["event"].to_numpy()
+        needs_cold = any(s.cold_start is not None for s in self.specs)
+        cold = _cold_mask(chunk, self.cold_set) if needs_cold else None
+        weights: dict[str, npt.NDArray[np.float64]] = {}
+        for s in self.specs:
+            mask, w = _spec_weights(chunk, s, keep, ev, cold)
+            weights[s.column] = w
+            self.sums[s.column] += np.bincount(pos[mask], weights=w[mask], minlength=pop.n)
+        if ts_ns is not None:
+            day = (ts_ns // 86_400_000_000_000)[keep]
+            part = pd.DataFrame(
+                {"day": day, "arm": pop.arm[pos[keep]]} | {k: v[keep] for k, v in weights.items()}
+            )
+            self.daily_parts.append(part[part["arm"] >= 0].groupby(["day", "arm"]).sum())
+
+
 def aggregate_events(
     events: EventsInput,
     assignments: pd.DataFrame,
@@ -157,86 +264,23 @@ def aggregate_events(
     if chunk_size < 1:
         raise InvalidArgumentError("chunk_size", chunk_size, "a positive number of rows")
     specs = _needed_specs(metrics)
-    a = _assignment_frame(assignments, experiment)
-    n = len(a)
-    index = pd.Index(a["user_id"])
-    arm = np.full(n, -1, dtype=np.int64)
-    arm[(a["variant"] == control).to_numpy()] = 0
-    arm[(a["variant"] == treatment).to_numpy()] = 1
-    has_assigned = "assigned_at" in a.columns
-    assigned_ns = (
-        _to_datetime(a["assigned_at"], "assignments", "assigned_at")
-        .to_numpy(dtype="datetime64[ns]")
-        .astype(np.int64)
-        if has_assigned
-        else None
-    )
+    pop = _population(_assignment_frame(assignments, experiment), control, treatment)
     cold_set = None if cold_start_notes is None else pd.Index(list(cold_start_notes))
-    acc = {s.column: np.zeros(n) for s in specs}
-    daily_parts: list[pd.DataFrame] = []
-    dropped = 0
-    needs_cold = any(s.cold_start is not None for s in specs)
+    acc = _Accumulator(
+        pop, specs, cold_set, only_after_assignment, {s.column: np.zeros(pop.n) for s in specs}, []
+    )
     wanted = ["user_id", "note_id", "ts", "event", "dwell_seconds", "is_cold_start"]
     for chunk in _chunks(events, wanted, chunk_size):
-        if len(chunk) == 0:
-            continue
-        for col in ("user_id", "event"):
-            if col not in chunk.columns:
-                raise MissingColumnError("events", col, list(map(str, chunk.columns)))
-        pos = index.get_indexer(chunk["user_id"])
-        keep = pos >= 0
-        ts_ns: npt.NDArray[np.int64] | None = None
-        if "ts" in chunk.columns:
-            ts_ns = (
-                _to_datetime(chunk["ts"], "events", "ts").to_numpy(dtype="datetime64[ns]").astype(np.int64)
-            )
-            if only_after_assignment and assigned_ns is not None:
-                keep &= ts_ns >= assigned_ns[np.where(keep, pos, 0)]
-        dropped += int((~keep).sum())
-        ev = chunk["event"].to_numpy()
-        cold: npt.NDArray[np.bool_] | None = None
-        if needs_cold:
-            if cold_set is not None:
-                if "note_id" not in chunk.columns:
-                    raise MissingColumnError(
-                        "events", "note_id", list(map(str, chunk.columns)), "needed for cold_start"
-                    )
-                cold = cold_set.get_indexer(chunk["note_id"]) >= 0
-            elif "is_cold_start" in chunk.columns:
-                cold = chunk["is_cold_start"].fillna(False).to_numpy(dtype=bool)
-            else:
-                raise MissingColumnError(
-                    "events", "is_cold_start", list(map(str, chunk.columns)), "or pass cold_start_notes"
-                )
-        weights: dict[str, npt.NDArray[np.float64]] = {}
-        for s in specs:
-            mask = keep & np.isin(ev, list(s.events or ()))
-            if s.cold_start is not None and cold is not None:
-                mask &= cold if s.cold_start else ~cold
-            if s.value == "dwell_seconds":
-                if "dwell_seconds" not in chunk.columns:
-                    raise MissingColumnError("events", "dwell_seconds", list(map(str, chunk.columns)))
-                w = np.nan_to_num(
-                    pd.to_numeric(chunk["dwell_seconds"]).to_numpy(dtype=np.float64, na_value=0.0)
-                )
-            else:
-                w = np.ones(len(chunk))
-            w = np.where(mask, w, 0.0)
-            weights[s.column] = w
-            acc[s.column] += np.bincount(pos[mask], weights=w[mask], minlength=n)
-        if ts_ns is not None:
-            day = (ts_ns // 86_400_000_000_000)[keep]
-            part = pd.DataFrame(
-                {"day": day, "arm": arm[pos[keep]]} | {k: v[keep] for k, v in weights.items()}
-            )
-            daily_parts.append(part[part["arm"] >= 0].groupby(["day", "arm"]).sum())
-    if dropped:
-        log.info("dropped %d events of unassigned users or before assignment", dropped)
+        if len(chunk) > 0:
+            acc.fold(chunk)
+    if acc.dropped:
+        log.info("dropped %d events of unassigned users or before assignment", acc.dropped)
+    a = pop.frame
     users = a.drop(columns=[c for c in ("experiment",) if c in a.columns]).copy()
-    for k, v in acc.items():
+    for k, v in acc.sums.items():
         users[k] = v
-    daily = _daily(daily_parts, metrics, arm, assigned_ns) if daily_parts else ()
-    return UserTable(users, daily, dropped)
+    daily = _daily(acc.daily_parts, metrics, pop.arm, pop.assigned_ns) if acc.daily_parts else ()
+    return UserTable(users, daily, acc.dropped)
 
 
 def _daily(
