@@ -39,7 +39,7 @@ from tagging.student.data import Example, batches, note_source, split_of
 from tagging.student.format import Allowed, clean_dimension, encode_target, is_grounded, source_key
 from tagging.types import NoteInput, Tag
 
-__all__ = ["DistillResult", "allowed_values", "distill", "grounded_share", "write_model_card"]
+__all__ = ["DistillResult", "TrainState", "allowed_values", "distill", "grounded_share", "write_model_card"]
 
 log = logging.getLogger(__name__)
 
@@ -183,6 +183,270 @@ def _val_loss(model: Any, examples: Sequence[Example], batch_size: int, device: 
     return total / max(n_tok, 1)
 
 
+@dataclass
+class TrainState:
+    """Where the training loop stands; ``last.pt`` stores it as a plain dict (:meth:`as_dict`).
+
+    ``done`` is empty while training goes on, else why it stopped: ``epochs``, ``max_steps``,
+    ``max_minutes`` or ``early_stop``.
+    """
+
+    step: int = 0
+    epoch: int = 0
+    batch_in_epoch: int = 0
+    elapsed: float = 0.0
+    best_val: float = float("inf")
+    best_step: int = 0
+    bad_epochs: int = 0
+    history: list[dict[str, float]] = field(default_factory=list)
+    done: str = ""
+
+    def as_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, d: Mapping[str, Any]) -> TrainState:
+        return cls(**d)
+
+
+def _should_stop(state: TrainState, cfg: StudentConfig) -> str:
+    """Why training must stop before another step (``max_steps`` or ``max_minutes``), or ``""``."""
+    if cfg.max_steps and state.step >= cfg.max_steps:
+        return "max_steps"
+    if state.elapsed > cfg.max_minutes * 60:
+        return "max_minutes"
+    return ""
+
+
+def _lr_factor(step: int, warmup_steps: int, total_steps: int) -> float:
+    """Linear warm-up, then a cosine decay to a tenth of the learning rate."""
+    if step < warmup_steps:
+        return (step + 1) / max(warmup_steps, 1)
+    frac = (step - warmup_steps) / max(total_steps - warmup_steps, 1)
+    return 0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * min(frac, 1.0)))
+
+
+@dataclass(frozen=True)
+class _Data:
+    """The notes and targets of one distillation, after the split and the grounding decision."""
+
+    train_notes: list[NoteInput]
+    val_notes: list[NoteInput]
+    split: dict[str, str]
+    teacher: Mapping[str, Sequence[Tag]]
+    allowed: dict[str, dict[str, dict[str, list[str]]]]
+    share: float
+    grounded: bool
+    copy_head: bool
+
+    @property
+    def n_test(self) -> int:
+        return sum(v == "test" for v in self.split.values())
+
+
+def _prepare_data(
+    notes: Sequence[NoteInput],
+    teacher: Mapping[str, Sequence[Tag]],
+    cfg: StudentConfig,
+    handbook: Handbook | None,
+    work: Path,
+) -> _Data:
+    """Split the notes (written to ``work/split.parquet``), then decide grounding and the copy head."""
+    import pandas as pd
+
+    from features.io import write_parquet
+
+    taught = [n for n in notes if n.note_id in teacher]
+    if not taught:
+        raise NotFoundError("no note has a teacher result; run `tagllm tag teach` first")
+    split = {
+        n.note_id: split_of(n.note_id, test_share=cfg.test_share, val_share=cfg.val_share) for n in notes
+    }
+    train_notes = [n for n in taught if split[n.note_id] == "train"]
+    val_notes = [n for n in taught if split[n.note_id] == "val"]
+    if not train_notes:
+        raise ConfigError(f"no training notes: all {len(taught)} taught notes fell in the held-out split")
+    write_parquet(
+        pd.DataFrame({"note_id": list(split), "split": list(split.values())}), work / "split.parquet"
+    )
+    allowed = allowed_values(train_notes, teacher, handbook)
+    share = grounded_share(train_notes, teacher, allowed)
+    grounded = cfg.grounding == "on" or (cfg.grounding == "auto" and share >= cfg.grounding_min_share)
+    log.info("%.1f%% of the teacher's training tags occur in their note's text: grounding %s",
+             100 * share, "on" if grounded else "off")  # fmt: skip
+    copy_head = cfg.resolve_copy_head(share)
+    log.info("copy head %s (copy_head=%s)", "on" if copy_head else "off", cfg.copy_head)
+    if grounded:  # a tag the constraint can never emit is not a target
+        teacher = {n.note_id: _grounded_tags(n, teacher[n.note_id], allowed) for n in taught}
+    return _Data(train_notes, val_notes, split, teacher, allowed, share, grounded, copy_head)
+
+
+@dataclass
+class _Trainer:
+    """The model, optimizer and data of one training run, and the steps of its loop."""
+
+    cfg: StudentConfig
+    device: str
+    torch: Any
+    tok: Any
+    model: Any
+    opt: Any
+    sched: Any
+    train_ex: list[Example]
+    val_ex: list[Example]
+    fingerprint: str
+    checkpoints: Path
+    steps_per_epoch: int
+    total_steps: int
+    t_start: float = 0.0
+    bar: Any = None
+
+    @property
+    def last(self) -> Path:
+        return self.checkpoints / "last.pt"
+
+    @property
+    def best(self) -> Path:
+        return self.checkpoints / "best.pt"
+
+    def resume(self) -> TrainState:
+        """The state of ``last.pt`` (with model, optimizer, schedule and RNG restored) when it is of
+        this configuration, else a fresh state."""
+        torch, state = self.torch, TrainState()
+        if not self.last.exists():
+            return state
+        ck = torch.load(self.last, map_location=self.device, weights_only=False)
+        if ck.get("fingerprint") != self.fingerprint:
+            log.warning("%s is from another configuration or teacher table; starting afresh", self.last)
+            self.best.unlink(missing_ok=True)
+            return state
+        self.model.load_state_dict(ck["model"])
+        self.opt.load_state_dict(ck["optimizer"])
+        self.sched.load_state_dict(ck["scheduler"])
+        torch.set_rng_state(ck["rng"])
+        state = TrainState.from_dict(ck["state"])
+        if state.done in ("max_minutes", "max_steps"):
+            state.done = ""  # a new budget may allow more
+        log.info("resuming distillation from step %d (epoch %d)", state.step, state.epoch)
+        return state
+
+    def save_last(self, state: TrainState) -> None:
+        payload = {
+            "fingerprint": self.fingerprint, "model": self.model.state_dict(), "optimizer": self.opt.state_dict(),
+            "scheduler": self.sched.state_dict(), "rng": self.torch.get_rng_state(), "state": state.as_dict(),
+        }  # fmt: skip
+        with atomic_path(self.last) as tmp:
+            self.torch.save(payload, tmp)
+
+    def evaluate_and_keep_best(self, state: TrainState) -> bool:
+        """Record the validation loss; keep the weights in ``best.pt`` when it improved."""
+        loss = _val_loss(self.model, self.val_ex, self.cfg.train_batch_size * 2, self.device, self.torch)
+        state.history.append({"step": state.step, "epoch": state.epoch, "val_loss": round(loss, 5)})
+        improved = not math.isnan(loss) and loss < state.best_val - 1e-4
+        if improved or not self.best.exists():
+            state.best_val = loss if not math.isnan(loss) else state.best_val
+            state.best_step = state.step
+            with atomic_path(self.best) as tmp:
+                self.torch.save(self.model.state_dict(), tmp)
+        log.info("step %d epoch %d: val loss %.4f (best %.4f)", state.step, state.epoch, loss, state.best_val)
+        return improved
+
+    def train_step(self, src: list[list[int]], tgt: list[list[int]]) -> float:
+        """One optimizer step on a batch; returns its loss."""
+        torch, pad = self.torch, self.tok.pad_token_id
+        ids = _pad(src, pad, torch).to(self.device)
+        labels = _pad(tgt, -100, torch).to(self.device)
+        loss = self.model(input_ids=ids, attention_mask=(ids != pad).long(), labels=labels).loss
+        self.opt.zero_grad(set_to_none=True)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(self.model.parameters(), 1.0)
+        self.opt.step()
+        self.sched.step()
+        return float(loss.detach())
+
+    def run_epoch(self, state: TrainState) -> None:
+        """Train the rest of ``state.epoch`` (or until a budget runs out), then validate and save."""
+        cfg, epoch, running = self.cfg, state.epoch, 0.0
+        for b, (src, tgt) in enumerate(
+            batches(self.train_ex, cfg.train_batch_size, seed=cfg.seed * 1000 + epoch)
+        ):
+            if b < state.batch_in_epoch:
+                continue
+            state.done = _should_stop(state, cfg)
+            if state.done:
+                break
+            loss = self.train_step(src, tgt)
+            running = 0.9 * running + 0.1 * loss if b else loss
+            state.step += 1
+            state.batch_in_epoch = b + 1
+            state.elapsed = time.perf_counter() - self.t_start
+            if self.bar is not None:
+                self.bar.update(1)
+                self.bar.set_postfix(loss=f"{running:.3f}", epoch=epoch)
+            if state.step % cfg.checkpoint_every == 0:
+                self.save_last(state)
+            state.done = _should_stop(state, cfg)
+            if state.done:
+                break
+        if not state.done or state.batch_in_epoch >= self.steps_per_epoch:
+            state.epoch += 1
+            state.batch_in_epoch = 0
+        improved = self.evaluate_and_keep_best(state)
+        state.bad_epochs = 0 if improved else state.bad_epochs + 1
+        if not state.done and state.bad_epochs >= cfg.train_patience:
+            state.done = "early_stop"
+        state.elapsed = time.perf_counter() - self.t_start
+        self.save_last(state)
+
+    def train(self, state: TrainState, *, progress: bool) -> None:
+        """Run epochs until ``state.done``; the best weights are in ``best.pt`` afterwards."""
+        if progress:
+            from tqdm.auto import tqdm
+
+            self.bar = tqdm(total=self.total_steps, initial=state.step, desc="distill", unit="step")
+        self.model.train()
+        self.t_start = time.perf_counter() - state.elapsed
+        while not state.done:
+            if state.epoch >= self.cfg.n_epochs:
+                state.done = "epochs"
+                break
+            self.run_epoch(state)
+        if self.bar is not None:
+            self.bar.close()
+
+
+def _make_trainer(cfg: StudentConfig, data: _Data, work: Path, teacher_version: str, device: str) -> _Trainer:
+    """Tokenizer (reused when its fingerprint matches), encoded examples, model, optimizer, schedule."""
+    import torch
+
+    from tagging.student.model import build_model
+
+    train_notes, teacher, copy_head = data.train_notes, data.teacher, data.copy_head
+    torch.manual_seed(cfg.seed)
+    corpus = [note_source(n, lowercase=copy_head) for n in train_notes] + [
+        f"{clean_dimension(t.dimension)} {canonical(t.text)}" for n in train_notes for t in teacher[n.note_id]
+    ]
+    fp = _fingerprint(cfg, teacher_version, [n.note_id for n in train_notes], copy_head=copy_head)
+    tok = _load_or_train_tokenizer(work / "tokenizer", corpus, cfg.vocab_size, fp)
+    train_ex = _encode(tok, train_notes, teacher, cfg, copy_head)
+    val_ex = _encode(tok, data.val_notes, teacher, cfg, copy_head)
+    model = build_model(
+        cfg, len(tok), pad_id=tok.pad_token_id, eos_id=tok.eos_token_id, copy_head=copy_head
+    ).to(device)
+    steps_per_epoch = math.ceil(len(train_ex) / cfg.train_batch_size)
+    total_steps = steps_per_epoch * cfg.n_epochs
+    if cfg.max_steps:
+        total_steps = min(total_steps, cfg.max_steps)
+    opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=0.01)
+    sched = torch.optim.lr_scheduler.LambdaLR(
+        opt, lambda step: _lr_factor(step, cfg.warmup_steps, total_steps)
+    )
+    return _Trainer(
+        cfg, device, torch, tok, model, opt, sched, train_ex, val_ex, fp,
+        work / "checkpoints", steps_per_epoch, total_steps,
+    )  # fmt: skip
+
+
 def distill(
     notes: Sequence[NoteInput],
     teacher: Mapping[str, Sequence[Tag]],
@@ -213,208 +477,68 @@ def distill(
         ConfigError: ``config.device`` is unusable, or there are no training notes.
         NotFoundError: no note has a teacher result.
     """
-    import pandas as pd
-    import torch
-
-    from tagging.student.model import build_model, count_parameters
-
     cfg = config or StudentConfig()
     device = resolve_device(cfg.device)
     work, out = Path(work_dir), Path(out_dir)
     (work / "checkpoints").mkdir(parents=True, exist_ok=True)
-    taught = [n for n in notes if n.note_id in teacher]
-    if not taught:
-        raise NotFoundError("no note has a teacher result; run `tagllm tag teach` first")
-    split = {
-        n.note_id: split_of(n.note_id, test_share=cfg.test_share, val_share=cfg.val_share) for n in notes
-    }
-    train_notes = [n for n in taught if split[n.note_id] == "train"]
-    val_notes = [n for n in taught if split[n.note_id] == "val"]
-    if not train_notes:
-        raise ConfigError(f"no training notes: all {len(taught)} taught notes fell in the held-out split")
-    from features.io import write_parquet
+    data = _prepare_data(notes, teacher, cfg, handbook, work)
+    trainer = _make_trainer(cfg, data, work, teacher_version, device)
+    state = trainer.resume()
+    resumed_from = state.step
+    trainer.train(state, progress=progress)
+    return _finish(trainer, state, data, out, handbook, teacher_version, resumed_from)
 
-    write_parquet(
-        pd.DataFrame({"note_id": list(split), "split": list(split.values())}), work / "split.parquet"
-    )
 
-    allowed = allowed_values(train_notes, teacher, handbook)
-    share = grounded_share(train_notes, teacher, allowed)
-    grounded = cfg.grounding == "on" or (cfg.grounding == "auto" and share >= cfg.grounding_min_share)
-    log.info("%.1f%% of the teacher's training tags occur in their note's text: grounding %s",
-             100 * share, "on" if grounded else "off")  # fmt: skip
-    copy_head = cfg.resolve_copy_head(share)
-    log.info("copy head %s (copy_head=%s)", "on" if copy_head else "off", cfg.copy_head)
-    if grounded:  # a tag the constraint can never emit is not a target
-        teacher = {n.note_id: _grounded_tags(n, teacher[n.note_id], allowed) for n in taught}
-    torch.manual_seed(cfg.seed)
-    corpus = [note_source(n, lowercase=copy_head) for n in train_notes] + [
-        f"{clean_dimension(t.dimension)} {canonical(t.text)}" for n in train_notes for t in teacher[n.note_id]
-    ]
-    fp = _fingerprint(cfg, teacher_version, [n.note_id for n in train_notes], copy_head=copy_head)
-    tok = _load_or_train_tokenizer(work / "tokenizer", corpus, cfg.vocab_size, fp)
-    train_ex = _encode(tok, train_notes, teacher, cfg, copy_head)
-    val_ex = _encode(tok, val_notes, teacher, cfg, copy_head)
-    model = build_model(
-        cfg, len(tok), pad_id=tok.pad_token_id, eos_id=tok.eos_token_id, copy_head=copy_head
-    ).to(device)
+def _finish(
+    trainer: _Trainer,
+    state: TrainState,
+    data: _Data,
+    out: Path,
+    handbook: Handbook | None,
+    teacher_version: str,
+    resumed_from: int,
+) -> DistillResult:
+    """Export the best weights with their model card and calibrated end-of-sequence penalty."""
+    from tagging.student.model import count_parameters
+
+    cfg, model, torch = trainer.cfg, trainer.model, trainer.torch
     n_params = count_parameters(model)
-
-    steps_per_epoch = math.ceil(len(train_ex) / cfg.train_batch_size)
-    total_steps = steps_per_epoch * cfg.n_epochs
-    if cfg.max_steps:
-        total_steps = min(total_steps, cfg.max_steps)
-    opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=0.01)
-
-    def schedule(step: int) -> float:
-        if step < cfg.warmup_steps:
-            return (step + 1) / max(cfg.warmup_steps, 1)
-        frac = (step - cfg.warmup_steps) / max(total_steps - cfg.warmup_steps, 1)
-        return 0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * min(frac, 1.0)))
-
-    sched = torch.optim.lr_scheduler.LambdaLR(opt, schedule)
-    state: dict[str, Any] = {
-        "step": 0, "epoch": 0, "batch_in_epoch": 0, "elapsed": 0.0, "best_val": float("inf"),
-        "best_step": 0, "bad_epochs": 0, "history": [], "done": "",
-    }  # fmt: skip
-    last, best = work / "checkpoints" / "last.pt", work / "checkpoints" / "best.pt"
-    resumed_from = 0
-    if last.exists():
-        ck = torch.load(last, map_location=device, weights_only=False)
-        if ck.get("fingerprint") == fp:
-            model.load_state_dict(ck["model"])
-            opt.load_state_dict(ck["optimizer"])
-            sched.load_state_dict(ck["scheduler"])
-            torch.set_rng_state(ck["rng"])
-            state = ck["state"]
-            if state["done"] in ("max_minutes", "max_steps"):
-                state["done"] = ""  # a new budget may allow more
-            resumed_from = int(state["step"])
-            log.info("resuming distillation from step %d (epoch %d)", resumed_from, state["epoch"])
-        else:
-            log.warning("%s is from another configuration or teacher table; starting afresh", last)
-            best.unlink(missing_ok=True)
-            state["done"] = ""
-
-    def save_last() -> None:
-        payload = {
-            "fingerprint": fp, "model": model.state_dict(), "optimizer": opt.state_dict(),
-            "scheduler": sched.state_dict(), "rng": torch.get_rng_state(), "state": state,
-        }  # fmt: skip
-        with atomic_path(last) as tmp:
-            torch.save(payload, tmp)
-
-    def evaluate_and_keep_best() -> bool:
-        loss = _val_loss(model, val_ex, cfg.train_batch_size * 2, device, torch)
-        state["history"].append({"step": state["step"], "epoch": state["epoch"], "val_loss": round(loss, 5)})
-        improved = not math.isnan(loss) and loss < state["best_val"] - 1e-4
-        if improved or not best.exists():
-            state["best_val"] = loss if not math.isnan(loss) else state["best_val"]
-            state["best_step"] = state["step"]
-            with atomic_path(best) as tmp:
-                torch.save(model.state_dict(), tmp)
-        log.info(
-            "step %d epoch %d: val loss %.4f (best %.4f)",
-            state["step"],
-            state["epoch"],
-            loss,
-            state["best_val"],
-        )
-        return improved
-
-    bar = None
-    if progress:
-        from tqdm.auto import tqdm
-
-        bar = tqdm(total=total_steps, initial=state["step"], desc="distill", unit="step")
-    model.train()
-    t_start = time.perf_counter() - state["elapsed"]
-    while not state["done"]:
-        epoch = state["epoch"]
-        if epoch >= cfg.n_epochs:
-            state["done"] = "epochs"
-            break
-        running = 0.0
-        for b, (src, tgt) in enumerate(batches(train_ex, cfg.train_batch_size, seed=cfg.seed * 1000 + epoch)):
-            if b < state["batch_in_epoch"]:
-                continue
-            if cfg.max_steps and state["step"] >= cfg.max_steps:
-                state["done"] = "max_steps"
-            elif state["elapsed"] > cfg.max_minutes * 60:
-                state["done"] = "max_minutes"
-            if state["done"]:
-                break
-            ids = _pad(src, tok.pad_token_id, torch).to(device)
-            labels = _pad(tgt, -100, torch).to(device)
-            loss = model(input_ids=ids, attention_mask=(ids != tok.pad_token_id).long(), labels=labels).loss
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
-            opt.step()
-            sched.step()
-            running = 0.9 * running + 0.1 * float(loss.detach()) if b else float(loss.detach())
-            state["step"] += 1
-            state["batch_in_epoch"] = b + 1
-            state["elapsed"] = time.perf_counter() - t_start
-            if bar is not None:
-                bar.update(1)
-                bar.set_postfix(loss=f"{running:.3f}", epoch=epoch)
-            if state["step"] % cfg.checkpoint_every == 0:
-                save_last()
-            if cfg.max_steps and state["step"] >= cfg.max_steps:
-                state["done"] = "max_steps"
-            elif state["elapsed"] > cfg.max_minutes * 60:
-                state["done"] = "max_minutes"
-            if state["done"]:
-                break
-        if not state["done"] or state["batch_in_epoch"] >= steps_per_epoch:
-            state["epoch"] += 1
-            state["batch_in_epoch"] = 0
-        improved = evaluate_and_keep_best()
-        state["bad_epochs"] = 0 if improved else state["bad_epochs"] + 1
-        if not state["done"] and state["bad_epochs"] >= cfg.train_patience:
-            state["done"] = "early_stop"
-        state["elapsed"] = time.perf_counter() - t_start
-        save_last()
-    if bar is not None:
-        bar.close()
-
-    model.load_state_dict(torch.load(best, map_location=device, weights_only=True))
+    model.load_state_dict(torch.load(trainer.best, map_location=trainer.device, weights_only=True))
     meta: dict[str, Any] = {
         "format_version": FORMAT_VERSION,
         "teacher_version": teacher_version,
         "student_config": cfg.model_dump(),
         "parameters": n_params,
-        "allowed": allowed,
-        "grounded": grounded,
-        "grounded_share": round(share, 4),
-        "copy_head": copy_head,
+        "allowed": data.allowed,
+        "grounded": data.grounded,
+        "grounded_share": round(data.share, 4),
+        "copy_head": data.copy_head,
         "split": {"method": "sha256('tagllm-student-split:' + note_id)", "test_share": cfg.test_share,
-                  "val_share": cfg.val_share, "train": len(train_notes), "val": len(val_notes),
-                  "test": sum(v == "test" for v in split.values())},
-        "training": {"steps": state["step"], "best_step": state["best_step"], "best_val_loss": state["best_val"],
-                     "stopped": state["done"], "seconds": round(state["elapsed"], 1)},
+                  "val_share": cfg.val_share, "train": len(data.train_notes), "val": len(data.val_notes),
+                  "test": data.n_test},
+        "training": {"steps": state.step, "best_step": state.best_step, "best_val_loss": state.best_val,
+                     "stopped": state.done, "seconds": round(state.elapsed, 1)},
     }  # fmt: skip
-    _export(model, tok, meta, out)
-    meta["eos_penalty"] = _calibrate_eos(out, val_notes, teacher, handbook, device)
+    _export(model, trainer.tok, meta, out)
+    meta["eos_penalty"] = _calibrate_eos(out, data.val_notes, data.teacher, handbook, trainer.device)
     write_json(meta, out / "student.json")
     return DistillResult(
         model_dir=str(out),
         parameters=n_params,
-        device=device,
-        steps=int(state["step"]),
-        epochs_done=round(state["epoch"] + state["batch_in_epoch"] / max(steps_per_epoch, 1), 2),
-        best_val_loss=round(float(state["best_val"]), 5),
-        best_step=int(state["best_step"]),
-        stopped=str(state["done"]),
+        device=trainer.device,
+        steps=int(state.step),
+        epochs_done=round(state.epoch + state.batch_in_epoch / max(trainer.steps_per_epoch, 1), 2),
+        best_val_loss=round(float(state.best_val), 5),
+        best_step=int(state.best_step),
+        stopped=str(state.done),
         resumed_from_step=resumed_from,
-        train_seconds=round(float(state["elapsed"]), 1),
-        n_train=len(train_notes),
-        n_val=len(val_notes),
-        n_test=meta["split"]["test"],
-        grounded=grounded,
-        grounded_share=round(share, 4),
-        history=list(state["history"]),
+        train_seconds=round(float(state.elapsed), 1),
+        n_train=len(data.train_notes),
+        n_val=len(data.val_notes),
+        n_test=data.n_test,
+        grounded=data.grounded,
+        grounded_share=round(data.share, 4),
+        history=list(state.history),
     )
 
 
