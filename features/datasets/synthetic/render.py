@@ -22,6 +22,7 @@ from features.datasets.synthetic.phrases import (
     DIMENSION_PHRASES,
     DISTRACTORS,
     OPENERS,
+    PLAIN_CAPTIONS,
     TITLE_EMOJI,
     TITLE_TEMPLATES,
 )
@@ -31,12 +32,6 @@ from features.datasets.synthetic.vocabulary import ITEM_DIMENSIONS
 __all__ = ["CHANNELS", "RenderParams", "RenderedNote", "render_note"]
 
 CHANNELS: tuple[str, ...] = ("text", "image", "both")
-
-_PLAIN_CAPTIONS: tuple[str, ...] = (
-    "photo: {a_noun} {scene}",
-    "image: {noun} {scene}",
-    "pic: the {noun} {scene}",
-)
 
 
 @dataclass(frozen=True)
@@ -109,7 +104,7 @@ def _title(item: str, text_attrs: Sequence[Value], params: RenderParams, rng: ra
     candidates = [v for v in text_attrs if v.dimension not in ITEM_DIMENSIONS]
     if candidates and rng.random() < params.title_attribute_p:
         value = rng.choice(candidates)
-        phrase = rng.choice(DIMENSION_PHRASES[value.dimension]["title"]).format(v=rng.choice(value.forms))
+        phrase = rng.choice(DIMENSION_PHRASES[value.dimension].title).format(v=rng.choice(value.forms))
     title = _squash(rng.choice(TITLE_TEMPLATES).format(item=item, tp=phrase).replace(" ?", "?"))
     if rng.random() < params.title_emoji_p:
         title += rng.choice(TITLE_EMOJI)
@@ -120,7 +115,7 @@ def _body(item: str, text_attrs: Sequence[Value], params: RenderParams, rng: ran
     sentences = [
         _cap(
             _articles(
-                rng.choice(DIMENSION_PHRASES[v.dimension]["body"]).format(v=rng.choice(v.forms), item=item)
+                rng.choice(DIMENSION_PHRASES[v.dimension].body).format(v=rng.choice(v.forms), item=item)
             )
         )
         for v in text_attrs
@@ -144,7 +139,7 @@ def _captions(cat: Category, image_attrs: Sequence[Value], rng: random.Random) -
     n = rng.choice((1, 1, 2, 2, 3))
     buckets: list[list[str]] = [[] for _ in range(n)]
     for value in image_attrs:
-        pool = DIMENSION_PHRASES[value.dimension]["caption"]
+        pool = DIMENSION_PHRASES[value.dimension].caption
         if pool:  # item dimensions show up as the caption noun instead
             buckets[rng.randrange(n)].append(rng.choice(pool).format(v=rng.choice(value.forms)))
     captions = []
@@ -154,7 +149,7 @@ def _captions(cat: Category, image_attrs: Sequence[Value], rng: random.Random) -
             frame = rng.choice(CAPTION_FRAMES)
             text = frame.format(noun=noun, a_noun=a_noun, phr=", ".join(phrases), scene=scene)
         else:
-            text = rng.choice(_PLAIN_CAPTIONS).format(noun=noun, a_noun=a_noun, scene=scene)
+            text = rng.choice(PLAIN_CAPTIONS).format(noun=noun, a_noun=a_noun, scene=scene)
         captions.append(_articles(_squash(text)))
     return captions
 

@@ -1,6 +1,6 @@
 """The taxonomy of the synthetic community as frozen values, its ground-truth table and its checks.
 
-A :class:`Taxonomy` is built once from :mod:`.vocabulary`; every value gets a global integer id
+A :class:`Taxonomy` is built once from the vocabulary data file (:mod:`.vocabulary`); every value gets a global integer id
 (``vid``) so later stages (notes, preferences, matching) work on integer arrays.
 """
 
@@ -14,7 +14,7 @@ from functools import lru_cache
 import numpy as np
 import pandas as pd
 
-from features.datasets.synthetic.vocabulary import CATEGORY_DATA, ITEM_DIMENSIONS
+from features.datasets.synthetic.vocabulary import load_vocabulary
 
 __all__ = [
     "Category",
@@ -94,32 +94,27 @@ class Taxonomy:
 
 @lru_cache(maxsize=1)
 def build_taxonomy() -> Taxonomy:
-    """Build the taxonomy from :data:`.vocabulary.CATEGORY_DATA` (cached: it never changes).
+    """Build the taxonomy from the packaged vocabulary (:func:`.vocabulary.load_vocabulary`; cached).
 
     Returns:
         The taxonomy; ``values[i].vid == i``.
     """
+    vocabulary = load_vocabulary()
     categories: list[Category] = []
     values: list[Value] = []
-    for cname, data in CATEGORY_DATA.items():
+    for words in vocabulary.categories:
+        cname = words.name
         dims: list[Dimension] = []
-        for dname, entries in data["dimensions"].items():
+        for dname, entries in words.dimensions:
             dvalues: list[Value] = []
             for entry in entries:
                 forms = tuple(f.strip() for f in entry.split("|"))
                 value = Value(len(values), cname, dname, forms[0], forms)
                 values.append(value)
                 dvalues.append(value)
-            dims.append(Dimension(dname, tuple(dvalues), dname in ITEM_DIMENSIONS))
+            dims.append(Dimension(dname, tuple(dvalues), dname in vocabulary.item_dimensions))
         categories.append(
-            Category(
-                cname,
-                tuple(data["nouns"]),
-                tuple(data["caption_nouns"]),
-                tuple(data["scenes"]),
-                tuple(data["aliases"]),
-                tuple(dims),
-            )
+            Category(cname, words.nouns, words.caption_nouns, words.scenes, words.aliases, tuple(dims))
         )
     return Taxonomy(tuple(categories), tuple(values))
 

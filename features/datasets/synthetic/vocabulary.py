@@ -1,532 +1,95 @@
 """The raw vocabulary of the synthetic community: categories, interest dimensions, values, synonyms.
 
-Each value is written ``"canonical|synonym|paraphrase"``: the first form is the value's name in the
-ground truth, every form is a surface form the renderer may use. Within a category no surface form
-contains (as whole words) a surface form of another value, so a value is recognisable from text;
-:func:`features.datasets.synthetic.taxonomy.check_taxonomy` verifies it.
+The vocabulary is package data (``data/vocabulary.yaml``, whose header describes the format); this
+module reads and checks it into frozen values. Each value is written ``"canonical|synonym|paraphrase"``:
+the first form is the value's name in the ground truth, every form is a surface form the renderer may
+use. Within a category no surface form contains (as whole words) a surface form of another value, so a
+value is recognisable from text; :func:`features.datasets.synthetic.taxonomy.check_taxonomy` verifies it.
 
-Dimensions marked in :data:`ITEM_DIMENSIONS` name the thing the note is about (a serum, a tent): when
-visible they also replace the category's generic noun ("this serum" instead of "this product").
+Dimensions in :data:`ITEM_DIMENSIONS` name the thing the note is about (a serum, a tent): when visible
+they also replace the category's generic noun ("this serum" instead of "this product").
 """
 
 from __future__ import annotations
 
-from typing import Any
+from dataclasses import dataclass
+from functools import lru_cache
 
-__all__ = ["CATEGORY_DATA", "ITEM_DIMENSIONS"]
+from features.datasets.synthetic.datafile import DataSource, default_source, mapping, read_data_file, strings
 
-ITEM_DIMENSIONS: frozenset[str] = frozenset({"product_type", "gear_type", "dish"})
+__all__ = ["ITEM_DIMENSIONS", "CategoryWords", "Vocabulary", "load_vocabulary"]
 
-CATEGORY_DATA: dict[str, dict[str, Any]] = {
-    "sneakers": {
-        "nouns": ("pair", "sneaker", "shoe"),
-        "caption_nouns": ("pair of sneakers", "pair of shoes"),
-        "scenes": ("on a wooden floor", "next to the shoebox", "on a concrete step", "against a plain wall"),
-        "aliases": ("sneakers", "sneakerhead"),
-        "dimensions": {
-            "brand": (
-                "Nike|Swoosh",
-                "Adidas|Three Stripes",
-                "New Balance|NB",
-                "Asics",
-                "Converse|Chuck Taylor",
-                "Vans",
-                "Puma",
-                "Hoka",
-                "Salomon",
-                "Reebok",
-            ),
-            "colour": (
-                "off-white|cream white|ivory",
-                "triple black|all black|blackout",
-                "university red|varsity red",
-                "volt|neon yellow",
-                "panda|black and white",
-                "sail|bone white",
-                "royal blue|cobalt blue",
-                "baby pink|pastel pink",
-                "cement grey|fog grey",
-                "olive green|army green",
-            ),
-            "silhouette": (
-                "retro basketball|vintage hoops",
-                "chunky dad shoe|dad sneaker",
-                "minimalist court|clean court shoe",
-                "trail runner|gorpcore runner",
-                "skate low|skate shoe",
-                "high-top|hi-top",
-                "slip-on",
-                "carbon racer|super shoe",
-            ),
-            "use_case": (
-                "daily commute|commuting",
-                "gym sessions|workouts",
-                "long runs|marathon training",
-                "street style|streetwear fits",
-                "weekend errands|casual weekends",
-                "pickup basketball|pickup games",
-                "travel days|airport walks",
-            ),
-            "fit": (
-                "true to size|TTS",
-                "runs small|half size up",
-                "runs large|half size down",
-                "wide toe box|roomy toe box",
-                "narrow fit|snug fit",
-            ),
-            "price_tier": (
-                "budget|affordable|cheap",
-                "mid-range|fairly priced",
-                "premium|pricey",
-                "resale hype|above retail",
-                "clearance deal|outlet find|on sale",
-            ),
-        },
-    },
-    "apparel": {
-        "nouns": ("outfit", "piece", "wardrobe addition"),
-        "caption_nouns": ("outfit", "clothing item"),
-        "scenes": ("on a hanger", "in a mirror selfie", "folded on the bed", "outside on the street"),
-        "aliases": ("apparel", "fashion"),
-        "dimensions": {
-            "brand": (
-                "Uniqlo",
-                "Zara",
-                "COS",
-                "Levi's|Levis",
-                "Carhartt",
-                "Lululemon",
-                "Ralph Lauren|Polo",
-                "Muji",
-                "H&M",
-                "Acne Studios",
-            ),
-            "colour": (
-                "sage green|muted green",
-                "camel|tan",
-                "navy|navy blue",
-                "dusty pink|dusty rose",
-                "charcoal|charcoal grey",
-                "cream|oatmeal",
-                "burgundy|wine red",
-                "mustard yellow|mustard",
-                "chocolate brown|espresso brown",
-            ),
-            "material": (
-                "linen",
-                "merino wool|merino",
-                "organic cotton|cotton",
-                "denim",
-                "cashmere",
-                "corduroy|cord",
-                "silk",
-                "fleece",
-                "leather|faux leather",
-            ),
-            "style": (
-                "old money|quiet luxury",
-                "streetwear",
-                "y2k|2000s revival",
-                "minimalist|capsule wardrobe",
-                "gorpcore|outdoorsy",
-                "preppy|ivy league",
-                "boho|bohemian",
-                "workwear|utility",
-                "vintage|thrifted",
-            ),
-            "fit": (
-                "oversized|boxy",
-                "slim fit|tailored",
-                "relaxed fit|loose",
-                "cropped",
-                "high-waisted|high rise",
-                "wide-leg|wide leg",
-            ),
-            "occasion": (
-                "office days|business casual",
-                "date night",
-                "wedding guest",
-                "weekend brunch|brunch",
-                "music festival|festival season",
-                "beach vacation|resort wear",
-                "lazy sundays|loungewear",
-            ),
-        },
-    },
-    "beauty": {
-        "nouns": ("product", "beauty buy", "little find"),
-        "caption_nouns": ("beauty product", "skincare bottle"),
-        "scenes": ("on a bathroom counter", "next to a small mirror", "in soft daylight", "on a marble tray"),
-        "aliases": ("beauty", "skincare"),
-        "dimensions": {
-            "brand": (
-                "The Ordinary",
-                "La Roche-Posay|LRP",
-                "CeraVe",
-                "Fenty Beauty|Fenty",
-                "Glossier",
-                "Laneige",
-                "Charlotte Tilbury",
-                "Estée Lauder|Estee Lauder",
-                "Rare Beauty",
-                "Sulwhasoo",
-            ),
-            "product_type": (
-                "serum|face serum",
-                "moisturizer|moisturiser|face cream",
-                "sunscreen|SPF|sunblock",
-                "lip tint|lip stain",
-                "foundation",
-                "cleanser|face wash",
-                "cushion compact",
-                "eyeshadow palette|eye shadow palette",
-                "sheet mask",
-            ),
-            "skin_type": (
-                "oily skin|shiny skin",
-                "dry skin|flaky skin",
-                "combination skin|combo skin",
-                "sensitive skin|reactive skin",
-                "acne-prone skin|breakout-prone skin",
-                "mature skin|aging skin",
-                "normal skin",
-            ),
-            "finish": (
-                "dewy|glowy",
-                "matte|velvet matte",
-                "satin finish|natural finish",
-                "glass skin|glassy",
-                "shimmery|glittery",
-                "sheer|buildable",
-                "long-wear|long-lasting",
-            ),
-            "scent": (
-                "fragrance-free|unscented",
-                "rose",
-                "citrus",
-                "vanilla",
-                "green tea",
-                "lavender",
-                "sandalwood|woody",
-            ),
-            "price_tier": (
-                "drugstore|budget-friendly",
-                "mid-priced|mid-range",
-                "high-end|luxury",
-                "splurge|treat-yourself",
-                "budget dupe|dupe",
-            ),
-        },
-    },
-    "digital": {
-        "nouns": ("gadget", "device", "tech buy"),
-        "caption_nouns": ("gadget", "device"),
-        "scenes": ("on a desk mat", "on a white background", "held in one hand", "next to the retail box"),
-        "aliases": ("digital", "tech"),
-        "dimensions": {
-            "brand": (
-                "Apple",
-                "Samsung",
-                "Sony",
-                "Xiaomi",
-                "Huawei",
-                "Google Pixel|Pixel",
-                "Logitech",
-                "Anker",
-                "DJI",
-                "Nintendo",
-            ),
-            "product_type": (
-                "wireless earbuds|earbuds|true wireless",
-                "noise-cancelling headphones|over-ear headphones",
-                "smartphone|phone",
-                "tablet",
-                "mechanical keyboard",
-                "smartwatch|smart watch",
-                "power bank|portable charger",
-                "action camera",
-                "handheld console|game console",
-                "e-reader|ereader",
-            ),
-            "feature": (
-                "long battery life|all-day battery",
-                "fast charging|quick charge",
-                "noise cancellation|ANC",
-                "water resistant|waterproof|IP68",
-                "high refresh rate|120Hz",
-                "compact design|pocketable",
-                "great camera|camera quality",
-                "wireless charging",
-            ),
-            "colour": (
-                "space grey|space gray",
-                "midnight black|midnight",
-                "silver",
-                "starlight|champagne gold",
-                "sierra blue|pacific blue",
-                "mint green|mint",
-                "lavender purple|lilac",
-            ),
-            "price_tier": (
-                "budget|entry-level",
-                "mid-range|midrange",
-                "flagship|top-tier",
-                "refurbished|renewed",
-                "student discount|edu pricing",
-            ),
-        },
-    },
-    "food": {
-        "nouns": ("meal", "food spot", "bite"),
-        "caption_nouns": ("plate of food", "table spread"),
-        "scenes": ("on a wooden table", "shot from above", "with chopsticks on the side", "in warm lighting"),
-        "aliases": ("food", "foodie"),
-        "dimensions": {
-            "cuisine": (
-                "Sichuan|Szechuan",
-                "Cantonese",
-                "Japanese",
-                "Korean",
-                "Thai",
-                "Italian",
-                "Mexican",
-                "Middle Eastern|Levantine",
-                "Vietnamese",
-                "French bistro|French",
-            ),
-            "dish": (
-                "hotpot|hot pot",
-                "ramen",
-                "dim sum",
-                "bubble tea|boba",
-                "sourdough|sourdough bread",
-                "tacos",
-                "croissant",
-                "bibimbap",
-                "pho",
-                "tiramisu",
-                "fried chicken",
-            ),
-            "flavour": (
-                "spicy|numbing spicy|mala",
-                "sweet and salty|salty-sweet",
-                "sour|tangy",
-                "umami|savory",
-                "garlicky",
-                "smoky|charred",
-                "creamy|rich",
-                "refreshing|light and fresh",
-            ),
-            "diet": (
-                "vegan|plant-based",
-                "vegetarian|meat-free",
-                "gluten-free",
-                "low-carb|keto",
-                "high-protein|protein-packed",
-                "halal",
-                "dairy-free|lactose-free",
-            ),
-            "venue": (
-                "street food|street stall",
-                "hole-in-the-wall|hidden gem",
-                "fine dining|tasting menu",
-                "home cooking|homemade",
-                "food court",
-                "night market",
-                "café|cafe|coffee shop",
-                "late-night spot|late night eats",
-            ),
-        },
-    },
-    "travel": {
-        "nouns": ("trip", "getaway", "itinerary"),
-        "caption_nouns": ("scenic view", "travel snapshot"),
-        "scenes": (
-            "at golden hour",
-            "from a window seat",
-            "with a suitcase in the frame",
-            "under a clear sky",
-        ),
-        "aliases": ("travel", "wanderlust"),
-        "dimensions": {
-            "destination": (
-                "Kyoto",
-                "Bali",
-                "Iceland",
-                "Lisbon",
-                "Chengdu",
-                "Seoul",
-                "Paris",
-                "Swiss Alps|Switzerland",
-                "Bangkok",
-                "Dali|Yunnan",
-                "Santorini|Greek islands",
-                "Maldives",
-            ),
-            "trip_style": (
-                "solo travel|solo trip",
-                "honeymoon|couple trip",
-                "family trip|family vacation",
-                "backpacking|budget backpacking",
-                "road trip",
-                "luxury escape|luxury travel",
-                "digital nomad|workation",
-                "city break|weekend city break",
-            ),
-            "stay": (
-                "boutique hotel",
-                "hostel",
-                "ryokan|traditional inn",
-                "Airbnb|vacation rental",
-                "beach resort|all-inclusive resort",
-                "glamping",
-                "homestay|guesthouse",
-                "capsule hotel",
-            ),
-            "season": (
-                "cherry blossom season|sakura season",
-                "peak summer|midsummer",
-                "autumn foliage|fall colors",
-                "snow season|deep winter",
-                "shoulder season|off-season",
-                "rainy season|monsoon",
-                "Lunar New Year|Chinese New Year",
-            ),
-            "price_tier": (
-                "shoestring|on a shoestring",
-                "mid-budget|moderate budget",
-                "splurge|big splurge",
-                "points and miles|travel hacking",
-                "last-minute deal|flash sale fare",
-            ),
-        },
-    },
-    "home": {
-        "nouns": ("piece", "home find", "setup"),
-        "caption_nouns": ("room corner", "home decor piece"),
-        "scenes": (
-            "in a sunlit room",
-            "styled with a few books",
-            "next to a potted plant",
-            "against a white wall",
-        ),
-        "aliases": ("home", "homedecor"),
-        "dimensions": {
-            "style": (
-                "Japandi",
-                "mid-century modern|mid-century",
-                "Scandinavian|Scandi",
-                "wabi-sabi",
-                "industrial|loft style",
-                "cottagecore|cottage style",
-                "farmhouse|rustic farmhouse",
-                "maximalist|eclectic",
-                "coastal|beachy",
-            ),
-            "room": (
-                "living room|lounge",
-                "bedroom",
-                "kitchen",
-                "home office|study nook",
-                "bathroom",
-                "balcony|terrace",
-                "entryway|hallway",
-                "nursery|kids room",
-            ),
-            "material": (
-                "solid oak|oak wood",
-                "rattan|wicker",
-                "boucle|bouclé",
-                "travertine",
-                "walnut|walnut wood",
-                "marble",
-                "terrazzo",
-                "ceramic|stoneware",
-                "velvet",
-            ),
-            "product_type": (
-                "sofa|couch",
-                "floor lamp|standing lamp",
-                "coffee table",
-                "bookshelf|shelving unit",
-                "area rug|rug",
-                "bed frame",
-                "dining chair",
-                "storage baskets|storage bins",
-                "wall mirror",
-                "curtains|drapes",
-            ),
-            "colour": (
-                "terracotta|burnt orange",
-                "sage|muted sage",
-                "greige|warm grey",
-                "forest green|deep green",
-                "butter yellow|soft yellow",
-                "ink blue|deep navy",
-                "blush pink|soft pink",
-                "charcoal|dark grey",
-            ),
-        },
-    },
-    "outdoor": {
-        "nouns": ("gear", "kit", "loadout"),
-        "caption_nouns": ("outdoor gear", "gear setup"),
-        "scenes": ("at a trailhead", "by a lake", "on a rocky ledge", "in the morning mist"),
-        "aliases": ("outdoor", "outdoors"),
-        "dimensions": {
-            "activity": (
-                "hiking|day hike",
-                "car camping|camping",
-                "trail running|trail run",
-                "rock climbing|climbing",
-                "fly fishing|fishing",
-                "kayaking|paddling",
-                "skiing|ski touring",
-                "gravel riding|cycling",
-                "backpacking|multi-day trek",
-            ),
-            "gear_type": (
-                "tent|two-person tent",
-                "trail boots|boots",
-                "sleeping bag",
-                "daypack|rucksack",
-                "rain jacket|hardshell",
-                "trekking poles",
-                "headlamp|head torch",
-                "camp stove|gas stove",
-                "water filter",
-                "down jacket|puffer",
-            ),
-            "brand": (
-                "Arc'teryx|Arcteryx",
-                "Patagonia",
-                "The North Face|TNF",
-                "Black Diamond",
-                "Osprey",
-                "MSR",
-                "Mammut",
-                "Columbia",
-                "Decathlon",
-                "Snow Peak",
-            ),
-            "terrain": (
-                "alpine|high alpine",
-                "desert",
-                "rainforest|jungle",
-                "coastal trail|sea cliffs",
-                "snowfield|snowy peaks",
-                "forest trail|woodland",
-                "lakeside",
-                "canyon|slot canyon",
-            ),
-            "season": (
-                "three-season",
-                "winter|sub-zero",
-                "summer|hot weather",
-                "rainy days|wet weather",
-                "spring|early spring",
-                "autumn|late autumn",
-            ),
-        },
-    },
-}
+VOCABULARY_FILE = "vocabulary.yaml"
+_CATEGORY_KEYS = ("nouns", "caption_nouns", "scenes", "aliases", "dimensions")
+
+
+@dataclass(frozen=True)
+class CategoryWords:
+    """The words of one category, in file order.
+
+    Attributes:
+        name: category name.
+        nouns: generic nouns ("pair", "product").
+        caption_nouns: nouns of image captions.
+        scenes: caption settings.
+        aliases: hashtag aliases of the category.
+        dimensions: ``(dimension, value entries)`` pairs; an entry is ``"canonical|synonym|..."``.
+    """
+
+    name: str
+    nouns: tuple[str, ...]
+    caption_nouns: tuple[str, ...]
+    scenes: tuple[str, ...]
+    aliases: tuple[str, ...]
+    dimensions: tuple[tuple[str, tuple[str, ...]], ...]
+
+
+@dataclass(frozen=True)
+class Vocabulary:
+    """Every category's words and the dimensions that name the note's item."""
+
+    item_dimensions: frozenset[str]
+    categories: tuple[CategoryWords, ...]
+
+
+def _category(name: str, raw: object, file: str) -> CategoryWords:
+    key = f"categories.{name}"
+    data = mapping(raw, file, key, _CATEGORY_KEYS)
+    dims = mapping(data["dimensions"], file, f"{key}.dimensions")
+    return CategoryWords(
+        name,
+        strings(data["nouns"], file, f"{key}.nouns"),
+        strings(data["caption_nouns"], file, f"{key}.caption_nouns"),
+        strings(data["scenes"], file, f"{key}.scenes"),
+        strings(data["aliases"], file, f"{key}.aliases"),
+        tuple((d, strings(entries, file, f"{key}.dimensions.{d}")) for d, entries in dims.items()),
+    )
+
+
+def load_vocabulary(source: DataSource | None = None) -> Vocabulary:
+    """Read and check a vocabulary file (by default the packaged ``data/vocabulary.yaml``, cached).
+
+    Args:
+        source: a path (or importlib resource) of a vocabulary YAML file; ``None`` for the packaged one.
+
+    Returns:
+        The :class:`Vocabulary`, categories and values in file order.
+
+    Raises:
+        DataFileError: the file is missing, not YAML, or an entry is malformed (naming the file and key).
+    """
+    if source is None:
+        return _packaged()
+    file, raw = read_data_file(source)
+    top = mapping(raw, file, "", ("item_dimensions", "categories"))
+    item_dimensions = frozenset(strings(top["item_dimensions"], file, "item_dimensions"))
+    categories = mapping(top["categories"], file, "categories")
+    return Vocabulary(item_dimensions, tuple(_category(n, c, file) for n, c in categories.items()))
+
+
+@lru_cache(maxsize=1)
+def _packaged() -> Vocabulary:
+    return load_vocabulary(default_source(VOCABULARY_FILE))
+
+
+ITEM_DIMENSIONS: frozenset[str] = load_vocabulary().item_dimensions
