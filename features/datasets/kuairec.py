@@ -34,6 +34,7 @@ from __future__ import annotations
 import logging
 import re
 import time
+from pathlib import Path
 from typing import Any
 
 import pandas as pd
@@ -170,32 +171,10 @@ def load(path: str | None = None, *, hashtags: str = "keep", **options: Any) -> 
         raise ConfigError(f"kuairec: hashtags={hashtags!r}; expected one of {', '.join(HASHTAG_MODES)}")
     started = time.perf_counter()
     folder = require_dir(path, "kuairec", (CAPTIONS,))
-    raw = read_csv(
-        folder / CAPTIONS,
-        columns=_COLUMNS,
-        what=f"KuaiRec captions with columns {', '.join(_COLUMNS)}",
-        dtype=str,
-        keep_default_na=False,
-        lineterminator="\n",
-    )
-    bad_id = ~raw["video_id"].str.fullmatch(r"\d+") | raw["video_id"].duplicated(keep=False)
-    if bad_id.any():
-        raise DataSourceError(
-            f"{str(folder / CAPTIONS)!r}: {int(bad_id.sum())} rows have a missing, non-numeric or "
-            f"duplicate video_id (first: {raw.loc[bad_id, 'video_id'].head(3).tolist()}); expected unique integers"
-        )
-
+    raw = _read_captions(folder)
     ref_tags = raw["topic_tag"].map(parse_topic_tags)
     cover = raw["manual_cover_text"].where(raw["manual_cover_text"] != "UNKNOWN", "")
-    removed = {"title": 0, "body": 0}
-    texts: dict[str, list[str]] = {}
-    for field, column in (("title", cover), ("body", raw["caption"])):
-        if hashtags == "keep":
-            texts[field] = [tidy(t) for t in column]
-            continue
-        cleaned = [strip_hashtags(t, tags) for t, tags in zip(column, ref_tags, strict=True)]
-        texts[field] = [t for t, _ in cleaned]
-        removed[field] = sum(n for _, n in cleaned)
+    texts, removed = _texts(cover, raw["caption"], ref_tags, hashtags)
     notes = pd.DataFrame(
         {
             "note_id": "v" + raw["video_id"],
@@ -211,14 +190,7 @@ def load(path: str | None = None, *, hashtags: str = "keep", **options: Any) -> 
         }
     )
     files = {CAPTIONS: file_info(folder / CAPTIONS)}
-    feats_path = find_file(folder, (ITEM_CATEGORIES,), required=False)
-    if feats_path is not None:
-        feats = read_csv(feats_path, columns=("video_id", "feat"), what="video_id,feat", dtype=str)
-        feat_ids = feats.set_index("video_id")["feat"].map(
-            lambda s: [int(x) for x in s.strip("[] ").split(",") if x.strip()]
-        )
-        notes["feat_ids"] = raw["video_id"].map(feat_ids).map(lambda v: v if isinstance(v, list) else [])
-        files[ITEM_CATEGORIES] = file_info(feats_path)
+    _add_feat_ids(notes, raw, folder, files)
     tables = validate_tables({"notes": notes})
     info: dict[str, Any] = {
         "source": "kuairec",
@@ -240,6 +212,53 @@ def load(path: str | None = None, *, hashtags: str = "keep", **options: Any) -> 
         time.perf_counter() - started,
     )
     return Dataset(tables=tables, info=info)
+
+
+def _read_captions(folder: Path) -> pd.DataFrame:
+    """The captions file as strings; video ids must be unique integers."""
+    raw = read_csv(
+        folder / CAPTIONS,
+        columns=_COLUMNS,
+        what=f"KuaiRec captions with columns {', '.join(_COLUMNS)}",
+        dtype=str,
+        keep_default_na=False,
+        lineterminator="\n",
+    )
+    bad_id = ~raw["video_id"].str.fullmatch(r"\d+") | raw["video_id"].duplicated(keep=False)
+    if bad_id.any():
+        raise DataSourceError(
+            f"{str(folder / CAPTIONS)!r}: {int(bad_id.sum())} rows have a missing, non-numeric or "
+            f"duplicate video_id (first: {raw.loc[bad_id, 'video_id'].head(3).tolist()}); expected unique integers"
+        )
+    return raw
+
+
+def _texts(
+    cover: pd.Series, caption: pd.Series, ref_tags: pd.Series, hashtags: str
+) -> tuple[dict[str, list[str]], dict[str, int]]:
+    """Title and body texts (hashtags kept or stripped) and the hashtag tokens removed from each."""
+    removed = {"title": 0, "body": 0}
+    texts: dict[str, list[str]] = {}
+    for field, column in (("title", cover), ("body", caption)):
+        if hashtags == "keep":
+            texts[field] = [tidy(t) for t in column]
+            continue
+        cleaned = [strip_hashtags(t, tags) for t, tags in zip(column, ref_tags, strict=True)]
+        texts[field] = [t for t, _ in cleaned]
+        removed[field] = sum(n for _, n in cleaned)
+    return texts, removed
+
+
+def _add_feat_ids(notes: pd.DataFrame, raw: pd.DataFrame, folder: Path, files: dict[str, Any]) -> None:
+    """Add ``feat_ids`` from the optional item_categories.csv (and record the file in ``files``)."""
+    feats_path = find_file(folder, (ITEM_CATEGORIES,), required=False)
+    if feats_path is not None:
+        feats = read_csv(feats_path, columns=("video_id", "feat"), what="video_id,feat", dtype=str)
+        feat_ids = feats.set_index("video_id")["feat"].map(
+            lambda s: [int(x) for x in s.strip("[] ").split(",") if x.strip()]
+        )
+        notes["feat_ids"] = raw["video_id"].map(feat_ids).map(lambda v: v if isinstance(v, list) else [])
+        files[ITEM_CATEGORIES] = file_info(feats_path)
 
 
 def _category(names: pd.Series) -> pd.Series:

@@ -93,38 +93,9 @@ def load(path: str | None = None, **options: Any) -> Dataset:
 
     shown = _explode_impressions(behaviors, where=str(folder / BEHAVIORS))
     clicks = shown[shown["clicked"]]
-    interactions = pd.concat(
-        [shown.assign(event="impression"), clicks.assign(event="click")], ignore_index=True
-    ).drop(columns="clicked")
-    interactions["dwell_seconds"] = np.nan
-
-    known = interactions["note_id"].isin(news["news_id"])
-    dropped = interactions[~known]
-    interactions = interactions[known].sort_values(["ts", "impression_id"], kind="stable")
-    if len(dropped):
-        log.info(
-            "mind: dropped %d of %d interactions (%d impressions, %d clicks) on %d articles missing from %s",
-            len(dropped),
-            len(known),
-            int((dropped["event"] == "impression").sum()),
-            int((dropped["event"] == "click").sum()),
-            dropped["note_id"].nunique(),
-            NEWS,
-        )
-
+    interactions, dropped = _known_interactions(shown, clicks, news)
     first_shown = interactions.groupby("note_id")["ts"].min()
-    notes = pd.DataFrame(
-        {
-            "note_id": news["news_id"],
-            "author_id": AUTHOR_ID,
-            "category": news["category"],
-            "title": news["title"],
-            "body": news["abstract"],
-            "image_captions": [[] for _ in range(len(news))],
-            "created_at": news["news_id"].map(first_shown).fillna(WINDOW_START),
-            "subcategory": news["subcategory"],
-        }
-    )
+    notes = _notes(news, first_shown)
     users = behaviors.groupby("user_id", as_index=False)["ts"].min().rename(columns={"ts": "created_at"})
     tables = validate_tables(
         {
@@ -159,6 +130,47 @@ def load(path: str | None = None, **options: Any) -> Dataset:
         time.perf_counter() - started,
     )
     return Dataset(tables=tables, info=info)
+
+
+def _known_interactions(
+    shown: pd.DataFrame, clicks: pd.DataFrame, news: pd.DataFrame
+) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """Impression and click rows on articles of news.tsv (sorted by ts, impression) and the dropped rest."""
+    interactions = pd.concat(
+        [shown.assign(event="impression"), clicks.assign(event="click")], ignore_index=True
+    ).drop(columns="clicked")
+    interactions["dwell_seconds"] = np.nan
+
+    known = interactions["note_id"].isin(news["news_id"])
+    dropped = interactions[~known]
+    interactions = interactions[known].sort_values(["ts", "impression_id"], kind="stable")
+    if len(dropped):
+        log.info(
+            "mind: dropped %d of %d interactions (%d impressions, %d clicks) on %d articles missing from %s",
+            len(dropped),
+            len(known),
+            int((dropped["event"] == "impression").sum()),
+            int((dropped["event"] == "click").sum()),
+            dropped["note_id"].nunique(),
+            NEWS,
+        )
+    return interactions, dropped
+
+
+def _notes(news: pd.DataFrame, first_shown: pd.Series) -> pd.DataFrame:
+    """One note per article, created when first shown (or at the window start)."""
+    return pd.DataFrame(
+        {
+            "note_id": news["news_id"],
+            "author_id": AUTHOR_ID,
+            "category": news["category"],
+            "title": news["title"],
+            "body": news["abstract"],
+            "image_captions": [[] for _ in range(len(news))],
+            "created_at": news["news_id"].map(first_shown).fillna(WINDOW_START),
+            "subcategory": news["subcategory"],
+        }
+    )
 
 
 def _read_tsv(path: Path, columns: tuple[str, ...]) -> pd.DataFrame:

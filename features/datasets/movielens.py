@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import logging
 import time
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -62,26 +63,7 @@ def load(path: str | None = None, *, like_threshold: float | None = 4.0, **optio
         raise ConfigError(f"movielens: like_threshold={like_threshold!r}; expected a number or None")
     started = time.perf_counter()
     folder = require_dir(path, "movielens", _FILES)
-    movies = read_csv(
-        folder / "movies.csv",
-        columns=("movieId", "title", "genres"),
-        what="MovieLens movies (movieId,title,genres)",
-        dtype={"title": str, "genres": str},
-        keep_default_na=False,
-    )
-    ratings = read_csv(
-        folder / "ratings.csv",
-        columns=("userId", "movieId", "rating", "timestamp"),
-        what="MovieLens ratings (userId,movieId,rating,timestamp)",
-    )
-    tags = read_csv(
-        folder / "tags.csv",
-        columns=("userId", "movieId", "tag", "timestamp"),
-        what="MovieLens tags (userId,movieId,tag,timestamp)",
-        dtype={"tag": str},
-        keep_default_na=False,
-    )
-
+    movies, ratings, tags = _read(folder)
     activity = pd.concat(
         [ratings[["userId", "movieId", "timestamp"]], tags[["userId", "movieId", "timestamp"]]],
         ignore_index=True,
@@ -96,20 +78,7 @@ def load(path: str | None = None, *, like_threshold: float | None = 4.0, **optio
         }
     )
     users["created_at"] = pd.to_datetime(users["user_id"].map(first_by_user), unit="s", utc=True)
-    if like_threshold is None:
-        event = np.full(len(ratings), "click", dtype=object)
-    else:
-        event = np.where(ratings["rating"] >= like_threshold, "like", "click").astype(object)
-    interactions = pd.DataFrame(
-        {
-            "user_id": ratings["userId"],
-            "note_id": "m" + ratings["movieId"].astype(str),
-            "ts": pd.to_datetime(ratings["timestamp"], unit="s", utc=True),
-            "event": event,
-            "dwell_seconds": np.nan,
-            "rating": ratings["rating"].astype("float64"),
-        }
-    )
+    interactions = _interactions(ratings, like_threshold)
     tables = validate_tables({"notes": notes, "users": users, "interactions": interactions})
     tables["notes"]["year"] = tables["notes"]["year"].astype("Int64")  # validate keeps extras as numpy
     info: dict[str, Any] = {
@@ -130,6 +99,48 @@ def load(path: str | None = None, *, like_threshold: float | None = 4.0, **optio
         time.perf_counter() - started,
     )
     return Dataset(tables=tables, info=info)
+
+
+def _read(folder: Path) -> tuple[pd.DataFrame, pd.DataFrame, pd.DataFrame]:
+    """movies.csv, ratings.csv and tags.csv, columns checked."""
+    movies = read_csv(
+        folder / "movies.csv",
+        columns=("movieId", "title", "genres"),
+        what="MovieLens movies (movieId,title,genres)",
+        dtype={"title": str, "genres": str},
+        keep_default_na=False,
+    )
+    ratings = read_csv(
+        folder / "ratings.csv",
+        columns=("userId", "movieId", "rating", "timestamp"),
+        what="MovieLens ratings (userId,movieId,rating,timestamp)",
+    )
+    tags = read_csv(
+        folder / "tags.csv",
+        columns=("userId", "movieId", "tag", "timestamp"),
+        what="MovieLens tags (userId,movieId,tag,timestamp)",
+        dtype={"tag": str},
+        keep_default_na=False,
+    )
+    return movies, ratings, tags
+
+
+def _interactions(ratings: pd.DataFrame, like_threshold: float | None) -> pd.DataFrame:
+    """One ``like`` (rating >= ``like_threshold``) or ``click`` row per rating."""
+    if like_threshold is None:
+        event = np.full(len(ratings), "click", dtype=object)
+    else:
+        event = np.where(ratings["rating"] >= like_threshold, "like", "click").astype(object)
+    return pd.DataFrame(
+        {
+            "user_id": ratings["userId"],
+            "note_id": "m" + ratings["movieId"].astype(str),
+            "ts": pd.to_datetime(ratings["timestamp"], unit="s", utc=True),
+            "event": event,
+            "dwell_seconds": np.nan,
+            "rating": ratings["rating"].astype("float64"),
+        }
+    )
 
 
 def _notes(movies: pd.DataFrame, tags: pd.DataFrame, first_by_movie: pd.Series) -> pd.DataFrame:

@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import logging
 import random
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 import pandas as pd
@@ -25,7 +25,7 @@ from tqdm.auto import tqdm
 
 from features.datasets.synthetic.notes import NotesResult, us_to_utc
 from features.datasets.synthetic.sizes import GeneratorConfig
-from features.datasets.synthetic.taxonomy import Taxonomy
+from features.datasets.synthetic.taxonomy import Category, Taxonomy
 from features.schemas import EVENTS
 
 __all__ = [
@@ -136,7 +136,35 @@ def make_users(
         Users, ground truth and arrays for :func:`make_interactions`.
     """
     params = params or BehaviorParams()
-    n, n_values = cfg.n_users, len(taxonomy.values)
+    n = cfg.n_users
+    created, activity, bias, segment = _user_state(n, rng, params, start_us, end_us)
+    user_ids = np.array([f"u{i:05d}" for i in range(n)], dtype=object)
+    prefs = _Preferences.empty(n)
+    flat_pop = np.sqrt(popularity)
+    for u in tqdm(range(n), desc="users", disable=not cfg.progress, leave=False):
+        prefs.draw_user(u, user_ids[u], taxonomy, flat_pop, pref_rng)
+    order = np.argsort(np.asarray(prefs.keys, dtype=np.int64), kind="stable")
+    users = pd.DataFrame(
+        {"user_id": user_ids, "created_at": us_to_utc(created), "segment": segment.astype(object)}
+    )
+    return UsersResult(
+        users=users,
+        preferences=pd.DataFrame(prefs.gt_pref),
+        categories=pd.DataFrame(prefs.gt_cat),
+        created_us=created,
+        activity=activity,
+        bias=bias,
+        cat_idx=prefs.cat_idx,
+        cat_cum=prefs.cat_cum,
+        pref_keys=np.asarray(prefs.keys, dtype=np.int64)[order],
+        pref_weight=np.asarray(prefs.weights)[order],
+    )
+
+
+def _user_state(
+    n: int, rng: np.random.Generator, params: BehaviorParams, start_us: int, end_us: int
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """Creation time (us), activity, click bias and segment of ``n`` users (in this draw order)."""
     is_new = rng.random(n) < params.new_user_share
     new_span = min(params.new_user_days * _DAY_US, (end_us - start_us) / 4)
     created = np.where(
@@ -149,62 +177,72 @@ def make_users(
     segment = np.where(
         is_new, "new", np.where(activity < 0.6, "light", np.where(activity < 1.5, "regular", "heavy"))
     )
+    return created, activity, bias, segment
 
-    user_ids = np.array([f"u{i:05d}" for i in range(n)], dtype=object)
-    cat_idx = np.zeros((n, _MAX_CATS), dtype=np.int64)
-    cat_cum = np.ones((n, _MAX_CATS))
-    flat_pop = np.sqrt(popularity)
-    keys: list[int] = []
-    weights: list[float] = []
-    gt_pref: dict[str, list] = {"user_id": [], "category": [], "dimension": [], "value": [], "weight": []}
-    gt_cat: dict[str, list] = {"user_id": [], "category": [], "weight": []}
-    n_cats_total = len(taxonomy.categories)
-    for u in tqdm(range(n), desc="users", disable=not cfg.progress, leave=False):
+
+@dataclass
+class _Preferences:
+    """Preferred categories (cumulative weights for sampling) and (value, weight) preferences, user by user."""
+
+    cat_idx: np.ndarray
+    cat_cum: np.ndarray
+    keys: list[int] = field(default_factory=list)
+    weights: list[float] = field(default_factory=list)
+    gt_pref: dict[str, list] = field(
+        default_factory=lambda: {"user_id": [], "category": [], "dimension": [], "value": [], "weight": []}
+    )
+    gt_cat: dict[str, list] = field(default_factory=lambda: {"user_id": [], "category": [], "weight": []})
+
+    @classmethod
+    def empty(cls, n: int) -> _Preferences:
+        return cls(np.zeros((n, _MAX_CATS), dtype=np.int64), np.ones((n, _MAX_CATS)))
+
+    def draw_user(
+        self, u: int, user_id: str, taxonomy: Taxonomy, flat_pop: np.ndarray, pref_rng: random.Random
+    ) -> None:
+        """Draw user ``u``'s 1-3 categories, their weights and 2-4 preferred values in each."""
+        n_cats_total = len(taxonomy.categories)
         k = min(pref_rng.choices((1, 2, 3), weights=(0.35, 0.4, 0.25))[0], n_cats_total)
         cats = pref_rng.sample(range(n_cats_total), k)
         raw = [pref_rng.gammavariate(2.0, 1.0) for _ in cats]
         cw = [w / sum(raw) for w in raw]
-        cat_idx[u, :] = cats[0]
-        cat_idx[u, :k] = cats
-        cat_cum[u, :k] = np.cumsum(cw)
-        cat_cum[u, k - 1 :] = 1.0
+        self.cat_idx[u, :] = cats[0]
+        self.cat_idx[u, :k] = cats
+        self.cat_cum[u, :k] = np.cumsum(cw)
+        self.cat_cum[u, k - 1 :] = 1.0
         for c, w in zip(cats, cw, strict=True):
             cat = taxonomy.categories[c]
-            gt_cat["user_id"].append(user_ids[u])
-            gt_cat["category"].append(cat.name)
-            gt_cat["weight"].append(round(w, 4))
-            candidates = [v for d in cat.dimensions for v in d.values]
-            cand_w = [float(flat_pop[v.vid]) for v in candidates]
-            chosen: dict[int, None] = {}
-            n_prefs = pref_rng.choices((2, 3, 4), weights=(0.35, 0.4, 0.25))[0]
-            while len(chosen) < n_prefs:
-                chosen[pref_rng.choices(candidates, weights=cand_w)[0].vid] = None
-            for vid in chosen:
-                value = taxonomy.values[vid]
-                weight = round(pref_rng.uniform(0.6, 1.4), 3)
-                keys.append(u * n_values + vid)
-                weights.append(weight)
-                gt_pref["user_id"].append(user_ids[u])
-                gt_pref["category"].append(value.category)
-                gt_pref["dimension"].append(value.dimension)
-                gt_pref["value"].append(value.name)
-                gt_pref["weight"].append(weight)
-    order = np.argsort(np.asarray(keys, dtype=np.int64), kind="stable")
-    users = pd.DataFrame(
-        {"user_id": user_ids, "created_at": us_to_utc(created), "segment": segment.astype(object)}
-    )
-    return UsersResult(
-        users=users,
-        preferences=pd.DataFrame(gt_pref),
-        categories=pd.DataFrame(gt_cat),
-        created_us=created,
-        activity=activity,
-        bias=bias,
-        cat_idx=cat_idx,
-        cat_cum=cat_cum,
-        pref_keys=np.asarray(keys, dtype=np.int64)[order],
-        pref_weight=np.asarray(weights)[order],
-    )
+            self.gt_cat["user_id"].append(user_id)
+            self.gt_cat["category"].append(cat.name)
+            self.gt_cat["weight"].append(round(w, 4))
+            self._draw_values(u, user_id, cat, taxonomy, flat_pop, pref_rng)
+
+    def _draw_values(
+        self,
+        u: int,
+        user_id: str,
+        cat: Category,
+        taxonomy: Taxonomy,
+        flat_pop: np.ndarray,
+        pref_rng: random.Random,
+    ) -> None:
+        n_values = len(taxonomy.values)
+        candidates = [v for d in cat.dimensions for v in d.values]
+        cand_w = [float(flat_pop[v.vid]) for v in candidates]
+        chosen: dict[int, None] = {}
+        n_prefs = pref_rng.choices((2, 3, 4), weights=(0.35, 0.4, 0.25))[0]
+        while len(chosen) < n_prefs:
+            chosen[pref_rng.choices(candidates, weights=cand_w)[0].vid] = None
+        for vid in chosen:
+            value = taxonomy.values[vid]
+            weight = round(pref_rng.uniform(0.6, 1.4), 3)
+            self.keys.append(u * n_values + vid)
+            self.weights.append(weight)
+            self.gt_pref["user_id"].append(user_id)
+            self.gt_pref["category"].append(value.category)
+            self.gt_pref["dimension"].append(value.dimension)
+            self.gt_pref["value"].append(value.name)
+            self.gt_pref["weight"].append(weight)
 
 
 def _pick_notes(
@@ -286,6 +324,43 @@ def make_interactions(
         <= ``end_us``; ``dwell_seconds`` set on clicks only (NaN otherwise).
     """
     params = params or BehaviorParams()
+    u, note, ts = _impressions(cfg, taxonomy, notes, users, rng, start_us, end_us, params)
+    n = len(u)
+    match = preference_match(users, notes, u, note, len(taxonomy.values))
+    preferred = (users.cat_idx[u] == notes.category[note][:, None]).any(axis=1)
+    logit = click_logit(params, match, notes.quality[note], users.bias[u], preferred)
+    ci = np.flatnonzero(rng.random(n) < _sigmoid(logit))
+    click_ts = ts[ci] + rng.integers(_SEC_US, 20 * _SEC_US, size=len(ci))
+    mu = dwell_log_median(params, match[ci], notes.quality[note[ci]])
+    dwell = np.round(np.clip(rng.lognormal(mu, params.dwell_sigma), 1.0, 1_200.0), 1)
+
+    parts_u, parts_n, parts_ts, parts_ev, parts_dw = [u, u[ci]], [note, note[ci]], [ts, click_ts], [], []
+    parts_ev += [np.zeros(n, np.int8), np.ones(len(ci), np.int8)]
+    parts_dw += [np.full(n, np.nan), dwell]
+    for e in range(2, 2 + len(params.engage_base)):
+        p = _sigmoid(engagement_logit(params, e - 2, match[ci], notes.quality[note[ci]]))
+        hit = np.flatnonzero(rng.random(len(ci)) < p)
+        parts_u.append(u[ci[hit]])
+        parts_n.append(note[ci[hit]])
+        parts_ts.append(click_ts[hit] + (rng.random(len(hit)) * dwell[hit] * _SEC_US).astype(np.int64))
+        parts_ev.append(np.full(len(hit), e, np.int8))
+        parts_dw.append(np.full(len(hit), np.nan))
+    out = _interaction_frame(users, notes, parts_u, parts_n, parts_ts, parts_ev, parts_dw)
+    log.info("simulated %d impressions, %d clicks, %d interaction rows", n, len(ci), len(out))
+    return out
+
+
+def _impressions(
+    cfg: GeneratorConfig,
+    taxonomy: Taxonomy,
+    notes: NotesResult,
+    users: UsersResult,
+    rng: np.random.Generator,
+    start_us: int,
+    end_us: int,
+    params: BehaviorParams,
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Impressions as (user row, note row, ts us): per-user volume, category, note and time, in this draw order."""
     n_cats = len(taxonomy.categories)
     # Impressions stop 30 minutes before the end so clicks and engagements stay inside the window.
     last_us = end_us - 1_800 * _SEC_US
@@ -306,33 +381,26 @@ def make_interactions(
     lo = np.maximum(np.maximum(notes.created_us[note], users.created_us[u]), start_us)
     lo = np.minimum(lo, last_us)
     ts = lo + ((last_us - lo) * rng.random(n) ** params.recency_power).astype(np.int64)
+    return u, note, ts
 
-    match = preference_match(users, notes, u, note, len(taxonomy.values))
-    preferred = (users.cat_idx[u] == notes.category[note][:, None]).any(axis=1)
-    logit = click_logit(params, match, notes.quality[note], users.bias[u], preferred)
-    ci = np.flatnonzero(rng.random(n) < _sigmoid(logit))
-    click_ts = ts[ci] + rng.integers(_SEC_US, 20 * _SEC_US, size=len(ci))
-    mu = dwell_log_median(params, match[ci], notes.quality[note[ci]])
-    dwell = np.round(np.clip(rng.lognormal(mu, params.dwell_sigma), 1.0, 1_200.0), 1)
 
-    parts_u, parts_n, parts_ts, parts_ev, parts_dw = [u, u[ci]], [note, note[ci]], [ts, click_ts], [], []
-    parts_ev += [np.zeros(n, np.int8), np.ones(len(ci), np.int8)]
-    parts_dw += [np.full(n, np.nan), dwell]
-    for e in range(2, 2 + len(params.engage_base)):
-        p = _sigmoid(engagement_logit(params, e - 2, match[ci], notes.quality[note[ci]]))
-        hit = np.flatnonzero(rng.random(len(ci)) < p)
-        parts_u.append(u[ci[hit]])
-        parts_n.append(note[ci[hit]])
-        parts_ts.append(click_ts[hit] + (rng.random(len(hit)) * dwell[hit] * _SEC_US).astype(np.int64))
-        parts_ev.append(np.full(len(hit), e, np.int8))
-        parts_dw.append(np.full(len(hit), np.nan))
+def _interaction_frame(
+    users: UsersResult,
+    notes: NotesResult,
+    parts_u: list[np.ndarray],
+    parts_n: list[np.ndarray],
+    parts_ts: list[np.ndarray],
+    parts_ev: list[np.ndarray],
+    parts_dw: list[np.ndarray],
+) -> pd.DataFrame:
+    """The canonical interactions table from per-event-kind parts, sorted by (ts, event)."""
     all_ts = np.concatenate(parts_ts)
     all_ev = np.concatenate(parts_ev)
     order = np.lexsort((all_ev, all_ts))
     user_ids = users.users["user_id"].to_numpy()
     note_ids = notes.notes["note_id"].to_numpy()
     events = np.array(EVENTS, dtype=object)
-    out = pd.DataFrame(
+    return pd.DataFrame(
         {
             "user_id": user_ids[np.concatenate(parts_u)[order]],
             "note_id": note_ids[np.concatenate(parts_n)[order]],
@@ -341,5 +409,3 @@ def make_interactions(
             "dwell_seconds": np.concatenate(parts_dw)[order],
         }
     )
-    log.info("simulated %d impressions, %d clicks, %d interaction rows", n, len(ci), len(out))
-    return out
