@@ -232,7 +232,8 @@ class ServingCore:
         return common_pb2.NoteTags(
             note_id=note_id,
             tags=[
-                common_pb2.Tag(text=t, dimension=d, confidence=x) for t, d, x in self.rec.note_tags(note_id)
+                common_pb2.Tag(text=t.text, dimension=t.dimension, confidence=t.confidence)
+                for t in self.rec.note_tags(note_id)
             ],
             tagger=self.rec.catalog.tag_source,
             tagger_version=self.rec.version,
@@ -395,15 +396,17 @@ class ServingCore:
         replies, records = [], []
         size = 0
         for note, result in zip(req.notes, results, strict=True):
-            triples = [(t.text, t.dimension, float(t.confidence)) for t in result.tags]
             created_s = note.created_at_ms / 1000.0 if note.created_at_ms else None
-            added = self.rec.add_note(note.note_id, note.category, triples, created_s=created_s)
+            added = self.rec.add_note(note.note_id, note.category, result.tags, created_s=created_s)
             size = added.index_size
             if added.replaced:
                 self._interests.clear()  # profiles of users who engaged with the note changed
             msg = common_pb2.NoteTags(
                 note_id=note.note_id,
-                tags=[common_pb2.Tag(text=t, dimension=d, confidence=x) for t, d, x in triples],
+                tags=[
+                    common_pb2.Tag(text=t.text, dimension=t.dimension, confidence=float(t.confidence))
+                    for t in result.tags
+                ],
                 tagger=name,
                 tagger_version=version,
                 generated_at_ms=now_ms,

@@ -2,7 +2,7 @@
 
 Embeddings from the two towers are L2-normalized, so inner product = cosine. ``add`` appends
 brand-new notes (embedded from their tags) without a rebuild: a note published a second ago is
-searchable at once.
+searchable at once; ``update`` replaces a re-tagged note's vector in place (exact, IVF).
 
 Example::
 
@@ -89,6 +89,36 @@ class NoteIndex:
             raise ConfigError(f"add: {len(vectors)} vectors for {len(note_ids)} note ids")
         self.index.add(vectors)
         self.note_ids.extend(note_ids)
+
+    def update(self, row: int, vector: np.ndarray) -> bool:
+        """Replace the vector of ``row`` (a re-tagged note) without a rebuild, where the index allows.
+
+        ``exact``: overwritten in place in the flat storage (the same row, so results equal a rebuild's).
+        ``ivf``: removed and re-added under the same id, into the cell of its new vector (the cells
+        are not retrained). ``hnsw`` cannot remove a vector: returns False and changes nothing, and
+        the caller rebuilds.
+
+        Raises:
+            ConfigError: ``row`` out of range or ``vector`` of another size.
+        """
+        import faiss
+
+        vec = np.ascontiguousarray(np.reshape(vector, (1, -1)), dtype=np.float32)
+        if not 0 <= row < len(self) or vec.shape[1] != self.index.d:
+            raise ConfigError(
+                f"update: got row {row} and a vector of size {vec.shape[1]}; expected a row in "
+                f"[0, {len(self)}) and size {self.index.d}"
+            )
+        if self.kind == "exact":
+            flat = faiss.rev_swig_ptr(self.index.get_xb(), len(self) * self.index.d)
+            flat[row * self.index.d : (row + 1) * self.index.d] = vec[0]
+            return True
+        if self.kind == "ivf":
+            ids = np.array([row], np.int64)
+            self.index.remove_ids(ids)
+            self.index.add_with_ids(vec, ids)
+            return True
+        return False
 
     def search(self, queries: np.ndarray, k: int) -> tuple[np.ndarray, list[list[str]]]:
         """Top ``k`` notes per query: (scores (Q, k), note ids per query; missing slots dropped)."""

@@ -7,6 +7,7 @@ import pytest
 
 from features.errors import ConfigError, NotFoundError
 from ranking.recommend import Filters
+from tagging.types import Tag
 from tests.ranking.conftest import make_tiny_data
 
 
@@ -30,14 +31,8 @@ def rec(trained):
     from ranking.retrieval.train import RetrievalModel
 
     model, ranker = trained
-    # A fresh copy of the mutable parts per test: add_note grows the catalog and encoder.
-    fresh = make_tiny_data()
-    encoder = model.encoder
-    import copy
-
-    enc = copy.copy(encoder)
-    enc.catalog = fresh.catalog
-    m = RetrievalModel(model.model, enc, fresh, model.config)
+    # The recommender owns what it changes: the trained model's data and encoder stay as they were.
+    m = RetrievalModel(model.model, model.encoder, model.data, model.config)
     return Recommender(m, ranker)
 
 
@@ -47,12 +42,12 @@ def test_recommend_returns_k_unseen_sorted_with_reasons(rec):
     assert len(out) == 10
     scores = [r.score for r in out]
     assert scores == sorted(scores, reverse=True)
-    u = rec._user(user)
-    seen = {str(rec.catalog.note_ids[n]) for n in rec._seen[u]}
+    u = rec.users.row(user)
+    seen = {str(rec.catalog.note_ids[n]) for n in rec.users.seen[u]}
     assert not seen & {r.note_id for r in out}
-    prof = rec._profile(u)
+    prof = rec.users.profile(u, rec.catalog)
     for r in out:  # every reason is a tag of the note that the user has weight on
-        tags = {t for t, _, _ in rec.note_tags(r.note_id)}
+        tags = {t.text for t in rec.note_tags(r.note_id)}
         assert set(r.reasons) <= tags
         assert all(rec.catalog.vocab[t] in prof for t in r.reasons)
 
@@ -65,7 +60,7 @@ def test_ranker_scores_match_offline_features(rec, trained):
     user = str(rec.user_ids()[3])
     notes = [str(n) for n in rec.catalog.note_ids[:25]]
     got = {r.note_id: r.score for r in rec.rank(user, notes)}
-    u = rec._user(user)
+    u = rec.users.row(user)
     idx = np.arange(25)
     ex = user_states(rec.data, np.full(25, u), np.full(25, rec.now_s), history_len=rec.history_len, note=idx)
     frame = ranker_features(rec.data, ex, rec.model)
@@ -101,13 +96,13 @@ def test_new_note_is_retrievable_at_once(rec):
     """A brand-new note carrying a user's favourite tags reaches that user's top list immediately."""
     user = str(rec.user_ids()[2])
     interests, _ = rec.user_interests(user, top_k=3)
-    tags = [(t, d, 1.0) for t, d, _ in interests] + [("never-seen-tag", "d1", 0.5)]
+    tags = [Tag(t, d, 1.0) for t, d, _ in interests] + [Tag("never-seen-tag", "d1", 0.5)]
     cat = rec.catalog.categories[0]
     before = len(rec.index)
     added = rec.add_note("fresh-1", cat, tags)
     assert added.index_size == before + 1 and not added.replaced
     assert added.unknown_tags == ("never-seen-tag",)
-    assert rec.note_tags("fresh-1")[-1][0] == "never-seen-tag"
+    assert rec.note_tags("fresh-1")[-1].text == "never-seen-tag"
     top = rec.recommend(user, k=10, filters=Filters(cold_start_only=True))
     assert "fresh-1" in [r.note_id for r in top]
     hit = next(r for r in top if r.note_id == "fresh-1")
@@ -120,14 +115,13 @@ def test_new_note_is_retrievable_at_once(rec):
 def test_observe_updates_history_and_counts(rec):
     user = str(rec.user_ids()[4])
     note = str(rec.catalog.note_ids[7])
-    u = rec._user(user)
-    n_hist = len(rec._users[u].hist_note)
-    clicks = rec._clicks[7]
+    u = rec.users.row(user)
+    state = rec.users.states[u]
+    n_hist = len(state.hist_note)
+    clicks = rec.live.note_stats[1][7]
     rec.observe(user, note, "click")
-    assert rec._clicks[7] == clicks + 1
-    assert rec._users[u].embedding is None and len(rec._users[u].hist_note) == min(
-        n_hist + 1, rec.history_len
-    )
+    assert rec.live.note_stats[1][7] == clicks + 1
+    assert state.embedding is None and len(state.hist_note) == min(n_hist + 1, rec.history_len)
     assert note not in [r.note_id for r in rec.recommend(user, k=50)]
 
 
@@ -135,7 +129,7 @@ def test_cold_start_channel_adds_cold_candidates(rec):
     """cold_candidates: extra candidates from cold notes the main search missed; state untouched."""
     user = rec.user_ids()[5]
     main, _ = rec.retrieve(user, 10)
-    cold_before = rec._cold.copy()
+    cold_before = rec.live.cold.copy()
     rec.cold_candidates = 5
     try:
         notes, scores = rec.retrieve(user, 10)
@@ -144,9 +138,9 @@ def test_cold_start_channel_adds_cold_candidates(rec):
     assert np.array_equal(notes[:10], main)
     extra = notes[10:]
     assert 0 < len(extra) <= 5
-    assert rec._cold[extra].all() and not set(extra) & set(main)
+    assert rec.live.cold[extra].all() and not set(extra) & set(main)
     assert np.all(np.diff(scores[10:]) <= 1e-6)  # the channel's own order: best first
-    assert np.array_equal(rec._cold, cold_before)
+    assert np.array_equal(rec.live.cold, cold_before)
     # Only cold notes asked for: the channel adds nothing (the main search is already cold-only).
     rec.cold_candidates = 5
     try:
@@ -185,3 +179,65 @@ def test_cold_slots_put_cold_notes_at_every_nth_position(rec):
     assert [n for n in cold_in_order if n not in rest][:4] == fixed
     assert rest == [r.note_id for r in ranked if r.note_id not in fixed][:8]
     assert plain[0].note_id == slotted[0].note_id
+
+
+def test_trained_model_is_left_as_it_was(rec, trained):
+    """add_note grows the recommender's own catalog, not the model's data or encoder."""
+    model = trained[0]
+    notes, note_map = model.data.catalog.num_notes, model.encoder.note_map.copy()
+    rec.add_note("fresh-own", rec.catalog.categories[0], [Tag("a", "d1", 1.0)])
+    assert model.data.catalog.num_notes == notes and model.encoder.catalog is model.data.catalog
+    assert np.array_equal(model.encoder.note_map, note_map)
+    assert rec.num_notes == notes + 1 and rec.data.catalog.num_notes == notes + 1
+
+
+def test_adding_notes_one_by_one_is_amortized(rec):
+    """N notes added one at a time reallocate each buffer O(log N) times (capacity doubles), not N."""
+    live = rec.live
+    before, cat = live.reallocations, rec.catalog.categories[0]
+    n = 200
+    for j in range(n):
+        rec.add_note(f"bulk-{j}", cat, [Tag("a", "d1", 1.0)])
+    grown = live.reallocations - before
+    buffers = len(live._buffers())
+    assert grown <= buffers * (np.log2(n) + 1), grown
+    assert live._items.capacity >= live.num_notes and live._items.capacity < 2 * live.num_notes + 2
+    assert [r.note_id for r in rec.rank(rec.user_ids()[0], ["bulk-0", f"bulk-{n - 1}"])]
+
+
+@pytest.mark.parametrize("kind", ["exact", "ivf"])
+def test_retag_updates_the_index_in_place(trained, kind, monkeypatch):
+    """A re-tag replaces the note's vector in the index; the index is not rebuilt."""
+    from ranking.recommend import Recommender
+    from ranking.retrieval.index import NoteIndex
+
+    rec = Recommender(trained[0], trained[1], index_kind=kind)
+    index, size = rec.index, len(rec.index)
+    cat = rec.catalog.categories[0]
+    old = str(rec.catalog.note_ids[3])
+    tags = [Tag(t, "d1", 1.0) for t in list(rec.catalog.vocab)[:3]]
+
+    def no_rebuild(*args, **kwargs):
+        raise AssertionError("the index was rebuilt")
+
+    monkeypatch.setattr(NoteIndex, "build", no_rebuild)
+    rec.add_note("fresh-x", cat, tags[:1])
+    added = rec.add_note(old, cat, tags)
+    assert added.replaced and rec.index is index and len(rec.index) == size + 1
+    i = int(rec.live.rows([old])[0])
+    q = rec.items[i]
+    assert np.allclose(q, rec.towers.notes(np.array([i]))[0])
+    _, ids = rec.index.search(q[None, :], 1)  # the note's new vector is found under its own id
+    assert ids[0][0] == old
+    assert [t.text for t in rec.note_tags(old)] == [t.text for t in tags]
+
+
+def test_growable_array_doubles_and_splices():
+    from ranking.recommend.buffer import GrowableArray
+
+    a = GrowableArray(np.arange(3))
+    for v in range(3, 100):
+        a.extend([v])
+    assert a.view().tolist() == list(range(100)) and a.reallocations <= 6 and a.capacity == 192
+    assert a.splice(1, 3, [7, 8, 9]) == 1 and a.view()[:6].tolist() == [0, 7, 8, 9, 3, 4]
+    assert a.splice(0, 4, []) == -4 and a.view()[:2].tolist() == [3, 4] and a.size == 97

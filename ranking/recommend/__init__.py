@@ -1,0 +1,15 @@
+"""The in-memory recommend pipeline (retrieval + ranker + reasons + cold start), in four parts:
+
+- ``recommender``: :class:`Recommender` — retrieve, score, explain; add a note, observe an event.
+- ``live_catalog``: :class:`LiveCatalog` — the notes, their tags, counts, embeddings and ANN index.
+- ``users``: :class:`UserStates` — histories, user embeddings, tag profiles.
+- ``load``: reading a run's retrieval model and ranker.
+
+Importing this package is cheap: torch, faiss and lightgbm load when a recommender is built.
+"""
+
+from ranking.recommend.load import load_ranker, load_retrieval
+from ranking.recommend.recommender import Recommender
+from ranking.recommend.values import AddedNote, Filters, Recommendation
+
+__all__ = ["AddedNote", "Filters", "Recommendation", "Recommender", "load_ranker", "load_retrieval"]

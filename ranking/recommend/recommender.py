@@ -1,0 +1,387 @@
+"""The recommend pipeline, held in memory: two-tower retrieval over a faiss index, the LightGBM
+ranker, reasons (matched tags), and the cold-start path (a new note embedded from its tags and
+added to the index at once).
+
+The gRPC server and the A/B simulator both sit on :class:`Recommender`; nothing here touches the
+network. Everything a request needs is precomputed or kept live: the notes (:class:`LiveCatalog`:
+tags, embeddings, index, impression/click counts) and the users (:class:`UserStates`: histories,
+embeddings, tag profiles). A request costs one user-tower forward when the user's history changed
+since the last call, one index search, one feature computation over the candidates and one
+LightGBM predict.
+
+Example::
+
+    rec = Recommender.from_run("runs/demo")
+    for r in rec.recommend("u00042", k=10):
+        print(r.note_id, round(r.score, 3), r.reasons)
+    rec.add_note("n-new", "outfits", [Tag("cream white", "colour", 0.9), Tag("retro running", "style", 0.8)])
+    rec.rank("u00042", ["n-new", "n00017"])
+
+Not thread-safe: call it from one thread (the gRPC server runs it on its event loop).
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Sequence
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import numpy as np
+
+from features.errors import ConfigError
+from features.io import RunDir
+from ranking.dataset import ENGAGEMENT_WEIGHTS, NoteCatalog, RunData
+from ranking.recommend.live_catalog import LiveCatalog
+from ranking.recommend.load import file_version, load_ranker, load_retrieval
+from ranking.recommend.search import filter_mask, ranker_scores, search, top_exact
+from ranking.recommend.towers import Towers
+from ranking.recommend.users import UserStates
+from ranking.recommend.values import AddedNote, Filters, Recommendation
+from ranking.retrieval.evaluate import with_cold_slots
+from tagging.types import Tag
+
+if TYPE_CHECKING:
+    from ranking.ranker import Ranker
+    from ranking.retrieval.index import NoteIndex
+    from ranking.retrieval.train import RetrievalModel
+
+__all__ = ["Recommender"]
+
+log = logging.getLogger(__name__)
+
+# (text, dimension, weight) of a user's interest.
+Interest = tuple[str, str, float]
+
+
+def _as_tags(tags: Sequence[Tag] | Sequence[tuple[str, str, float]]) -> list[Tag]:
+    # The simulator (tagllm/simulate) still hands over (text, dimension, confidence) triples.
+    return [t if isinstance(t, Tag) else Tag(str(t[0]), str(t[1]), float(t[2])) for t in tags]
+
+
+def _check_count(name: str, value: object, expected: str) -> int:
+    if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+        raise ConfigError(f"{name}: got {value!r}; expected {expected}")
+    return value
+
+
+class Recommender:
+    """In-memory retrieval + ranking for one run (see the module docstring).
+
+    Args:
+        model: a trained RetrievalModel (its ``data`` is the catalog and interaction log; the
+            recommender copies what it changes and never writes into the model).
+        ranker: a trained Ranker, or None to order by the retrieval score.
+        index_kind: ``exact``, ``ivf`` or ``hnsw`` (:class:`~ranking.retrieval.index.NoteIndex`).
+        now_s: the serving clock for features (default: one second after the last interaction).
+        history_len: engagements kept per user (the user tower reads the last ``tower_history``).
+        tower_history: engagements the user tower reads.
+        version: a model version string for responses.
+        cold_candidates: a cold-start channel — this many extra candidates per request from the
+            cold-start notes (published after the training cutoff or added live), scored by the same
+            towers, so the ranker sees fresh notes even where warm notes' id embeddings outscore them
+            (0 = off; docs/benchmarks.md "Cold-start quota").
+        cold_slot_every: a fresh-note quota on the returned list — every N-th slot goes to the
+            best-ranked cold-start candidate not yet listed (0 = off; the ``quota`` pool of
+            :mod:`ranking.retrieval.evaluate` measures this policy offline). Cold notes may take the
+            other slots too; a slot falls back to the ranker's order when no cold candidate is left,
+            so use it with ``cold_candidates``.
+        explain: False leaves ``reasons`` empty (callers that never show them, e.g. the simulator,
+            skip a profile lookup per returned note).
+    """
+
+    def __init__(
+        self,
+        model: RetrievalModel,
+        ranker: Ranker | None = None,
+        *,
+        index_kind: str = "exact",
+        now_s: float | None = None,
+        history_len: int = 50,
+        tower_history: int = 30,
+        version: str = "",
+        cold_candidates: int = 0,
+        cold_slot_every: int = 0,
+        explain: bool = True,
+    ) -> None:
+        import torch
+
+        t0 = time.perf_counter()
+        torch.set_num_threads(1)
+        self.model = model
+        self.ranker = ranker
+        self.version = version or "in-memory"
+        self.history_len = max(history_len, tower_history)
+        self.cold_candidates = _check_count("cold_candidates", cold_candidates, "an integer >= 0")
+        self.cold_slot_every = _check_count("cold_slot_every", cold_slot_every, "an integer >= 0 (0 = off)")
+        self.explain = explain
+        base = model.data
+        inter = base.interactions
+        self.now_s = (
+            float(now_s) if now_s is not None else (float(inter.ts.max()) + 1.0 if len(inter) else 0.0)
+        )
+        self.live = LiveCatalog(base, model.encoder.note_map, model.item_embeddings(), index_kind)
+        self.towers = Towers(model, self.live)
+        self._data: RunData | None = None
+        self.users = UserStates(
+            base,
+            self.now_s,
+            history_len=self.history_len,
+            tower_history=tower_history,
+            encode=self.towers.users,
+            out_dim=model.model.config.out_dim,
+        )
+        self.load_seconds = time.perf_counter() - t0
+        log.info(
+            "recommender ready: %d notes, %d users, index %s, ranker %s, %.1fs",
+            self.num_notes,
+            len(self.users),
+            index_kind,
+            "on" if ranker is not None else "off",
+            self.load_seconds,
+        )
+
+    @classmethod
+    def from_run(
+        cls,
+        run_dir: str | Path,
+        *,
+        index_kind: str = "exact",
+        use_ranker: bool = True,
+        cold_candidates: int = 0,
+        cold_slot_every: int = 0,
+    ) -> Recommender:
+        """Load the run's retrieval model (RUN/retrieval/model.pt) and ranker (RUN/ranker/model.txt)."""
+        run = RunDir(run_dir).require()
+        model = load_retrieval(run.path)
+        ranker = load_ranker(run.path) if use_ranker else None
+        version = file_version(run.path / "retrieval" / "model.pt", run.path / "ranker" / "model.txt")
+        return cls(
+            model,
+            ranker,
+            index_kind=index_kind,
+            version=version,
+            cold_candidates=cold_candidates,
+            cold_slot_every=cold_slot_every,
+        )
+
+    # ---- lookups -------------------------------------------------------------------------------
+
+    @property
+    def catalog(self) -> NoteCatalog:
+        return self.live.catalog
+
+    @property
+    def data(self) -> RunData:
+        """The run with the live catalog (rebuilt, without copies, after a note is added)."""
+        if self._data is None or self._data.catalog is not self.live.catalog:
+            d = self.model.data
+            self._data = RunData(self.live.catalog, d.user_ids, d.interactions, d.cutoff_s, d.source)
+        return self._data
+
+    @property
+    def index(self) -> NoteIndex:
+        return self.live.index
+
+    @property
+    def items(self) -> np.ndarray:
+        return self.live.items
+
+    @property
+    def num_notes(self) -> int:
+        return self.live.num_notes
+
+    def has_user(self, user_id: str) -> bool:
+        return self.users.has(user_id)
+
+    def has_note(self, note_id: str) -> bool:
+        return self.live.has_note(note_id)
+
+    def user_ids(self) -> list[str]:
+        return [str(u) for u in self.users.ids]
+
+    def note_tags(self, note_id: str) -> list[Tag]:
+        """A note's tags, in stored order."""
+        return self.live.note_tags(int(self.live.rows([note_id])[0]))
+
+    def note_category(self, note_id: str) -> str:
+        return self.live.category_name(int(self.live.rows([note_id])[0]))
+
+    def user_interests(self, user_id: str, top_k: int = 20) -> tuple[list[Interest], int]:
+        """The user's strongest tag interests as (text, dimension, weight) and the history length."""
+        u = self.users.row(user_id)
+        prof = self.users.profile(u, self.catalog)
+        dims = self.live.tag_dims()
+        best = sorted(prof.items(), key=lambda kv: (-kv[1], kv[0]))[: max(top_k, 0)]
+        out = [(self.live.tag_text(t), self.live.dimension_name(dims[t]), float(w)) for t, w in best]
+        return out, len(self.users.states[u].hist_note)
+
+    def observe(self, user_id: str, note_id: str, event: str, ts: float | None = None) -> None:
+        """Feed one live event: engagements extend the user's history (their embedding and profile are
+        recomputed on the next request); impressions and clicks update the note's counts."""
+        u = self.users.row(user_id)
+        n = int(self.live.rows([note_id])[0])
+        self.live.count(n, event)
+        w = ENGAGEMENT_WEIGHTS.get(event, 0.0)
+        if w > 0:
+            self.users.engage(u, n, w)
+        if ts is not None:
+            self.now_s = max(self.now_s, float(ts))
+
+    # ---- retrieval + ranking -------------------------------------------------------------------
+
+    def retrieve(self, user_id: str, n: int, filters: Filters | None = None) -> tuple[np.ndarray, np.ndarray]:
+        """Top ``n`` (note indices, retrieval scores) for a user under ``filters``, plus up to
+        ``cold_candidates`` cold-start notes not among them (the cold-start channel)."""
+        if n < 1:
+            raise ConfigError(f"candidates: got {n!r}; expected an integer >= 1")
+        filters = filters or Filters()
+        u = self.users.row(user_id)
+        q = self.users.vector(u, self.now_s)
+        mask = filter_mask(self.live, filters, self.users.seen[u])
+        notes, scores = search(self.live, q, mask, filters, n)
+        if self.cold_candidates and not filters.cold_start_only:
+            cold = self.live.cold.copy() if mask is None else mask & self.live.cold
+            cold[notes] = False
+            extra, extra_scores = top_exact(self.items, q, np.flatnonzero(cold), self.cold_candidates)
+            notes = np.concatenate([notes, extra])
+            scores = np.concatenate([scores, extra_scores])
+        return notes, scores
+
+    def _score(
+        self, users: list[int], lens: np.ndarray, notes: np.ndarray, retrieval_scores: np.ndarray
+    ) -> np.ndarray:
+        """Ranker scores of ``notes`` (``lens[i]`` consecutive candidates for ``users[i]``)."""
+        hist = self.users.examples(users, self.history_len, self.now_s)
+        return ranker_scores(
+            self.ranker,
+            self.data,
+            hist,
+            lens,
+            notes,
+            retrieval_scores,
+            now_s=self.now_s,
+            note_stats=self.live.note_stats,
+        )
+
+    def _reasons(self, u: int, n: int, limit: int = 3) -> tuple[str, ...]:
+        if not self.explain:
+            return ()
+        prof = self.users.profile(u, self.catalog)
+        hits = sorted((t for t in set(self.live.tag_ids(n)) if t in prof), key=lambda t: (-prof[t], t))
+        return tuple(self.live.tag_text(t) for t in hits[:limit])
+
+    def _results(
+        self, u: int, notes: np.ndarray, rscores: np.ndarray, scores: np.ndarray, k: int
+    ) -> list[Recommendation]:
+        order = np.argsort(-scores, kind="stable")
+        cold = self.live.cold
+        if self.cold_slot_every and len(order):
+            cold_order = order[cold[notes[order]]]
+            kk = min(k, len(order))
+            order = with_cold_slots(order[None, :kk], cold_order[None, :kk], self.cold_slot_every)[0]
+        return [
+            Recommendation(
+                note_id=str(self.catalog.note_ids[notes[j]]),
+                score=float(scores[j]),
+                retrieval_score=float(rscores[j]),
+                reasons=self._reasons(u, int(notes[j])),
+                category=self.live.category_name(int(notes[j])),
+                cold_start=bool(cold[notes[j]]),
+            )
+            for j in order[:k]
+        ]
+
+    def recommend(
+        self, user_id: str, k: int = 50, *, candidates: int = 300, filters: Filters | None = None
+    ) -> list[Recommendation]:
+        """Top ``k`` notes for ``user_id``: retrieve ``candidates`` (at least ``k``), rank, explain.
+
+        Raises:
+            NotFoundError: unknown user (or filter category).
+            ConfigError: ``k`` < 1.
+        """
+        return self.recommend_many([user_id], k, candidates=candidates, filters=[filters])[0]
+
+    def recommend_many(
+        self,
+        user_ids: Sequence[str],
+        k: int,
+        *,
+        candidates: int = 300,
+        filters: Sequence[Filters | None] | None = None,
+    ) -> list[list[Recommendation]]:
+        """:meth:`recommend` for several distinct users at once: one user-tower forward for the users
+        whose history changed and one ranker call for all candidates (the same slates as per-user
+        calls on the same state).
+
+        Args:
+            user_ids: the users.
+            k: notes per user.
+            candidates: retrieval candidates per user.
+            filters: one per user (None = default filters).
+
+        Raises:
+            ConfigError: ``k`` < 1, or ``filters`` of another length. NotFoundError: an unknown user.
+        """
+        if not isinstance(k, int) or k < 1:
+            raise ConfigError(f"k: got {k!r}; expected an integer >= 1")
+        if not user_ids:
+            return []
+        per_user = list(filters) if filters is not None else [None] * len(user_ids)
+        if len(per_user) != len(user_ids):
+            raise ConfigError(f"filters: got {len(per_user)}; expected one per user ({len(user_ids)})")
+        users = [self.users.row(u) for u in user_ids]
+        self.users.refresh(users, self.now_s)
+        found = [self.retrieve(uid, max(candidates, k), f) for uid, f in zip(user_ids, per_user, strict=True)]
+        lens = np.array([len(n) for n, _ in found], np.int64)
+        notes = np.concatenate([n for n, _ in found])
+        rscores = np.concatenate([s for _, s in found])
+        scores = self._score(users, lens, notes, rscores)
+        out, lo = [], 0
+        for u, n in zip(users, lens.tolist(), strict=True):
+            out.append(self._results(u, notes[lo : lo + n], rscores[lo : lo + n], scores[lo : lo + n], k))
+            lo += n
+        return out
+
+    def rank(self, user_id: str, note_ids: Sequence[str]) -> list[Recommendation]:
+        """Score the caller's candidates for ``user_id``, best first.
+
+        Raises:
+            NotFoundError: unknown user or note ids (the message lists them).
+        """
+        u = self.users.row(user_id)
+        notes = self.live.rows(note_ids)
+        rscores = (self.items[notes] @ self.users.vector(u, self.now_s)).astype(np.float32)
+        scores = self._score([u], np.array([len(notes)], np.int64), notes, rscores)
+        return self._results(u, notes, rscores, scores, len(notes))
+
+    # ---- cold start ----------------------------------------------------------------------------
+
+    def add_note(
+        self,
+        note_id: str,
+        category: str,
+        tags: Sequence[Tag],
+        *,
+        created_s: float | None = None,
+    ) -> AddedNote:
+        """Add (or re-tag) a note: embed it from category + tags with the item tower and make it
+        searchable at once. Tags the model never saw are kept for lookups but not embedded.
+
+        Cost: amortized O(its tags + one item-tower forward) for a new note (the catalog's buffers
+        double when full); a re-tag also shifts the tag arrays after the note, drops the caches of the
+        users who engaged with it, and updates the index in place (``exact``, ``ivf``) or rebuilds
+        it (``hnsw``, which cannot remove a vector).
+
+        Raises:
+            ConfigError: empty ``note_id``; NotFoundError: unknown ``category``.
+        """
+        if not isinstance(note_id, str) or not note_id:
+            raise ConfigError(f"note_id: got {note_id!r}; expected a non-empty string")
+        created = self.now_s if created_s is None else float(created_s)
+        added = self.live.put(note_id, category, _as_tags(tags), created, self.towers.notes)
+        if added.replaced:  # profiles and embeddings of users who engaged with the note change
+            self.users.forget_note(int(self.live.rows([note_id])[0]))
+        return added

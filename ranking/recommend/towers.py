@@ -1,0 +1,53 @@
+"""The two towers as the recommender uses them: the trained model, read-only, fed by the
+recommender's own copy of the encoder, which reads the live catalog's arrays."""
+
+from __future__ import annotations
+
+import copy
+from typing import TYPE_CHECKING
+
+import numpy as np
+
+from ranking.dataset import Examples
+from ranking.recommend.live_catalog import LiveCatalog
+
+if TYPE_CHECKING:
+    from ranking.retrieval.train import RetrievalModel
+
+__all__ = ["Towers"]
+
+
+class Towers:
+    """User and item embeddings over a live catalog; never writes into ``model``.
+
+    Args:
+        model: the trained retrieval model.
+        live: the catalog whose notes (added ones included) the item tower embeds.
+    """
+
+    def __init__(self, model: RetrievalModel, live: LiveCatalog) -> None:
+        self.model = model
+        self.live = live
+        self._encoder = copy.copy(model.encoder)  # ours: its catalog and note map follow ``live``
+
+    def _sync(self) -> None:
+        self._encoder.catalog = self.live.catalog
+        self._encoder.note_map = self.live.note_map
+
+    def users(self, ex: Examples) -> np.ndarray:
+        """(B, D) user embeddings of the user side of ``ex``."""
+        import torch
+
+        self._sync()
+        with torch.no_grad():
+            return self.model.model.user_embedding(self._encoder.encode(ex)).numpy()
+
+    def notes(self, notes: np.ndarray) -> np.ndarray:
+        """(K, D) float32 item embeddings of note indices ``notes`` (K,)."""
+        import torch
+
+        self._sync()
+        self.model.model.eval()
+        with torch.no_grad():
+            vec = self.model.model.item_embedding(self._encoder.encode(notes=notes)).numpy()
+        return vec.astype(np.float32)

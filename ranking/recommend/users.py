@@ -1,0 +1,163 @@
+"""The recommender's user states: each user's recent engagements, their embedding and tag profile
+(both cached until the history changes), and the notes they have seen."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from features.errors import NotFoundError
+from ranking.dataset import Examples, NoteCatalog, RunData, user_states
+
+__all__ = ["UserState", "UserStates"]
+
+
+@dataclass
+class UserState:
+    """One user: the last engagements (note indices, weights) and the caches derived from them."""
+
+    hist_note: list[int] = field(default_factory=list)
+    hist_weight: list[float] = field(default_factory=list)
+    embedding: np.ndarray | None = None
+    profile: dict[int, float] | None = None
+
+
+class UserStates:
+    """Every user's state, kept live by :meth:`observe`.
+
+    Args:
+        data: the run (users and interactions).
+        now_s: histories are built from engagements strictly before this time.
+        history_len: engagements kept per user.
+        tower_history: engagements the user tower reads (the last ones).
+        encode: :class:`Examples` (user side only) -> (B, D) user embeddings (the user tower).
+        out_dim: D, for an empty batch.
+    """
+
+    def __init__(
+        self,
+        data: RunData,
+        now_s: float,
+        *,
+        history_len: int,
+        tower_history: int,
+        encode: Callable[[Examples], np.ndarray],
+        out_dim: int,
+    ) -> None:
+        self.ids = data.user_ids
+        self.history_len = history_len
+        self.tower_history = tower_history
+        self._encode = encode
+        self._out_dim = out_dim
+        self._index = {u: i for i, u in enumerate(data.user_ids)}
+        ex = user_states(
+            data, np.arange(data.num_users), np.full(data.num_users, now_s), history_len=history_len
+        )
+        self.states = [
+            UserState(
+                ex.hist_note[ex.hist_ptr[u] : ex.hist_ptr[u + 1]].tolist(),
+                ex.hist_weight[ex.hist_ptr[u] : ex.hist_ptr[u + 1]].astype(float).tolist(),
+            )
+            for u in range(data.num_users)
+        ]
+        self.seen: list[set[int]] = [set(s.hist_note) for s in self.states]
+        inter = data.interactions
+        eng = inter.weight > 0
+        for u, n in zip(inter.user[eng].tolist(), inter.note[eng].tolist(), strict=True):
+            self.seen[u].add(n)
+        self.refresh(list(range(data.num_users)), now_s)
+
+    def __len__(self) -> int:
+        return len(self.states)
+
+    def has(self, user_id: str) -> bool:
+        return user_id in self._index
+
+    def row(self, user_id: str) -> int:
+        """The user's index.
+
+        Raises:
+            NotFoundError: unknown user.
+        """
+        try:
+            return self._index[user_id]
+        except (KeyError, TypeError):
+            raise NotFoundError(f"user_id: unknown user {user_id!r}") from None
+
+    def examples(self, users: Sequence[int], history_len: int, now_s: float) -> Examples:
+        """User-side :class:`Examples` (note = -1) from the last ``history_len`` engagements."""
+        notes: list[int] = []
+        weights: list[float] = []
+        lens = []
+        for u in users:
+            s = self.states[u]
+            h = s.hist_note[-history_len:]
+            notes.extend(h)
+            weights.extend(s.hist_weight[-history_len:])
+            lens.append(len(h))
+        n = len(users)
+        return Examples(
+            user=np.asarray(users, np.int64),
+            note=np.full(n, -1, np.int64),
+            ts=np.full(n, now_s),
+            label=np.ones(n, np.float32),
+            hist_ptr=np.concatenate([[0], np.cumsum(lens)]).astype(np.int64),
+            hist_note=np.asarray(notes, np.int64),
+            hist_weight=np.asarray(weights, np.float32),
+        )
+
+    def embed(self, users: np.ndarray, now_s: float, batch: int = 4096) -> np.ndarray:
+        """(len(users), D) user-tower embeddings of ``users``' current histories."""
+        out = [
+            self._encode(self.examples(users[i : i + batch].tolist(), self.tower_history, now_s))
+            for i in range(0, len(users), batch)
+        ]
+        return np.concatenate(out).astype(np.float32) if out else np.zeros((0, self._out_dim), np.float32)
+
+    def refresh(self, users: Sequence[int], now_s: float) -> None:
+        """Embed the users whose history changed since their last embedding, in one batch."""
+        stale = [u for u in users if self.states[u].embedding is None]
+        if stale:
+            for u, v in zip(stale, self.embed(np.asarray(stale, np.int64), now_s), strict=True):
+                self.states[u].embedding = v
+
+    def vector(self, u: int, now_s: float) -> np.ndarray:
+        """User ``u``'s embedding (recomputed when the history changed)."""
+        s = self.states[u]
+        if s.embedding is None:
+            s.embedding = self.embed(np.array([u]), now_s)[0]
+        return s.embedding
+
+    def profile(self, u: int, catalog: NoteCatalog) -> dict[int, float]:
+        """Tag id -> normalized engagement x confidence weight over the user's history."""
+        s = self.states[u]
+        if s.profile is None:
+            c = catalog
+            prof: dict[int, float] = {}
+            for n, w in zip(s.hist_note, s.hist_weight, strict=True):
+                lo, hi = int(c.tag_ptr[n]), int(c.tag_ptr[n + 1])
+                for t, conf in zip(c.tag_vals[lo:hi].tolist(), c.tag_conf[lo:hi].tolist(), strict=True):
+                    prof[t] = prof.get(t, 0.0) + w * conf
+            total = sum(prof.values()) or 1.0
+            s.profile = {t: v / total for t, v in prof.items()}
+        return s.profile
+
+    def engage(self, u: int, n: int, weight: float) -> None:
+        """User ``u`` engaged with note ``n``: extend the history, mark the note seen, drop the caches."""
+        s = self.states[u]
+        s.hist_note.append(n)
+        s.hist_weight.append(float(weight))
+        if len(s.hist_note) > self.history_len:
+            del s.hist_note[: -self.history_len], s.hist_weight[: -self.history_len]
+        s.embedding = None
+        s.profile = None
+        self.seen[u].add(n)
+
+    def forget_note(self, n: int) -> None:
+        """Note ``n`` changed (re-tagged): drop the caches of the users whose history holds it."""
+        for s in self.states:
+            if n in s.hist_note:
+                s.profile = None
+                s.embedding = None
