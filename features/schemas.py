@@ -319,6 +319,19 @@ def validate(name: str, df: pd.DataFrame) -> pd.DataFrame:
         raise SchemaError(name, None, f"is a {type(df).__name__}", expected="a pandas DataFrame")
     if len(df) == 0:
         raise SchemaError(name, None, "is empty", expected="at least one row")
+    _check_required(name, spec, df)
+    df = df.reset_index(drop=True)
+    out = {col.name: _column(name, col, df[col.name]) for col in spec.columns if col.name in df.columns}
+    extras = [c for c in df.columns if c not in out]
+    result = pd.DataFrame(out)
+    for c in extras:
+        result[c] = df[c].to_numpy()
+    if spec.key:
+        _check_unique_key(name, spec, result)
+    return result
+
+
+def _check_required(name: str, spec: TableSpec, df: pd.DataFrame) -> None:
     missing = [c.name for c in spec.columns if c.required and c.name not in df.columns]
     if missing:
         raise SchemaError(
@@ -327,51 +340,46 @@ def validate(name: str, df: pd.DataFrame) -> pd.DataFrame:
             f"missing column(s) {', '.join(missing)} (present: {', '.join(map(str, df.columns))})",
             expected="columns " + ", ".join(c.name for c in spec.columns if c.required),
         )
-    df = df.reset_index(drop=True)
-    out: dict[str, pd.Series] = {}
-    for col in spec.columns:
-        if col.name not in df.columns:
-            continue
-        s = df[col.name]
-        nulls = s.isna() if col.kind not in ("str_list", "tag_list") else s.map(lambda v: v is None)
-        if not col.nullable and nulls.any():
-            raise SchemaError(
-                name, col.name, "has missing values", expected=_EXPECTED[col.kind], rows=_bad_rows(nulls)
-            )
-        s = _COERCE[col.kind](name, col, s)
-        if col.kind in ("id", "str"):
-            empty = s.map(lambda v: isinstance(v, str) and not v.strip())
-            if empty.any():
-                raise _fail(name, col, "has empty strings", s, empty)
-        if col.choices is not None:
-            outside = s.notna() & ~s.isin(col.choices)
-            if outside.any():
-                raise SchemaError(
-                    name,
-                    col.name,
-                    "has values outside the allowed set",
-                    expected="one of " + ", ".join(col.choices),
-                    rows=_bad_rows(outside),
-                    values=sorted(set(s[outside].head(50)))[:5],
-                )
-        out[col.name] = s
-    extras = [c for c in df.columns if c not in out]
-    result = pd.DataFrame(out)
-    for c in extras:
-        result[c] = df[c].to_numpy()
-    if spec.key:
-        dup = result.duplicated(list(spec.key), keep=False)
-        if dup.any():
-            keys = result.loc[dup, list(spec.key)].drop_duplicates().head(5)
+
+
+def _column(name: str, col: ColumnSpec, s: pd.Series) -> pd.Series:
+    """One column checked (nulls, empty strings, choices) and coerced to its canonical dtype."""
+    nulls = s.isna() if col.kind not in ("str_list", "tag_list") else s.map(lambda v: v is None)
+    if not col.nullable and nulls.any():
+        raise SchemaError(
+            name, col.name, "has missing values", expected=_EXPECTED[col.kind], rows=_bad_rows(nulls)
+        )
+    s = _COERCE[col.kind](name, col, s)
+    if col.kind in ("id", "str"):
+        empty = s.map(lambda v: isinstance(v, str) and not v.strip())
+        if empty.any():
+            raise _fail(name, col, "has empty strings", s, empty)
+    if col.choices is not None:
+        outside = s.notna() & ~s.isin(col.choices)
+        if outside.any():
             raise SchemaError(
                 name,
-                ",".join(spec.key),
-                "has duplicate keys",
-                expected="unique " + ", ".join(spec.key),
-                rows=_bad_rows(dup),
-                values=[tuple(r) if len(r) > 1 else r[0] for r in keys.itertuples(index=False)],
+                col.name,
+                "has values outside the allowed set",
+                expected="one of " + ", ".join(col.choices),
+                rows=_bad_rows(outside),
+                values=sorted(set(s[outside].head(50)))[:5],
             )
-    return result
+    return s
+
+
+def _check_unique_key(name: str, spec: TableSpec, result: pd.DataFrame) -> None:
+    dup = result.duplicated(list(spec.key), keep=False)
+    if dup.any():
+        keys = result.loc[dup, list(spec.key)].drop_duplicates().head(5)
+        raise SchemaError(
+            name,
+            ",".join(spec.key),
+            "has duplicate keys",
+            expected="unique " + ", ".join(spec.key),
+            rows=_bad_rows(dup),
+            values=[tuple(r) if len(r) > 1 else r[0] for r in keys.itertuples(index=False)],
+        )
 
 
 def check_references(tables: Mapping[str, pd.DataFrame]) -> None:
