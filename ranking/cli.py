@@ -123,7 +123,7 @@ def eval_group(run_dir: str, pool: str, as_json: bool) -> None:
     from features.errors import NotFoundError
     from features.io import RunDir
 
-    path = RunDir(run_dir).path / "retrieval" / "evaluation.parquet"
+    path = RunDir(run_dir).retrieval_evaluation
     if not path.exists():
         raise NotFoundError(f"{path} does not exist; run `tagllm train retrieval {run_dir}` first")
     table = pd.read_parquet(path)

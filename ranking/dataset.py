@@ -508,9 +508,9 @@ def require_feast_store(run: RunDir | str) -> RunDir:
     """
     run = RunDir(run) if not isinstance(run, RunDir) else run
     needed = [
-        run.path / "feast" / "registry.db",
-        run.path / "features" / "user_interests.parquet",
-        run.path / "features" / "tag_vocab.json",
+        run.feast_registry,
+        run.feature_table("user_interests"),
+        run.features_tag_vocab,
     ]
     missing = [str(p) for p in needed if not p.exists()]
     if missing:
@@ -645,7 +645,7 @@ def feast_user_interests(
     lens = np.array([len(x) if p else 0 for x, p in zip(ids_col, present, strict=True)], np.int64)
     flat_ids = [int(i) for x, p in zip(ids_col, present, strict=True) if p for i in x]
     flat_w = [float(v) for x, p in zip(w_col, present, strict=True) if p for v in x]
-    vocab = json.loads((run.path / "features" / "tag_vocab.json").read_text(encoding="utf-8"))["tags"]
+    vocab = json.loads(run.features_tag_vocab.read_text(encoding="utf-8"))["tags"]
     log.info(
         "feast retrieval training set: %d rows in %.2f s (%.0f rows/s)",
         len(df),

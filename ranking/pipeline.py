@@ -181,12 +181,11 @@ def retrieval_stage(
             score("als", "peer", ALSScorer(base), {})
             tagged = base.with_catalog(load_catalog(run, sources[0]))
             score(f"tag_overlap:{sources[0]}", "peer", TagOverlapScorer(tagged), {})
-        out_dir = run.path / "retrieval"
-        out_dir.mkdir(parents=True, exist_ok=True)
+        run.retrieval_dir.mkdir(parents=True, exist_ok=True)
         import pandas as pd
 
         table = pd.DataFrame(rows)
-        write_parquet(table, out_dir / "evaluation.parquet")
+        write_parquet(table, run.retrieval_evaluation)
         figures: dict[str, Any] = {
             "examples": len(examples),
             "test_users": len(tests["all"].users),
@@ -198,17 +197,17 @@ def retrieval_stage(
         if main is not None:
             name, result, items = main
             result.feature_source = feature_source
-            result.save(out_dir / "model.pt")
+            result.save(run.retrieval_model)
             write_parquet(
                 pd.DataFrame({"note_id": result.data.catalog.note_ids, "embedding": list(items)}),
-                out_dir / "item_embeddings.parquet",
+                run.item_embeddings,
             )
             figures["main_model"] = name
             figures["examples_per_s"] = round(result.examples_per_s)
         figures.update(_headline(table))
         figures["table"] = _compact(table)
         figures["seconds_total"] = round(time.perf_counter() - t_start, 2)
-        write_json(figures, out_dir / "summary.json")
+        write_json(figures, run.retrieval_summary)
         run.update_summary("retrieval", figures)
         return figures
     finally:
@@ -309,11 +308,10 @@ def ranker_stage(
             }
             if main is None:
                 main = ranker
-        out_dir = run.path / "ranker"
-        out_dir.mkdir(parents=True, exist_ok=True)
+        run.ranker_dir.mkdir(parents=True, exist_ok=True)
         if main is None:
             raise ConfigError("ranker: no variants trained")
-        main.booster.save_model(str(out_dir / "model.txt"))
+        main.booster.save_model(str(run.ranker_model))
         figures: dict[str, Any] = {
             "tag_source": data.catalog.tag_source,
             "objective": rcfg.objective,
@@ -325,10 +323,10 @@ def ranker_stage(
             **{f"{k}_{m}": v for k, r in results.items() for m, v in r.items() if m != "train_s"},
             "variants": results,
             "importance": main.importance(),
-            "model_path": str(out_dir / "model.txt"),
+            "model_path": str(run.ranker_model),
             "seconds_total": round(time.perf_counter() - t_start, 2),
         }
-        write_json(figures, out_dir / "summary.json")
+        write_json(figures, run.ranker_summary)
         run.update_summary("ranker", figures)
         return figures
     finally:

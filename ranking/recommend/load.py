@@ -39,7 +39,7 @@ def load_retrieval(run_dir: str | Path, data: RunData | None = None) -> Retrieva
     from ranking.retrieval.train import RetrievalModel, TrainConfig
 
     run = RunDir(run_dir).require()
-    path = run.path / "retrieval" / "model.pt"
+    path = run.retrieval_model
     if not path.exists():
         raise NotFoundError(f"{path}: no retrieval model; run `tagllm train retrieval --run {run.path}`")
     state = torch.load(path, map_location="cpu", weights_only=False)
@@ -80,7 +80,7 @@ def load_ranker(run_dir: str | Path) -> Ranker | None:
 
     from ranking.ranker import Ranker, RankerConfig
 
-    path = RunDir(run_dir).path / "ranker" / "model.txt"
+    path = RunDir(run_dir).ranker_model
     if not path.exists():
         return None
     booster = lgb.Booster(model_file=str(path))

@@ -156,7 +156,7 @@ class Recommender:
         run = RunDir(run_dir).require()
         model = load_retrieval(run.path)
         ranker = load_ranker(run.path) if use_ranker else None
-        version = file_version(run.path / "retrieval" / "model.pt", run.path / "ranker" / "model.txt")
+        version = file_version(run.retrieval_model, run.ranker_model)
         return cls(
             model,
             ranker,
