@@ -140,7 +140,6 @@ def simulate_stage(
     """
     import torch
 
-    from ab_analysis import analyze, analyze_events
     from tagllm.simulate.arms import train_arms
     from tagllm.simulate.truth import load_truth
 
@@ -159,76 +158,95 @@ def simulate_stage(
         truth = load_truth(run)
         arms = train_arms(run, cfg)
         t_trained, c_trained = time.perf_counter(), time.process_time()
-        users = select_users(arms["control"].recommender.user_ids(), cfg.users, cfg.seed)
-        # Day 0 starts at the first UTC midnight after the run's last event: simulated days are calendar days.
-        start_s = float(np.ceil(arms["control"].recommender.now_s / DAY_S) * DAY_S)
-        assigned_at = pd.Timestamp((start_s + cfg.pre_days * DAY_S) * 1e9, tz="UTC")
-        assignments = assign(users, cfg.experiment, cfg.seed, assigned_at)
+        users, assignments, start_s = _assignments(arms, cfg)
         variants = dict(zip(assignments["user_id"], assignments["variant"], strict=True))
-        log.info(
-            "simulating %d users (%d control / %d treatment), %d pre-period + %d experiment days",
-            len(users),
-            int((assignments["variant"] == "control").sum()),
-            int((assignments["variant"] == "treatment").sum()),
-            cfg.pre_days,
-            cfg.days,
-        )
         fresh, fresh_info = _publisher(run, truth, arms, cfg, start_s)
         events = _simulate(arms, truth, users, variants, cfg, start_s, fresh)
         if fresh is not None:
             fresh_info |= {"published": fresh.published, "tag_seconds": round(fresh.tag_seconds, 2)}
         t_simulated, c_simulated = time.perf_counter(), time.process_time()
 
-        seg = run.read_table("users")
-        if "segment" in seg.columns:
-            assignments = assignments.merge(
-                seg[["user_id", "segment"]].rename(columns={"segment": "user_segment"}),
-                on="user_id",
-                how="left",
-            )
-        cuped = cfg.pre_days > 0
-        if cuped:
-            assignments = assignments.merge(_pre_covariates(events, assignments), on="user_id", how="left")
-        metrics = _metrics(cuped)
-        write_parquet(events, out_dir / "events.parquet")
-        write_parquet(assignments, out_dir / "assignments.parquet")
-        doc = {"metrics": [m.model_dump(exclude_none=True, exclude_defaults=True) for m in metrics]}
-        _write_text(
-            out_dir / "metrics.yaml", "# " + SIMULATION_LABEL + "\n" + yaml.safe_dump(doc, sort_keys=False)
-        )
-
-        report = analyze_events(out_dir / "events.parquet", assignments, out_dir / "metrics.yaml")
-        report = replace(
-            report, metadata={**(report.metadata or {}), "simulation": True, "label": SIMULATION_LABEL}
-        )
-        from ab_analysis.events import aggregate_events
-
-        table = aggregate_events(out_dir / "events.parquet", assignments, metrics)
-        plain = analyze(table.users, _metrics(False))
-        write_parquet(table.users, out_dir / "users.parquet")
-        _write_report(report, out_dir)
+        assignments, metrics = _write_logs(run, events, assignments, cfg, out_dir)
+        report, plain = _analyze(assignments, metrics, out_dir)
         t_done, c_done = time.perf_counter(), time.process_time()
 
         figures = _summary(report, plain, cfg, arms, events, assignments, out_dir, users)
         figures["fresh_notes"] = fresh_info
-        figures["seconds"] = {
-            "train": round(t_trained - t_start, 2),
-            "simulate": round(t_simulated - t_trained, 2),
-            "analyze": round(t_done - t_simulated, 2),
-            "total": round(t_done - t_start, 2),
-        }
+        figures["seconds"] = _durations(t_start, t_trained, t_simulated, t_done)
         # CPU seconds of this process: the wall time it would take on an otherwise idle machine.
-        figures["cpu_seconds"] = {
-            "train": round(c_trained - c_start, 2),
-            "simulate": round(c_simulated - c_trained, 2),
-            "analyze": round(c_done - c_simulated, 2),
-            "total": round(c_done - c_start, 2),
-        }
+        figures["cpu_seconds"] = _durations(c_start, c_trained, c_simulated, c_done)
         write_json(_manifest(figures, cfg, arms, assignments, out_dir, start_s), out_dir / "manifest.json")
         run.update_summary("ab", figures)
         return figures
     finally:
         torch.set_num_threads(old_threads)
+
+
+def _assignments(arms: dict, cfg: SimConfig) -> tuple[list[str], pd.DataFrame, float]:
+    """The simulated users, their assignments and the start of day 0 (epoch seconds)."""
+    users = select_users(arms["control"].recommender.user_ids(), cfg.users, cfg.seed)
+    # Day 0 starts at the first UTC midnight after the run's last event: simulated days are calendar days.
+    start_s = float(np.ceil(arms["control"].recommender.now_s / DAY_S) * DAY_S)
+    assigned_at = pd.Timestamp((start_s + cfg.pre_days * DAY_S) * 1e9, tz="UTC")
+    assignments = assign(users, cfg.experiment, cfg.seed, assigned_at)
+    log.info(
+        "simulating %d users (%d control / %d treatment), %d pre-period + %d experiment days",
+        len(users),
+        int((assignments["variant"] == "control").sum()),
+        int((assignments["variant"] == "treatment").sum()),
+        cfg.pre_days,
+        cfg.days,
+    )
+    return users, assignments, start_s
+
+
+def _write_logs(
+    run: RunDir, events: pd.DataFrame, assignments: pd.DataFrame, cfg: SimConfig, out_dir: Path
+) -> tuple[pd.DataFrame, list[Any]]:
+    """Write events, assignments (with the user segment and pre-period covariates) and metrics.yaml."""
+    seg = run.read_table("users")
+    if "segment" in seg.columns:
+        assignments = assignments.merge(
+            seg[["user_id", "segment"]].rename(columns={"segment": "user_segment"}),
+            on="user_id",
+            how="left",
+        )
+    cuped = cfg.pre_days > 0
+    if cuped:
+        assignments = assignments.merge(_pre_covariates(events, assignments), on="user_id", how="left")
+    metrics = _metrics(cuped)
+    write_parquet(events, out_dir / "events.parquet")
+    write_parquet(assignments, out_dir / "assignments.parquet")
+    doc = {"metrics": [m.model_dump(exclude_none=True, exclude_defaults=True) for m in metrics]}
+    _write_text(
+        out_dir / "metrics.yaml", "# " + SIMULATION_LABEL + "\n" + yaml.safe_dump(doc, sort_keys=False)
+    )
+    return assignments, metrics
+
+
+def _analyze(assignments: pd.DataFrame, metrics: list[Any], out_dir: Path) -> tuple[Any, Any]:
+    """The report of the written logs (with CUPED when configured) and the plain analysis; writes both."""
+    from ab_analysis import analyze, analyze_events
+    from ab_analysis.events import aggregate_events
+
+    report = analyze_events(out_dir / "events.parquet", assignments, out_dir / "metrics.yaml")
+    report = replace(
+        report, metadata={**(report.metadata or {}), "simulation": True, "label": SIMULATION_LABEL}
+    )
+    table = aggregate_events(out_dir / "events.parquet", assignments, metrics)
+    plain = analyze(table.users, _metrics(False))
+    write_parquet(table.users, out_dir / "users.parquet")
+    _write_report(report, out_dir)
+    return report, plain
+
+
+def _durations(start: float, trained: float, simulated: float, done: float) -> dict[str, float]:
+    return {
+        "train": round(trained - start, 2),
+        "simulate": round(simulated - trained, 2),
+        "analyze": round(done - simulated, 2),
+        "total": round(done - start, 2),
+    }
 
 
 def _publisher(run: RunDir, truth: Any, arms: dict, cfg: SimConfig, start_s: float) -> tuple[Any, dict]:
