@@ -364,7 +364,7 @@ def compute_feature_tables(run_dir: str | Path, config: FeatureConfig | None = N
     notes = run.read_table("notes")
     interactions = run.read_table("interactions")
     tags, tags_table = load_tags(run)
-    vocab_path = run.path / "tag_vocab.json"
+    vocab_path = run.tag_vocab
     vocab = (
         TagVocab.load(vocab_path)
         if vocab_path.exists()

@@ -88,7 +88,7 @@ def bench(
     from tagging.types import notes_from_frame
 
     run = RunDir(run_dir).require()
-    hb_path = run.path / "handbook.yaml"
+    hb_path = run.handbook
     hb = load_handbook(hb_path) if hb_path.exists() else None
     notes = notes_from_frame(run.read_table("notes"))[:sample]
     mdir = Path(model_dir) if model_dir else run.path / "student" / "model"

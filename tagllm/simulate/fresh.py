@@ -123,7 +123,7 @@ def _load_student(run: RunDir, model_dir: Path) -> object:
     from tagging.handbook_model import load_handbook
     from tagging.student import load_student
 
-    hb_path = run.path / "handbook.yaml"
+    hb_path = run.handbook
     handbook = load_handbook(hb_path) if hb_path.exists() else None
     return load_student(model_dir, handbook=handbook, batch_size=64, device="cpu")
 

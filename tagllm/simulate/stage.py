@@ -147,7 +147,7 @@ def simulate_stage(
     if not isinstance(cfg, SimConfig):
         raise ConfigError(f"config: got {type(cfg).__name__}; expected a SimConfig")
     run = RunDir(run_dir).require()
-    out_dir = Path(out) if out is not None else run.path / "ab_sim"
+    out_dir = Path(out) if out is not None else run.simulation_dir
     out_dir.mkdir(parents=True, exist_ok=True)
     (out_dir / "manifest.json").unlink(missing_ok=True)  # incomplete until the new manifest lands
     old_threads = torch.get_num_threads()
