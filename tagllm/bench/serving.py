@@ -1,4 +1,4 @@
-"""Serving benchmark (issue 7): our gRPC server vs Feast's servers, Recommend latency, freshness.
+"""Serving benchmark: our gRPC server vs Feast's servers, Recommend latency, freshness.
 
     python -m tagllm.bench.serving --run RUN [--big-run BIG] [--json] [--repeats N] [--seconds S]
 

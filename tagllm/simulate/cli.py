@@ -1,7 +1,7 @@
 """``simulate``: the simulated online A/B test, a click command for the ``tagllm ab`` group.
 
-The lead attaches it (``ab.add_command(simulate)`` in ``tagllm/cli.py``); nothing heavy is imported
-until the command runs.
+``tagllm/cli.py`` attaches it to the ``ab`` group (its ``ATTACHED`` table), since ``ab_analysis``
+imports no sibling package; nothing heavy is imported until the command runs.
 """
 
 from __future__ import annotations
