@@ -14,31 +14,33 @@ from pathlib import Path
 from feast import Entity, FeatureService, FeatureView, Field, FileSource, PushSource, ValueType
 from feast.types import Array, Bool, Float32, Float64, Int64, String
 
+from features.io import RunDir
+
 _run_dir = os.environ.get("TAGLLM_RUN_DIR")
 if not _run_dir or not Path(_run_dir).is_absolute():
     raise RuntimeError(
         f"TAGLLM_RUN_DIR: got {_run_dir!r}; expected the absolute path of a run directory "
         "(e.g. TAGLLM_RUN_DIR=$PWD/runs/demo feast apply), prepared by `tagllm features apply --run`"
     )
-_FEATURES = Path(_run_dir) / "features"
+_RUN = RunDir(_run_dir)
 
 note = Entity(name="note", join_keys=["note_id"], value_type=ValueType.STRING, description="A note (post).")
 user = Entity(name="user", join_keys=["user_id"], value_type=ValueType.STRING, description="A user.")
 
 note_tags_source = FileSource(
     name="note_tags_source",
-    path=str(_FEATURES / "note_tags.parquet"),
+    path=str(_RUN.feature_table("note_tags")),
     timestamp_field="event_timestamp",
     created_timestamp_column="created",
 )
 note_stats_source = FileSource(
     name="note_stats_source",
-    path=str(_FEATURES / "note_stats.parquet"),
+    path=str(_RUN.feature_table("note_stats")),
     timestamp_field="event_timestamp",
 )
 user_interests_source = FileSource(
     name="user_interests_source",
-    path=str(_FEATURES / "user_interests.parquet"),
+    path=str(_RUN.feature_table("user_interests")),
     timestamp_field="event_timestamp",
 )
 

@@ -41,6 +41,7 @@ from features.feast_repo import (
     open_store,
     push_note_tags,
 )
+from features.io import RunDir
 
 if TYPE_CHECKING:
     from feast import FeatureStore
@@ -192,7 +193,7 @@ class FeatureClient:
 
     def __init__(self, run_dir: str | Path, *, online: OnlineStoreKind = "sqlite", redis: str | None = None):
         self.settings = FeastSettings(Path(run_dir), online=online, redis=redis)
-        registry = self.settings.feast_dir / ("registry.db" if online == "sqlite" else "registry.redis.db")
+        registry = self.settings.registry
         if not registry.exists():
             raise NotFoundError(
                 f"no Feast registry at {registry}; run `tagllm features apply --run {self.settings.run_dir}"
@@ -411,7 +412,7 @@ class FeatureClient:
         if not hasattr(self, "_vocab_cache"):
             import json
 
-            path = self.settings.features_dir / "tag_vocab.json"
+            path = RunDir(self.settings.run_dir).features_tag_vocab
             self._vocab_cache: Mapping[str, int] = (
                 json.loads(path.read_text(encoding="utf-8"))["tags"] if path.exists() else {}
             )

@@ -100,15 +100,20 @@ class FeastSettings:
 
     @property
     def features_dir(self) -> Path:
-        return self.run_dir / "features"
+        return RunDir(self.run_dir).features_dir
 
     @property
     def feast_dir(self) -> Path:
-        return self.run_dir / "feast"
+        return RunDir(self.run_dir).feast_dir
 
     @property
     def sqlite_path(self) -> Path:
-        return self.feast_dir / "online_store.db"
+        return RunDir(self.run_dir).feast_online_store
+
+    @property
+    def registry(self) -> Path:
+        """This flavour's Feast registry file."""
+        return RunDir(self.run_dir).feast_registry_for(self.online)
 
     def env(self) -> dict[str, str]:
         env = {"TAGLLM_RUN_DIR": str(self.run_dir)}
@@ -167,7 +172,7 @@ def write_feature_tables(run_dir: str | Path, config: FeatureConfig | None = Non
     import pyarrow as pa
 
     tables = compute_feature_tables(run_dir, config)
-    out = Path(run_dir).resolve() / "features"
+    run = RunDir(Path(run_dir).resolve())
     for name, df in tables.as_dict().items():
         arrow = pa.Table.from_pandas(df, preserve_index=False)
         for col, typ in _ARROW_LISTS.items():
@@ -176,11 +181,11 @@ def write_feature_tables(run_dir: str | Path, config: FeatureConfig | None = Non
                 arrow = arrow.set_column(idx, col, arrow.column(col).cast(pa.list_(pa.type_for_alias(typ))))
         from features.io import atomic_path
 
-        with atomic_path(out / f"{name}.parquet") as tmp:
+        with atomic_path(run.feature_table(name)) as tmp:
             import pyarrow.parquet as pq
 
             pq.write_table(arrow, tmp, compression="zstd")
-    write_json(tables.vocab.to_json(), out / "tag_vocab.json")
+    write_json(tables.vocab.to_json(), run.features_tag_vocab)
     return tables
 
 

@@ -222,7 +222,13 @@ class RunDir:
 
     @property
     def feast_registry(self) -> Path:
-        return self.feast_dir / "registry.db"
+        """The Feast registry of the SQLite flavour (:meth:`feast_registry_for` names both)."""
+        return self.feast_registry_for("sqlite")
+
+    def feast_registry_for(self, online: str) -> Path:
+        """The Feast registry of the ``online`` flavour ("sqlite" or "redis"). The stock ``feast`` CLI
+        reads the same paths from ``feature_repo/feature_store*.yaml`` (a test checks they agree)."""
+        return self.feast_dir / ("registry.db" if online == "sqlite" else "registry.redis.db")
 
     @property
     def feast_online_store(self) -> Path:
@@ -300,8 +306,11 @@ class RunDir:
         df = pd.read_parquet(path)
         return validate(name, df) if check and name in TABLE_NAMES else df
 
+    def ground_truth_path(self, name: str) -> Path:
+        return self.ground_truth_dir / f"{name}.parquet"
+
     def read_ground_truth(self, name: str) -> pd.DataFrame:
-        path = self.ground_truth_dir / f"{name}.parquet"
+        path = self.ground_truth_path(name)
         if not path.exists():
             raise NotFoundError(f"ground truth {name!r} not found in {self.ground_truth_dir}")
         return pd.read_parquet(path)

@@ -42,7 +42,7 @@ def available_tag_sources(run: RunDir) -> list[str]:
         out.append("student")
     if run.has_table("teacher_tags"):
         out.append("teacher")
-    if (run.ground_truth_dir / "note_attributes.parquet").exists():
+    if run.ground_truth_path("note_attributes").exists():
         out.append("ground_truth")
     if not out:
         out.append("reference")

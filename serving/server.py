@@ -44,6 +44,7 @@ from typing import Any
 import grpc
 
 from features.errors import ConfigError, NotFoundError, TagLLMError
+from features.io import RunDir
 from serving.core import Limits, ServingCore, UnauthenticatedError
 from serving.metrics import ServerMetrics
 from serving.servicers import (
@@ -320,9 +321,7 @@ def _feature_sink(config: ServerConfig) -> Any:
     """The Feast client per ``tags_from`` (None: use the catalog)."""
     if config.tags_from == "catalog":
         return None
-    registry = (
-        config.run_dir / "feast" / ("registry.db" if config.online == "sqlite" else "registry.redis.db")
-    )
+    registry = RunDir(config.run_dir).feast_registry_for(config.online)
     if config.tags_from == "auto" and not registry.exists():
         log.info("no Feast store at %s: note tags come from the recommender's catalog", registry.parent)
         return None
@@ -333,7 +332,7 @@ def _feature_sink(config: ServerConfig) -> Any:
 
 def _student(config: ServerConfig) -> tuple[Any, str]:
     """(the run's student tagger, "") or (None, why there is none)."""
-    path = config.student_model or config.run_dir / "student" / "model"
+    path = config.student_model or RunDir(config.run_dir).student_model
     if not (path / "model.safetensors").exists():
         problem = (
             f"no student model at {path} (missing model.safetensors); train one with "
@@ -344,7 +343,7 @@ def _student(config: ServerConfig) -> tuple[Any, str]:
     from tagging.handbook_model import load_handbook
     from tagging.student import load_student
 
-    hb_path = config.run_dir / "handbook.yaml"
+    hb_path = RunDir(config.run_dir).handbook
     handbook = load_handbook(hb_path) if hb_path.exists() else None
     tagger = load_student(path, handbook=handbook, device="cpu")
     log.info("TagNotes tagger: student %s from %s", tagger.version, path)

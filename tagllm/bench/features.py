@@ -23,6 +23,7 @@ from pathlib import Path
 from typing import Any
 
 from features.feast_repo import FEATURE_REPO, FeastSettings
+from features.io import RunDir
 from tagllm.bench.procs import free_port, percentiles, redis_server, stop_process, time_call, wait_port
 
 __all__ = ["bench_store", "feast_listen", "main", "start_feast_cli"]
@@ -81,7 +82,7 @@ def bench_store(
         import pyarrow.parquet as pq
 
         ids = (
-            pq.read_table(settings.features_dir / "note_tags.parquet", columns=["note_id"])
+            pq.read_table(RunDir(settings.run_dir).feature_table("note_tags"), columns=["note_id"])
             .column(0)
             .to_pylist()[:n_ids]
         )

@@ -38,6 +38,7 @@ from pathlib import Path
 from typing import Any
 
 from features.feast_repo import FeastSettings
+from features.io import RunDir
 from tagllm.bench.features import feast_listen, start_feast_cli
 from tagllm.bench.procs import free_port, percentiles, stop_process, time_call, wait_port
 
@@ -206,7 +207,9 @@ def bench_note_tags(
     from serving.api.v1 import tag_features_pb2, tag_features_pb2_grpc
 
     settings = FeastSettings(run)
-    all_ids = pq.read_table(settings.features_dir / "note_tags.parquet", columns=["note_id"]).column(0)
+    all_ids = pq.read_table(RunDir(settings.run_dir).feature_table("note_tags"), columns=["note_id"]).column(
+        0
+    )
     ids = random.Random(seed).sample([str(x) for x in all_ids.to_pylist()], n_ids)
     features = list(VIEW_FEATURES["note_tags"])
     out: dict[str, Any] = {"ids": n_ids, "features": features, "repeats": repeats, "qps_seconds": seconds}
@@ -343,9 +346,7 @@ def bench_recommend(big: Path, *, calls: int, seed: int) -> dict[str, Any]:
 
         users = [
             str(u)
-            for u in pq.read_table(big / "tables" / "users.parquet", columns=["user_id"])
-            .column(0)
-            .to_pylist()
+            for u in pq.read_table(RunDir(big).table_path("users"), columns=["user_id"]).column(0).to_pylist()
         ]
         rng = random.Random(seed)
         warm = rng.sample(users, 50)
@@ -392,7 +393,7 @@ def _favourites(run: Path, n: int, seed: int) -> list[tuple[str, dict[str, Any]]
 
     from ranking.dataset import ENGAGEMENT_WEIGHTS
 
-    inter = pd.read_parquet(run / "tables" / "interactions.parquet", columns=["user_id", "note_id", "event"])
+    inter = pd.read_parquet(RunDir(run).table_path("interactions"), columns=["user_id", "note_id", "event"])
     inter = inter[inter["event"].isin(list(ENGAGEMENT_WEIGHTS))]
     inter = inter.assign(w=inter["event"].map(ENGAGEMENT_WEIGHTS).astype(float))
     per = inter.groupby(["user_id", "note_id"], observed=True)["w"].sum().reset_index()
@@ -403,7 +404,7 @@ def _favourites(run: Path, n: int, seed: int) -> list[tuple[str, dict[str, Any]]
         "user_id"
     )
     fav = dict(zip(best["user_id"].astype(str), best["note_id"].astype(str), strict=True))
-    notes = pd.read_parquet(run / "tables" / "notes.parquet").set_index("note_id")
+    notes = pd.read_parquet(RunDir(run).table_path("notes")).set_index("note_id")
     out = []
     for u in users:
         row = notes.loc[fav[u]]
@@ -511,9 +512,8 @@ def main(argv: list[str] | None = None) -> int:
     )
     args = parser.parse_args(argv)
     run = args.run.resolve()
-    missing = [
-        p for p in ("manifest.json", "retrieval/model.pt", "feast/registry.db") if not (run / p).exists()
-    ]
+    rd = RunDir(run)
+    missing = [str(p) for p in (rd.manifest_path, rd.retrieval_model, rd.feast_registry) if not p.exists()]
     if missing:
         parser.error(
             f"--run {run}: missing {', '.join(missing)}; expected a copy of a finished `tagllm demo` run"

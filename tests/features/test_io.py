@@ -73,3 +73,19 @@ def test_missing_run_and_table_are_not_found(tmp_path):
     run.write_tables({"notes": pd.DataFrame({"x": [1]})})
     with pytest.raises(NotFoundError, match=r"table 'users' not found.*present: notes"):
         run.read_table("users")
+
+
+def test_feast_yaml_files_name_the_run_paths_rundir_names(tmp_path) -> None:
+    """The stock `feast` CLI reads feature_repo/feature_store*.yaml, which cannot ask RunDir: the
+    paths they spell must be RunDir's (registry and SQLite online store of each flavour)."""
+    import yaml
+
+    from features.feast_repo import FEATURE_REPO
+
+    run = RunDir(tmp_path)
+    for name, online in (("feature_store.yaml", "sqlite"), ("feature_store.redis.yaml", "redis")):
+        raw = yaml.safe_load((FEATURE_REPO / name).read_text(encoding="utf-8"))
+        expand = lambda p: p.replace("${TAGLLM_RUN_DIR}", str(tmp_path))  # noqa: E731
+        assert expand(raw["registry"]["path"]) == str(run.feast_registry_for(online)), name
+        if online == "sqlite":
+            assert expand(raw["online_store"]["path"]) == str(run.feast_online_store), name
