@@ -19,13 +19,15 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, fields
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any, Protocol
 
-from features.errors import ConfigError, NotFoundError, TagLLMError
+from features.errors import ConfigError, NotFoundError
 from ranking.recommend import Filters, Recommendation, Recommender
 from serving.api.v1 import common_pb2, recommendation_pb2, tag_features_pb2, tagging_pb2
+from serving.config import Limits  # re-exported: ServingCore's limits
+from serving.errors import DeadlineError, FailedPreconditionError, UnauthenticatedError, UnavailableError
 from tagging.types import NoteInput, TagResult
 
 __all__ = [
@@ -39,50 +41,6 @@ __all__ = [
 ]
 
 log = logging.getLogger(__name__)
-
-
-class UnauthenticatedError(TagLLMError):
-    """Missing or wrong bearer token."""
-
-    grpc_status = "UNAUTHENTICATED"
-
-
-class DeadlineError(TagLLMError):
-    """The caller's deadline passed before the work was done."""
-
-    grpc_status = "DEADLINE_EXCEEDED"
-
-
-class FailedPreconditionError(TagLLMError):
-    """The server lacks a part the call needs (e.g. no tagger)."""
-
-    grpc_status = "FAILED_PRECONDITION"
-
-
-class UnavailableError(TagLLMError):
-    """A transient failure of a dependency (the tagger); nothing was changed, retrying may work."""
-
-    grpc_status = "UNAVAILABLE"
-
-
-@dataclass(frozen=True)
-class Limits:
-    """Per-call limits (server options; breaking one is INVALID_ARGUMENT naming the field and limit)."""
-
-    max_ids_per_call: int = 1000
-    max_k: int = 500
-    max_candidates: int = 5000
-    max_top_k: int = 200
-    max_notes_per_call: int = 64
-    max_id_length: int = 256
-    default_top_k: int = 20
-    default_candidates: int = 300
-
-    def __post_init__(self) -> None:
-        for f in fields(self):
-            value = getattr(self, f.name)
-            if not isinstance(value, int) or value < 1:
-                raise ConfigError(f"{f.name}: got {value!r}; expected an integer >= 1")
 
 
 class Tagger(Protocol):

@@ -2,8 +2,8 @@
 
 Each method validates (in the core), calls the pipeline and builds the reply; errors are raised as
 :mod:`features.errors` classes and mapped to status codes once, by the server's interceptor
-(:mod:`serving.server`). The Recommender runs on the event-loop thread only; the tagger runs in a worker
-thread (one call at a time) and the Feast push in a single background thread after the in-memory
+(:mod:`serving.interceptor`). The Recommender runs on the event-loop thread only; the tagger runs in a
+worker thread (one call at a time) and the Feast push in a single background thread after the in-memory
 update, so a slow or failing push never delays or fails a call.
 """
 
@@ -25,7 +25,8 @@ from serving.api.v1 import (
     tagging_pb2,
     tagging_pb2_grpc,
 )
-from serving.core import DeadlineError, FeatureSink, ServingCore
+from serving.core import FeatureSink, ServingCore
+from serving.errors import DeadlineError
 from serving.metrics import ServerMetrics
 
 __all__ = ["PushQueue", "RecommendationServicer", "TagFeaturesServicer", "TaggingServicer", "check_deadline"]

@@ -1,0 +1,182 @@
+"""Server options: :class:`ServerConfig` (YAML keys and ``tagllm serve`` flags), :class:`Limits` (per call),
+reading a YAML config file and resolving the bearer token. No grpc here.
+
+Example::
+
+    values = load_config("serve.yaml")                       # flat mapping, ``-`` read as ``_``
+    config = ServerConfig.from_mapping({**values, "port": 0})
+    token = resolve_token(config)                            # None: no auth
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass, field, fields, replace
+from pathlib import Path
+from typing import Any
+
+from features.errors import ConfigError, NotFoundError
+
+__all__ = ["Limits", "ServerConfig", "load_config", "merge_options", "resolve_token"]
+
+
+@dataclass(frozen=True)
+class Limits:
+    """Per-call limits (server options; breaking one is INVALID_ARGUMENT naming the field and limit)."""
+
+    max_ids_per_call: int = 1000
+    max_k: int = 500
+    max_candidates: int = 5000
+    max_top_k: int = 200
+    max_notes_per_call: int = 64
+    max_id_length: int = 256
+    default_top_k: int = 20
+    default_candidates: int = 300
+
+    def __post_init__(self) -> None:
+        for f in fields(self):
+            value = getattr(self, f.name)
+            if not isinstance(value, int) or value < 1:
+                raise ConfigError(f"{f.name}: got {value!r}; expected an integer >= 1")
+
+
+@dataclass(frozen=True)
+class ServerConfig:
+    """Server options (YAML keys and ``tagllm serve`` flags use the same names, ``-`` for ``_``).
+
+    Args:
+        run_dir: the run (retrieval model, ranker, optional Feast store and student).
+        host: bind address (default loopback only).
+        port: TCP port; 0 picks a free one (see :attr:`serving.server.RunningServer.port`).
+        port_file: write the bound port here (atomically) once serving.
+        tls_cert, tls_key: PEM files; both or neither.
+        token_file: a file holding the bearer token; else ``token``; else env ``TAGLLM_TOKEN``; else no auth.
+        token: the bearer token itself (not read from YAML files: keep secrets out of configs).
+        metrics_port: serve Prometheus /metrics on this port (None = off; 0 = a free port).
+        metrics_host: bind address of the metrics endpoint.
+        grace_s: seconds in-flight calls get to finish on shutdown.
+        max_message_bytes: largest request/response; larger requests get RESOURCE_EXHAUSTED.
+        tags_from: ``auto`` (Feast online store when the run has one, else the catalog), ``feast``, ``catalog``.
+        online, redis: the Feast online store kind (``sqlite``/``redis``) and redis ``HOST:PORT``.
+        student_model: the TagNotes student model folder (default RUN/student/model).
+        index_kind: ANN index (``exact``, ``ivf``, ``hnsw``).
+        use_ranker: rank with the LightGBM ranker when the run has one.
+        cold_candidates: extra Recommend candidates from cold-start notes (the cold-start channel; 0 = off).
+        cold_slot_every: every N-th Recommend slot goes to the best-ranked cold-start candidate (0 = off).
+        limits: per-call limits (YAML: the :class:`Limits` field names at top level).
+    """
+
+    run_dir: Path
+    host: str = "127.0.0.1"
+    port: int = 50051
+    port_file: Path | None = None
+    tls_cert: Path | None = None
+    tls_key: Path | None = None
+    token_file: Path | None = None
+    token: str | None = field(default=None, repr=False)
+    metrics_port: int | None = None
+    metrics_host: str = "127.0.0.1"
+    grace_s: float = 5.0
+    max_message_bytes: int = 4 * 1024 * 1024
+    tags_from: str = "auto"
+    online: str = "sqlite"
+    redis: str | None = None
+    student_model: Path | None = None
+    index_kind: str = "exact"
+    use_ranker: bool = True
+    cold_candidates: int = 0
+    cold_slot_every: int = 0
+    limits: Limits = field(default_factory=Limits)
+
+    def __post_init__(self) -> None:
+        if self.tags_from not in ("auto", "feast", "catalog"):
+            raise ConfigError(f"tags_from: got {self.tags_from!r}; expected auto, feast or catalog")
+        if not 0 <= self.port <= 65535:
+            raise ConfigError(f"port: got {self.port}; expected 0..65535 (0 = pick a free port)")
+        if self.metrics_port is not None and not 0 <= self.metrics_port <= 65535:
+            raise ConfigError(f"metrics_port: got {self.metrics_port}; expected 0..65535")
+        if (self.tls_cert is None) != (self.tls_key is None):
+            raise ConfigError("tls_cert, tls_key: got only one; expected both PEM files (or neither)")
+        if self.grace_s < 0:
+            raise ConfigError(f"grace_s: got {self.grace_s}; expected seconds >= 0")
+        if self.max_message_bytes < 1024:
+            raise ConfigError(f"max_message_bytes: got {self.max_message_bytes}; expected >= 1024")
+
+    @classmethod
+    def from_mapping(cls, values: Mapping[str, Any]) -> ServerConfig:
+        """Build from flat keys (config file + flags); limit keys go into :class:`Limits`.
+
+        Raises:
+            ConfigError: an unknown key (listing the valid ones) or a bad value.
+        """
+        own = {f.name for f in fields(cls)} - {"limits"}
+        lim = {f.name for f in fields(Limits)}
+        unknown = sorted(set(values) - own - lim)
+        if unknown:
+            raise ConfigError(f"config: unknown key(s) {unknown}; expected some of {sorted(own | lim)}")
+        kwargs = {k: v for k, v in values.items() if k in own and v is not None}
+        if "run_dir" not in kwargs:
+            raise ConfigError("run_dir: required; expected the run directory (--run RUN_DIR)")
+        for key in ("run_dir", "port_file", "tls_cert", "tls_key", "token_file", "student_model"):
+            if kwargs.get(key) is not None:
+                kwargs[key] = Path(kwargs[key])
+        kwargs["limits"] = Limits(**{k: v for k, v in values.items() if k in lim and v is not None})
+        return cls(**kwargs)
+
+
+def load_config(path: str | os.PathLike[str]) -> dict[str, Any]:
+    """A YAML config file as a flat mapping (``-`` in keys read as ``_``).
+
+    Raises:
+        NotFoundError: no such file; ConfigError: not a YAML mapping, or it holds a token.
+    """
+    import yaml
+
+    p = Path(path)
+    if not p.exists():
+        raise NotFoundError(f"--config {p}: no such file")
+    data = yaml.safe_load(p.read_text(encoding="utf-8")) or {}
+    if not isinstance(data, dict):
+        raise ConfigError(
+            f"--config {p}: expected a YAML mapping of option: value, got {type(data).__name__}"
+        )
+    out = {str(k).replace("-", "_"): v for k, v in data.items()}
+    if "token" in out:
+        raise ConfigError(
+            f"--config {p}: 'token' is not read from config files; use token_file or TAGLLM_TOKEN"
+        )
+    return out
+
+
+def resolve_token(config: ServerConfig) -> str | None:
+    """The bearer token: token_file, else ``token``, else env TAGLLM_TOKEN, else None (no auth)."""
+    if config.token_file is not None:
+        if not config.token_file.exists():
+            raise NotFoundError(f"token_file: {config.token_file} does not exist")
+        token = config.token_file.read_text(encoding="utf-8").strip()
+        if not token:
+            raise ConfigError(f"token_file: {config.token_file} is empty; expected one line with the token")
+        return token
+    return config.token or os.environ.get("TAGLLM_TOKEN") or None
+
+
+def merge_options(
+    run_dir: str | os.PathLike[str] | None, config: ServerConfig | None, options: Mapping[str, Any]
+) -> ServerConfig:
+    """``config`` with ``run_dir`` and ``options`` (ServerConfig or Limits field names) applied.
+
+    Raises:
+        ConfigError: an unknown option name or a bad value.
+    """
+    if config is None:
+        return ServerConfig.from_mapping({"run_dir": run_dir, **options})
+    lim = {f.name for f in fields(Limits)}
+    limits = replace(config.limits, **{k: v for k, v in options.items() if k in lim})
+    own = {k: v for k, v in options.items() if k not in lim}
+    if run_dir is not None:
+        own["run_dir"] = Path(run_dir)
+    try:
+        return replace(config, limits=limits, **own)
+    except TypeError as exc:
+        raise ConfigError(f"start_server: {exc}; expected ServerConfig or Limits field names") from exc
