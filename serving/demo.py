@@ -20,18 +20,24 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from features.errors import NotFoundError
 from features.io import RunDir
+
+if TYPE_CHECKING:
+    from serving.client import TagLLMClient
 
 __all__ = ["serving_stage"]
 
 log = logging.getLogger(__name__)
 
+T = TypeVar("T")
 
-def _wait_for_port(port_file: Path, proc: subprocess.Popen[Any], timeout_s: float) -> int:
+
+def _wait_for_port(port_file: Path, proc: subprocess.Popen[bytes], timeout_s: float) -> int:
     deadline = time.monotonic() + timeout_s
     while time.monotonic() < deadline:
         if proc.poll() is not None:
@@ -62,10 +68,94 @@ def _pick_user(run: RunDir) -> tuple[str, dict[str, Any]]:
     return user, template
 
 
-def _timed(fn: Any) -> tuple[Any, float]:
+def _timed(fn: Callable[[], T]) -> tuple[T, float]:
     t0 = time.perf_counter()
     out = fn()
     return out, round((time.perf_counter() - t0) * 1000, 2)
+
+
+def _serve_command(run: RunDir, port_file: Path) -> list[str]:
+    """``tagllm serve`` on the run, on a free port written to ``port_file``."""
+    return [
+        sys.executable,
+        "-m",
+        "tagllm.cli",
+        "serve",
+        "--run",
+        str(run.path),
+        "--port",
+        "0",
+        "--port-file",
+        str(port_file),
+    ]
+
+
+def _stop(proc: subprocess.Popen[bytes]) -> int:
+    """SIGTERM (when still running), then the exit code; killed after 30 s without one."""
+    if proc.poll() is None:
+        proc.send_signal(signal.SIGTERM)
+    try:
+        return proc.wait(timeout=30)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        return proc.wait()
+
+
+def _read_calls(client: TagLLMClient, user: str) -> dict[str, dict[str, Any]]:
+    """Health, Recommend, GetNoteTags, GetUserInterests and Rank once each: RPC -> {ms, answer}."""
+    from serving.client import as_plain
+
+    calls: dict[str, dict[str, Any]] = {}
+    health, ms = _timed(client.health)
+    calls["Health"] = {"ms": ms, "answer": health}
+    recs, ms = _timed(lambda: client.recommend(user, k=5))
+    calls["Recommend"] = {
+        "ms": ms,
+        "answer": [
+            {"note_id": r.note_id, "score": round(r.score, 4), "reasons": list(r.reasons)} for r in recs
+        ],
+    }
+    note_ids = [r.note_id for r in recs]
+    tags, ms = _timed(lambda: client.note_tags(note_ids[:2]))
+    calls["GetNoteTags"] = {"ms": ms, "answer": as_plain(tags)}
+    interests, ms = _timed(lambda: client.user_interests([user], top_k=5))
+    calls["GetUserInterests"] = {"ms": ms, "answer": as_plain(interests)}
+    ranked, ms = _timed(lambda: client.rank(user, list(reversed(note_ids))))
+    calls["Rank"] = {"ms": ms, "answer": [(r.note_id, round(r.score, 4)) for r in ranked]}
+    return calls
+
+
+def _fresh_note(
+    client: TagLLMClient, user: str, template: dict[str, Any], calls: dict[str, dict[str, Any]]
+) -> dict[str, Any]:
+    """TagNotes on a new note written like ``template`` (recorded in ``calls``), then Recommend
+    (cold-start only) every 20 ms for up to 5 s until the note shows up: the freshness figures."""
+    from serving.client import as_plain
+
+    fresh_id = f"demo-fresh-{int(time.time())}"
+    note = {"note_id": fresh_id, **template, "title": template["title"] + " (new)"}
+    tagged, ms = _timed(lambda: client.tag_notes([note]))
+    calls["TagNotes"] = {"ms": ms, "answer": as_plain(tagged)}
+    t_fresh = time.perf_counter()
+    seen_after_ms = None
+    position = None
+    polls = 0
+    while time.perf_counter() - t_fresh < 5.0:
+        polls += 1
+        top = client.recommend(user, k=50, cold_start_only=True)
+        ids = [r.note_id for r in top]
+        if fresh_id in ids:
+            seen_after_ms = round((time.perf_counter() - t_fresh) * 1000, 2)
+            position = ids.index(fresh_id) + 1
+            break
+        time.sleep(0.02)
+    return {
+        "note_id": fresh_id,
+        "ms_to_recommend": seen_after_ms,
+        "rank_among_cold_start": position,
+        "recommend_calls": polls,
+        "tags": [t["text"] for t in as_plain(tagged)["notes"][0]["tags"]],
+    }
 
 
 def serving_stage(run_dir: str | Path, *, startup_timeout_s: float = 300.0) -> dict[str, Any]:
@@ -75,83 +165,25 @@ def serving_stage(run_dir: str | Path, *, startup_timeout_s: float = 300.0) -> d
         the ``serving`` summary section: startup seconds, per-RPC latency (ms) and a short answer,
         freshness (ms from TagNotes returning to the note appearing in Recommend), shutdown code.
     """
-    from serving.client import TagLLMClient, as_plain
+    from serving.client import TagLLMClient
 
     run = RunDir(run_dir).require()
     user, template = _pick_user(run)
     with tempfile.TemporaryDirectory(prefix="tagllm-serve-") as tmp:
         port_file = Path(tmp) / "port"
-        cmd = [
-            sys.executable,
-            "-m",
-            "tagllm.cli",
-            "serve",
-            "--run",
-            str(run.path),
-            "--port",
-            "0",
-            "--port-file",
-            str(port_file),
-        ]
         t0 = time.perf_counter()
-        proc = subprocess.Popen(cmd, env={**os.environ, "PYTHONUNBUFFERED": "1"})
+        proc = subprocess.Popen(_serve_command(run, port_file), env={**os.environ, "PYTHONUNBUFFERED": "1"})
         try:
             port = _wait_for_port(port_file, proc, startup_timeout_s)
             startup_s = round(time.perf_counter() - t0, 2)
             target = f"127.0.0.1:{port}"
             log.info("server up on %s after %.1f s", target, startup_s)
             figures: dict[str, Any] = {"target": target, "startup_s": startup_s, "user": user, "calls": {}}
-            calls = figures["calls"]
             with TagLLMClient(target, timeout=30.0) as client:
-                health, ms = _timed(client.health)
-                calls["Health"] = {"ms": ms, "answer": health}
-                recs, ms = _timed(lambda: client.recommend(user, k=5))
-                calls["Recommend"] = {
-                    "ms": ms,
-                    "answer": [
-                        {"note_id": r.note_id, "score": round(r.score, 4), "reasons": list(r.reasons)}
-                        for r in recs
-                    ],
-                }
-                note_ids = [r.note_id for r in recs]
-                tags, ms = _timed(lambda: client.note_tags(note_ids[:2]))
-                calls["GetNoteTags"] = {"ms": ms, "answer": as_plain(tags)}
-                interests, ms = _timed(lambda: client.user_interests([user], top_k=5))
-                calls["GetUserInterests"] = {"ms": ms, "answer": as_plain(interests)}
-                ranked, ms = _timed(lambda: client.rank(user, list(reversed(note_ids))))
-                calls["Rank"] = {"ms": ms, "answer": [(r.note_id, round(r.score, 4)) for r in ranked]}
-                fresh_id = f"demo-fresh-{int(time.time())}"
-                note = {"note_id": fresh_id, **template, "title": template["title"] + " (new)"}
-                tagged, ms = _timed(lambda: client.tag_notes([note]))
-                calls["TagNotes"] = {"ms": ms, "answer": as_plain(tagged)}
-                t_fresh = time.perf_counter()
-                seen_after_ms = None
-                position = None
-                polls = 0
-                while time.perf_counter() - t_fresh < 5.0:
-                    polls += 1
-                    top = client.recommend(user, k=50, cold_start_only=True)
-                    ids = [r.note_id for r in top]
-                    if fresh_id in ids:
-                        seen_after_ms = round((time.perf_counter() - t_fresh) * 1000, 2)
-                        position = ids.index(fresh_id) + 1
-                        break
-                    time.sleep(0.02)
-                figures["freshness"] = {
-                    "note_id": fresh_id,
-                    "ms_to_recommend": seen_after_ms,
-                    "rank_among_cold_start": position,
-                    "recommend_calls": polls,
-                    "tags": [t["text"] for t in as_plain(tagged)["notes"][0]["tags"]],
-                }
+                figures["calls"] = _read_calls(client, user)
+                figures["freshness"] = _fresh_note(client, user, template, figures["calls"])
         finally:
-            if proc.poll() is None:
-                proc.send_signal(signal.SIGTERM)
-            try:
-                code = proc.wait(timeout=30)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                code = proc.wait()
+            code = _stop(proc)
     figures["shutdown_code"] = code
     for name, c in figures["calls"].items():
         log.info("%-16s %7.1f ms  %s", name, c["ms"], str(c["answer"])[:160])
