@@ -10,9 +10,9 @@ import json
 import logging
 import time
 from collections.abc import Sequence
-from dataclasses import replace
+from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
@@ -21,7 +21,11 @@ from features.io import RunDir, write_json, write_parquet
 from ranking.dataset import (
     FEATURE_SOURCES,
     TAG_SOURCES,
+    Examples,
+    FeastInterests,
+    NoteCatalog,
     RunData,
+    UserTagBags,
     build_training_examples,
     feast_user_interests,
     load_catalog,
@@ -29,6 +33,13 @@ from ranking.dataset import (
     require_feast_store,
 )
 from ranking.retrieval.evaluate import POOLS
+
+if TYPE_CHECKING:
+    import pandas as pd
+
+    from ranking.ranker import Ranker, RankerConfig
+    from ranking.retrieval.evaluate import RetrievalTestSet, Scorer
+    from ranking.retrieval.train import RetrievalModel, TrainConfig
 
 __all__ = ["available_tag_sources", "ranker_stage", "retrieval_stage"]
 
@@ -61,7 +72,7 @@ def retrieval_stage(
     run_dir: str | Path,
     *,
     tag_sources: Sequence[str] | None = None,
-    config: Any = None,
+    config: TrainConfig | None = None,
     peers: bool = True,
     ks: Sequence[int] = (10, 50),
     num_threads: int = 1,
@@ -91,12 +102,39 @@ def retrieval_stage(
         ConfigError: unknown tag source or feature source.
         NotFoundError: ``feature_source="feast"`` and the run has no Feast store.
     """
-    from ranking.retrieval.evaluate import EmbeddingScorer, evaluate_retrieval, retrieval_test_set
-    from ranking.retrieval.peers import ALSScorer, PopularityScorer, TagOverlapScorer
-    from ranking.retrieval.train import TrainConfig, train
+    from ranking.retrieval.train import TrainConfig
 
     run = RunDir(run_dir).require()
     cfg = config or TrainConfig()
+    sources = _check_sources(run, tag_sources, feature_source)
+    old_threads = _threads(num_threads)
+    t_start = time.perf_counter()
+    try:
+        base, examples = build_training_examples(run, tag_source="none")
+        pools = _Pools(_test_pools(base, cold_quota), ks)
+        feast = _feast_inputs(run, base, examples, pools.users) if feature_source == "feast" else None
+        main = _train_ablations(run, base, examples, sources, cfg, pools, feast)
+        if peers:
+            _score_peers(run, base, sources[0], pools)
+        figures: dict[str, Any] = {
+            "examples": len(examples),
+            "test_users": len(pools.users),
+            "feature_source": feature_source,
+            "cold_quota": cold_quota,
+        }
+        if feast is not None and feast.figures:
+            figures["feast"] = feast.figures
+        _write_retrieval(run, pools.table(), main, feature_source, figures)
+        figures["seconds_total"] = round(time.perf_counter() - t_start, 2)
+        write_json(figures, run.retrieval_summary)
+        run.update_summary("retrieval", figures)
+        return figures
+    finally:
+        _threads(old_threads)
+
+
+def _check_sources(run: RunDir, tag_sources: Sequence[str] | None, feature_source: str) -> list[str]:
+    """The tag sources to train (default: every one the run has); checks the feature source too."""
     sources = list(tag_sources) if tag_sources else available_tag_sources(run)
     bad = [s for s in sources if s not in TAG_SOURCES or s in ("auto", "none")]
     if bad:
@@ -109,109 +147,164 @@ def retrieval_stage(
         )
     if feature_source == "feast":
         require_feast_store(run)
-    old_threads = _threads(num_threads)
-    t_start = time.perf_counter()
-    try:
-        base, examples = build_training_examples(run, tag_source="none")
-        tests = {pool: retrieval_test_set(base, pool=pool) for pool in ("all", "segment")}
-        tests["quota"] = tests["all"].with_quota(base.cold, cold_quota)  # same users and positives
-        rows: list[dict[str, Any]] = []
-        main: Any = None
-        feast_figures: dict[str, Any] = {}
-        feast_train = feast_test = None
-        if feature_source == "feast":
-            from features.client import FeatureClient
+    return sources
 
-            t_open = time.perf_counter()
-            with FeatureClient(run.path) as client:
-                open_s = time.perf_counter() - t_open
-                feast_train = feast_user_interests(
-                    run, base, examples.user, examples.ts, examples.note, client=client
-                )
-                test_users = tests["all"].users
-                feast_test = feast_user_interests(
-                    run, base, test_users, np.full(len(test_users), base.cutoff_s), client=client
-                )
-            feast_figures = {
-                "open_store_s": round(open_s, 2),
-                "train_rows": len(feast_train),
-                "train_set_s": round(feast_train.seconds, 2),
-                "train_rows_per_s": round(len(feast_train) / max(feast_train.seconds, 1e-9)),
-                "train_rows_without_snapshot": feast_train.rows_without_snapshot,
-                "test_rows": len(feast_test),
-                "test_set_s": round(feast_test.seconds, 2),
-                "test_rows_without_snapshot": feast_test.rows_without_snapshot,
-            }
 
-        def score(name: str, kind: str, scorer: Any, extra: dict[str, Any]) -> None:
-            for pool, test in tests.items():
-                m = evaluate_retrieval(scorer, test, ks=ks)
-                rows.append({"model": name, "kind": kind, "pool": pool, **extra, **m})
+def _test_pools(base: RunData, cold_quota: int) -> dict[str, RetrievalTestSet]:
+    from ranking.retrieval.evaluate import retrieval_test_set
 
-        runs: list[tuple[str, str, RunData]] = [("ids", "ids", base), ("category", "category", base)]
-        for src in sources:
-            runs.append((f"tags:{src}", "tags", base.with_catalog(load_catalog(run, src))))
-        for name, feature_set, data in runs:
-            train_ex, test_tags = examples, None
-            if feast_train is not None and feast_test is not None and feature_set == "tags":
-                train_tags, mapped = feast_train.bags(data.catalog)
-                test_tags, _ = feast_test.bags(data.catalog)
-                train_ex = examples.with_user_tags(train_tags)
-                feast_figures.setdefault("mapping", {})[name] = mapped
-            result = train(data, train_ex, replace(cfg, feature_set=feature_set))
-            items = result.item_embeddings()
-            users = tests["all"].users
-            scorer = EmbeddingScorer(
-                result.user_embeddings(users, data.cutoff_s, user_tags=test_tags), users, items
-            )
-            score(
-                name,
-                "two-tower",
-                scorer,
-                {
-                    "train_s": round(result.train_seconds, 2),
-                    "examples_per_s": round(result.examples_per_s),
-                    "final_loss": round(float(np.mean(result.losses[-20:])), 4),
-                },
-            )
-            if main is None and feature_set == "tags":
-                main = (name, result, items)
-        if peers:
-            score("popularity", "peer", PopularityScorer(base), {})
-            score("als", "peer", ALSScorer(base), {})
-            tagged = base.with_catalog(load_catalog(run, sources[0]))
-            score(f"tag_overlap:{sources[0]}", "peer", TagOverlapScorer(tagged), {})
-        run.retrieval_dir.mkdir(parents=True, exist_ok=True)
+    tests = {pool: retrieval_test_set(base, pool=pool) for pool in ("all", "segment")}
+    tests["quota"] = tests["all"].with_quota(base.cold, cold_quota)  # same users and positives
+    return tests
+
+
+@dataclass
+class _Pools:
+    """The evaluation pools and the rows scored in them so far (one per model and pool)."""
+
+    tests: dict[str, RetrievalTestSet]
+    ks: Sequence[int]
+    rows: list[dict[str, Any]] = field(default_factory=list)
+
+    @property
+    def users(self) -> np.ndarray:
+        return self.tests["all"].users
+
+    def score(self, name: str, kind: str, scorer: Scorer, extra: dict[str, Any]) -> None:
+        from ranking.retrieval.evaluate import evaluate_retrieval
+
+        for pool, test in self.tests.items():
+            m = evaluate_retrieval(scorer, test, ks=self.ks)
+            self.rows.append({"model": name, "kind": kind, "pool": pool, **extra, **m})
+
+    def table(self) -> pd.DataFrame:
         import pandas as pd
 
-        table = pd.DataFrame(rows)
-        write_parquet(table, run.retrieval_evaluation)
-        figures: dict[str, Any] = {
-            "examples": len(examples),
-            "test_users": len(tests["all"].users),
-            "feature_source": feature_source,
-            "cold_quota": cold_quota,
+        return pd.DataFrame(self.rows)
+
+
+@dataclass
+class _FeastInputs:
+    """Feast's point-in-time user bags for the training examples and the test users at the cutoff."""
+
+    train: FeastInterests
+    test: FeastInterests
+    figures: dict[str, Any]
+
+    def examples_for(
+        self, name: str, examples: Examples, catalog: NoteCatalog
+    ) -> tuple[Examples, UserTagBags]:
+        """(training examples with the Feast bag, the test users' bags), mapped onto ``catalog``."""
+        train_tags, mapped = self.train.bags(catalog)
+        test_tags, _ = self.test.bags(catalog)
+        self.figures.setdefault("mapping", {})[name] = mapped
+        return examples.with_user_tags(train_tags), test_tags
+
+
+def _feast_inputs(run: RunDir, base: RunData, examples: Examples, test_users: np.ndarray) -> _FeastInputs:
+    from features.client import FeatureClient
+
+    t_open = time.perf_counter()
+    with FeatureClient(run.path) as client:
+        open_s = time.perf_counter() - t_open
+        train = feast_user_interests(run, base, examples.user, examples.ts, examples.note, client=client)
+        test = feast_user_interests(
+            run, base, test_users, np.full(len(test_users), base.cutoff_s), client=client
+        )
+    figures = {
+        "open_store_s": round(open_s, 2),
+        "train_rows": len(train),
+        "train_set_s": round(train.seconds, 2),
+        "train_rows_per_s": round(len(train) / max(train.seconds, 1e-9)),
+        "train_rows_without_snapshot": train.rows_without_snapshot,
+        "test_rows": len(test),
+        "test_set_s": round(test.seconds, 2),
+        "test_rows_without_snapshot": test.rows_without_snapshot,
+    }
+    return _FeastInputs(train, test, figures)
+
+
+@dataclass(frozen=True)
+class _MainModel:
+    """The first tag model: saved as the run's retrieval model."""
+
+    name: str
+    result: RetrievalModel
+    items: np.ndarray
+
+
+def _train_ablations(
+    run: RunDir,
+    base: RunData,
+    examples: Examples,
+    sources: Sequence[str],
+    cfg: TrainConfig,
+    pools: _Pools,
+    feast: _FeastInputs | None,
+) -> _MainModel | None:
+    """Train and score ``ids``, ``category`` and ``tags:<source>`` per source; returns the main model."""
+    from ranking.retrieval.evaluate import EmbeddingScorer
+    from ranking.retrieval.train import train
+
+    runs: list[tuple[str, str, RunData]] = [("ids", "ids", base), ("category", "category", base)]
+    for src in sources:
+        runs.append((f"tags:{src}", "tags", base.with_catalog(load_catalog(run, src))))
+    main = None
+    for name, feature_set, data in runs:
+        train_ex, test_tags = examples, None
+        if feast is not None and feature_set == "tags":
+            train_ex, test_tags = feast.examples_for(name, examples, data.catalog)
+        result = train(data, train_ex, replace(cfg, feature_set=feature_set))
+        items = result.item_embeddings()
+        users = pools.users
+        scorer = EmbeddingScorer(
+            result.user_embeddings(users, data.cutoff_s, user_tags=test_tags), users, items
+        )
+        extra = {
+            "train_s": round(result.train_seconds, 2),
+            "examples_per_s": round(result.examples_per_s),
+            "final_loss": round(float(np.mean(result.losses[-20:])), 4),
         }
-        if feast_figures:
-            figures["feast"] = feast_figures
-        if main is not None:
-            name, result, items = main
-            result.feature_source = feature_source
-            result.save(run.retrieval_model)
-            write_parquet(
-                pd.DataFrame({"note_id": result.data.catalog.note_ids, "embedding": list(items)}),
-                run.item_embeddings,
-            )
-            figures["main_model"] = name
-            figures["examples_per_s"] = round(result.examples_per_s)
-        figures.update(_headline(table))
-        figures["table"] = _compact(table)
-        figures["seconds_total"] = round(time.perf_counter() - t_start, 2)
-        write_json(figures, run.retrieval_summary)
-        run.update_summary("retrieval", figures)
-        return figures
-    finally:
-        _threads(old_threads)
+        pools.score(name, "two-tower", scorer, extra)
+        if main is None and feature_set == "tags":
+            main = _MainModel(name, result, items)
+    return main
+
+
+def _score_peers(run: RunDir, base: RunData, source: str, pools: _Pools) -> None:
+    """Popularity, ALS and tag overlap (tags of ``source``)."""
+    from ranking.retrieval.peers import ALSScorer, PopularityScorer, TagOverlapScorer
+
+    pools.score("popularity", "peer", PopularityScorer(base), {})
+    pools.score("als", "peer", ALSScorer(base), {})
+    tagged = base.with_catalog(load_catalog(run, source))
+    pools.score(f"tag_overlap:{source}", "peer", TagOverlapScorer(tagged), {})
+
+
+def _write_retrieval(
+    run: RunDir,
+    table: pd.DataFrame,
+    main: _MainModel | None,
+    feature_source: str,
+    figures: dict[str, Any],
+) -> None:
+    """Write the evaluation table and the main model with its item embeddings; add their figures."""
+    import pandas as pd
+
+    run.retrieval_dir.mkdir(parents=True, exist_ok=True)
+    write_parquet(table, run.retrieval_evaluation)
+    if main is not None:
+        result = main.result
+        result.feature_source = feature_source
+        result.save(run.retrieval_model)
+        write_parquet(
+            pd.DataFrame({"note_id": result.data.catalog.note_ids, "embedding": list(main.items)}),
+            run.item_embeddings,
+        )
+        figures["main_model"] = main.name
+        figures["examples_per_s"] = round(result.examples_per_s)
+    figures.update(_headline(table))
+    figures["table"] = _compact(table)
 
 
 def _headline(table: Any) -> dict[str, Any]:
@@ -244,8 +337,8 @@ def ranker_stage(
     run_dir: str | Path,
     *,
     tag_source: str = "auto",
-    config: Any = None,
-    retrieval_config: Any = None,
+    config: RankerConfig | None = None,
+    retrieval_config: TrainConfig | None = None,
     num_threads: int = 1,
 ) -> dict[str, Any]:
     """Train the LightGBM ranker on the window before the cutoff and evaluate after it.
@@ -257,16 +350,7 @@ def ranker_stage(
     Returns:
         the ``ranker`` summary section.
     """
-    from ranking.ranker import (
-        FEATURES,
-        TAG_FEATURES,
-        RankerConfig,
-        ranker_features,
-        ranking_examples,
-        train_ranker,
-    )
-    from ranking.retrieval.evaluate import auc, gauc, group_ndcg
-    from ranking.retrieval.train import TrainConfig, train
+    from ranking.ranker import RankerConfig
 
     run = RunDir(run_dir).require()
     rcfg = config or RankerConfig()
@@ -274,44 +358,11 @@ def ranker_stage(
     t_start = time.perf_counter()
     try:
         data = load_run_data(run, tag_source)
-        window_start = data.cutoff_s - rcfg.window_days * 86400.0
-        _, rex = build_training_examples(data, end_s=window_start)
-        retrieval = train(data, rex, retrieval_config or TrainConfig(feature_set="tags"))
-        train_ex = ranking_examples(data, window_start, data.cutoff_s, rcfg)
-        test_ex = ranking_examples(data, data.cutoff_s, float("inf"), replace(rcfg, max_examples=0))
-        t0 = time.perf_counter()
-        train_x = ranker_features(data, train_ex, retrieval)
-        test_x = ranker_features(data, test_ex, retrieval)
-        feature_s = time.perf_counter() - t0
-        cold = data.cold[test_ex.note]
-        variants = {
-            "full": FEATURES,
-            "no_tags": tuple(f for f in FEATURES if f not in TAG_FEATURES),
-            "no_retrieval_score": tuple(f for f in FEATURES if f != "retrieval_score"),
-        }
-        results: dict[str, Any] = {}
-        main = None
-        for name, feats in variants.items():
-            t1 = time.perf_counter()
-            ranker = train_ranker(train_x, train_ex, rcfg, feats)
-            p = ranker.predict(test_x)
-            y = test_ex.label
-            results[name] = {
-                "auc": round(auc(y, p), 4),
-                "gauc": round(gauc(y, p, test_ex.user), 4),
-                "ndcg@10": round(
-                    group_ndcg(y, p, test_ex.user * 100_000 + (test_ex.ts // 86400).astype(np.int64)), 4
-                ),
-                "cold_auc": round(auc(y[cold], p[cold]), 4),
-                "warm_auc": round(auc(y[~cold], p[~cold]), 4),
-                "train_s": round(time.perf_counter() - t1, 2),
-            }
-            if main is None:
-                main = ranker
+        inputs = _ranker_inputs(data, rcfg, retrieval_config)
+        results, main = _train_variants(inputs, rcfg)
         run.ranker_dir.mkdir(parents=True, exist_ok=True)
-        if main is None:
-            raise ConfigError("ranker: no variants trained")
         main.booster.save_model(str(run.ranker_model))
+        train_ex, test_ex = inputs.train_ex, inputs.test_ex
         figures: dict[str, Any] = {
             "tag_source": data.catalog.tag_source,
             "objective": rcfg.objective,
@@ -319,7 +370,7 @@ def ranker_stage(
             "train_positive_rate": round(float(train_ex.label.mean()), 4),
             "test_examples": len(test_ex),
             "test_positive_rate": round(float(test_ex.label.mean()), 4),
-            "feature_seconds": round(feature_s, 2),
+            "feature_seconds": round(inputs.feature_s, 2),
             **{f"{k}_{m}": v for k, r in results.items() for m, v in r.items() if m != "train_s"},
             "variants": results,
             "importance": main.importance(),
@@ -331,3 +382,67 @@ def ranker_stage(
         return figures
     finally:
         _threads(old_threads)
+
+
+@dataclass(frozen=True)
+class _RankerInputs:
+    """The ranker's training window and test examples with their feature frames."""
+
+    data: RunData
+    train_ex: Examples
+    test_ex: Examples
+    train_x: pd.DataFrame
+    test_x: pd.DataFrame
+    feature_s: float
+
+
+def _ranker_inputs(data: RunData, rcfg: RankerConfig, retrieval_config: TrainConfig | None) -> _RankerInputs:
+    """Examples in ``[cutoff - window, cutoff)`` and after the cutoff, with features that use a two-tower
+    model trained before the window (out-of-sample retrieval scores)."""
+    from ranking.ranker import ranker_features, ranking_examples
+    from ranking.retrieval.train import TrainConfig, train
+
+    window_start = data.cutoff_s - rcfg.window_days * 86400.0
+    _, rex = build_training_examples(data, end_s=window_start)
+    retrieval = train(data, rex, retrieval_config or TrainConfig(feature_set="tags"))
+    train_ex = ranking_examples(data, window_start, data.cutoff_s, rcfg)
+    test_ex = ranking_examples(data, data.cutoff_s, float("inf"), replace(rcfg, max_examples=0))
+    t0 = time.perf_counter()
+    train_x = ranker_features(data, train_ex, retrieval)
+    test_x = ranker_features(data, test_ex, retrieval)
+    return _RankerInputs(data, train_ex, test_ex, train_x, test_x, time.perf_counter() - t0)
+
+
+def _train_variants(inputs: _RankerInputs, rcfg: RankerConfig) -> tuple[dict[str, Any], Ranker]:
+    """Train the full ranker and its ablations; returns their test figures and the full ranker."""
+    from ranking.ranker import FEATURES, TAG_FEATURES, train_ranker
+    from ranking.retrieval.evaluate import auc, gauc, group_ndcg
+
+    test_ex = inputs.test_ex
+    cold = inputs.data.cold[test_ex.note]
+    y = test_ex.label
+    day_groups = test_ex.user * 100_000 + (test_ex.ts // 86400).astype(np.int64)
+    variants = {
+        "full": FEATURES,
+        "no_tags": tuple(f for f in FEATURES if f not in TAG_FEATURES),
+        "no_retrieval_score": tuple(f for f in FEATURES if f != "retrieval_score"),
+    }
+    results: dict[str, Any] = {}
+    main = None
+    for name, feats in variants.items():
+        t1 = time.perf_counter()
+        ranker = train_ranker(inputs.train_x, inputs.train_ex, rcfg, feats)
+        p = ranker.predict(inputs.test_x)
+        results[name] = {
+            "auc": round(auc(y, p), 4),
+            "gauc": round(gauc(y, p, test_ex.user), 4),
+            "ndcg@10": round(group_ndcg(y, p, day_groups), 4),
+            "cold_auc": round(auc(y[cold], p[cold]), 4),
+            "warm_auc": round(auc(y[~cold], p[~cold]), 4),
+            "train_s": round(time.perf_counter() - t1, 2),
+        }
+        if main is None:
+            main = ranker
+    if main is None:
+        raise ConfigError("ranker: no variants trained")
+    return results, main
