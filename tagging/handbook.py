@@ -37,15 +37,15 @@ Steps (each a small function; :func:`build_handbook` composes them):
    specificity >= ``min_specificity``, it is not generic to the category (in more than
    ``max_doc_share`` of its notes, like the category's own name), and it is not subsumed (a
    sub-phrase found inside one longer kept phrase in >= ``subsume_share`` of its notes).
-5. **Dimensions** (:func:`group_dimensions`): values of one dimension share left/right context words
-   ("in *cream white*", "in *navy*") and rarely co-occur in one note. Each value gets a tf-idf
+5. **Dimensions** (:func:`tagging.handbook_dimensions.group_dimensions`): values of one dimension share
+   left/right context words ("in *cream white*", "in *navy*") and rarely co-occur in one note. Each value gets a tf-idf
    weighted context vector; the distance of two values is the cosine distance of their vectors, set to
    1 when they co-occur in notes (at least twice) between ``max_cooccurrence`` and ``synonym_ratio``
    times as often as chance (independent attributes), and to 0 above ``synonym_ratio`` (synonyms); average-link
    hierarchical clustering (scipy) is cut at ``cluster_distance``. A dimension is named from its
    dominant non-stopword context word. Values without context (hashtag-only) go to ``"topic"``.
-   **Synonyms** (:func:`merge_synonyms`): two values of one dimension that co-occur in at least three
-   notes, ``synonym_ratio`` times as often as chance, and in at least ``synonym_share`` of the more
+   **Synonyms** (:func:`tagging.handbook_dimensions.merge_synonyms`): two values of one dimension that
+   co-occur in at least three notes, ``synonym_ratio`` times as often as chance, and in at least ``synonym_share`` of the more
    frequent one's notes ("moisturiser" / "face cream", "glassy" / "glass skin": a post names its
    attribute twice, in two words) become one value, the heavier one, with the other as its synonym;
    a note then gets one tag, not two for the same thing. ``synonym_share: null`` turns this off.
@@ -65,8 +65,10 @@ import numpy as np
 import pandas as pd
 
 from features.errors import ConfigError
+from tagging.handbook_dimensions import group_dimensions, merge_synonyms
 from tagging.handbook_model import Dimension, DimensionValue, Handbook, HandbookSection
 from tagging.normalize import canonical, is_cjk
+from tagging.stopwords import STOPWORDS
 
 __all__ = [
     "STOPWORDS",
@@ -76,168 +78,11 @@ __all__ = [
     "boilerplate_phrases",
     "build_handbook",
     "extract_candidates",
-    "group_dimensions",
     "is_platform_noise",
-    "merge_synonyms",
     "segment",
 ]
 
 log = logging.getLogger(__name__)
-
-STOPWORDS: frozenset[str] = frozenset(
-    [
-        "a",
-        "an",
-        "the",
-        "and",
-        "or",
-        "but",
-        "of",
-        "to",
-        "in",
-        "on",
-        "at",
-        "for",
-        "with",
-        "from",
-        "by",
-        "as",
-        "is",
-        "are",
-        "was",
-        "were",
-        "be",
-        "been",
-        "being",
-        "it",
-        "its",
-        "this",
-        "that",
-        "these",
-        "those",
-        "i",
-        "me",
-        "my",
-        "we",
-        "our",
-        "you",
-        "your",
-        "he",
-        "she",
-        "they",
-        "them",
-        "their",
-        "his",
-        "her",
-        "so",
-        "very",
-        "too",
-        "just",
-        "not",
-        "no",
-        "yes",
-        "do",
-        "does",
-        "did",
-        "have",
-        "has",
-        "had",
-        "will",
-        "would",
-        "can",
-        "could",
-        "should",
-        "may",
-        "might",
-        "must",
-        "if",
-        "then",
-        "than",
-        "there",
-        "here",
-        "what",
-        "which",
-        "who",
-        "whom",
-        "how",
-        "when",
-        "where",
-        "why",
-        "all",
-        "any",
-        "some",
-        "more",
-        "most",
-        "much",
-        "many",
-        "such",
-        "only",
-        "own",
-        "same",
-        "also",
-        "into",
-        "over",
-        "under",
-        "about",
-        "after",
-        "before",
-        "up",
-        "down",
-        "out",
-        "off",
-        "again",
-        "once",
-        "new",
-        "one",
-        "two",
-        "get",
-        "got",
-        "just",
-        "really",
-        "im",
-        "its",
-        "it's",
-        "me",
-        "u",
-        "ur",
-    ]
-) | frozenset(
-    [
-        "的",
-        "了",
-        "和",
-        "是",
-        "我",
-        "你",
-        "他",
-        "她",
-        "它",
-        "们",
-        "在",
-        "有",
-        "就",
-        "也",
-        "都",
-        "这",
-        "那",
-        "一个",
-        "不",
-        "吗",
-        "吧",
-        "啊",
-        "呢",
-        "哦",
-        "呀",
-        "着",
-        "给",
-        "让",
-        "被",
-        "把",
-        "还",
-        "又",
-        "很",
-    ]
-)
 
 DescribeHook = Callable[[str, list[dict[str, Any]]], list[dict[str, Any]]]
 """(category, dimensions as dicts {name, description, values:[{value, weight, synonyms, examples}],
@@ -533,117 +378,122 @@ def _lift(
     return out
 
 
-# --------------------------------------------------------------------------- dimensions
-
-
-def group_dimensions(
-    values: Sequence[str], stats: CategoryStats, config: HandbookConfig
-) -> list[tuple[str, list[str], list[str]]]:
-    """Cluster one category's values into dimensions (module docstring, step 5).
-
-    Returns:
-        [(dimension name, values, dominant context words)], largest first.
-    """
-    from scipy.cluster.hierarchy import fcluster, linkage
-    from scipy.spatial.distance import squareform
-
-    with_ctx = [v for v in values if sum(stats.contexts[v].values()) >= config.min_context]
-    no_ctx = [v for v in values if v not in set(with_ctx)]
-    groups: list[tuple[str, list[str], list[str]]] = []
-    if len(with_ctx) == 1:
-        groups.append(("", with_ctx, []))
-    elif with_ctx:
-        feats = sorted({f for v in with_ctx for f in stats.contexts[v]})
-        col = {f: j for j, f in enumerate(feats)}
-        mat = np.zeros((len(with_ctx), len(feats)))
-        for i, v in enumerate(with_ctx):
-            for f, n in stats.contexts[v].items():
-                mat[i, col[f]] = n
-        tf = mat / mat.sum(axis=1, keepdims=True)
-        idf = np.log((1 + len(with_ctx)) / (1 + (mat > 0).sum(axis=0))) + 1
-        x = tf * idf
-        x /= np.linalg.norm(x, axis=1, keepdims=True) + 1e-12
-        dist = np.clip(1 - x @ x.T, 0, 1)
-        idx = {v: i for i, v in enumerate(with_ctx)}
-        co = np.zeros_like(dist)
-        for ps in stats.note_phrases:
-            present = [idx[p] for p in ps if p in idx]
-            for a in present:
-                for b in present:
-                    co[a, b] += 1
-        df = np.array([stats.df[v] for v in with_ctx], dtype=float)
-        expected = np.outer(df, df) / max(stats.n_notes, 1)
-        ratio = co / np.maximum(expected, 1e-9)
-        # different dimensions co-occur about as often as chance; one dimension's values almost never;
-        # synonyms of one value (title says "off-white", body "cream white") far more often.
-        dist[(co >= 2) & (ratio >= config.max_cooccurrence) & (ratio < config.synonym_ratio)] = 1.0
-        dist[(co >= 3) & (ratio >= config.synonym_ratio)] = 0.0
-        np.fill_diagonal(dist, 0.0)
-        z = linkage(squareform(dist, checks=False), method="average")
-        labels = fcluster(z, t=config.cluster_distance, criterion="distance")
-        for lab in sorted(set(labels)):
-            members = [v for v, lb in zip(with_ctx, labels, strict=True) if lb == lab]
-            groups.append(("", members, []))
-    if no_ctx:
-        groups.append(("topic", no_ctx, []))
-
-    named: list[tuple[str, list[str], list[str]]] = []
-    used: set[str] = set()
-    for name, members, _ in sorted(groups, key=lambda g: (g[0] == "topic", -len(g[1]))):
-        ctx: Counter[str] = Counter()
-        for v in members:
-            for f, n in stats.contexts[v].items():
-                w = f[2:]
-                if w not in STOPWORDS and w not in ("<s>", "</s>") and not w.isdigit() and w not in members:
-                    ctx[w] += n
-        words = [w for w, _ in ctx.most_common(5)]
-        if not name:
-            name = next((w for w in words if w not in used), f"dimension {len(named) + 1}")
-        if name in used:
-            name = f"{name} {len(named) + 1}"
-        used.add(name)
-        named.append((name, members, words))
-    return named
-
-
-def merge_synonyms(
-    members: Sequence[str], stats: CategoryStats, weight: Mapping[str, float], config: HandbookConfig
-) -> list[tuple[str, list[str]]]:
-    """Fold one dimension's synonymous values together (module docstring, step 5).
-
-    Values are visited heaviest first; a value joins the head it is most strongly a synonym of (the
-    rule must hold between the value and the head itself, so chains do not merge), or becomes a head.
-
-    Returns:
-        [(value, synonyms)] heaviest first; every member appears exactly once.
-    """
-    order = sorted(members, key=lambda p: (-weight[p], p))
-    if config.synonym_share is None or len(order) < 2:
-        return [(p, []) for p in order]
-    index = {p: i for i, p in enumerate(order)}
-    co = np.zeros((len(order), len(order)))
-    for ps in stats.note_phrases:
-        present = [index[p] for p in ps if p in index]
-        for a in present:
-            for b in present:
-                co[a, b] += 1
-    df = np.array([stats.df[p] for p in order], dtype=float)
-    expected = np.outer(df, df) / max(stats.n_notes, 1)
-    share = co / np.maximum(np.maximum.outer(df, df), 1.0)
-    synonym = (co >= 3) & (co >= config.synonym_ratio * expected) & (share >= config.synonym_share)
-    heads: list[int] = []
-    groups: dict[int, list[str]] = {}
-    for i, p in enumerate(order):
-        linked = [h for h in heads if synonym[i, h]]
-        if linked:
-            groups[max(linked, key=lambda h: (share[i, h], -h))].append(p)
-        else:
-            heads.append(i)
-            groups[i] = []
-    return [(order[h], groups[h]) for h in heads]
-
-
 # --------------------------------------------------------------------------- build
+
+
+def _check_notes(notes: pd.DataFrame) -> None:
+    for col in ("note_id", "category", "title", "body"):
+        if col not in notes.columns:
+            raise ConfigError(
+                f"build_handbook: notes has no column {col!r}; expected a canonical notes table"
+            )
+
+
+def _listed_boilerplate(
+    candidates: Sequence[NoteCandidates], boiler: set[str]
+) -> tuple[list[str], Counter[str]]:
+    """Every boilerplate phrase, most frequent first, and its document frequency over all notes (the
+    real one: the per-category counts leave boilerplate out)."""
+    boiler_df: Counter[str] = Counter(p for cand in candidates for p in cand.phrases() & boiler)
+    return sorted(boiler, key=lambda b: (-boiler_df[b], b)), boiler_df
+
+
+@dataclass
+class _Counts:
+    """Per-category statistics of the non-boilerplate phrases, their document frequency over all
+    notes and, per category, how many notes carry each as a hashtag."""
+
+    stats: dict[str, CategoryStats] = field(default_factory=lambda: defaultdict(CategoryStats))
+    total_df: Counter[str] = field(default_factory=Counter)
+    tag_df: dict[str, Counter[str]] = field(default_factory=lambda: defaultdict(Counter))
+
+
+def _count(
+    categories: Sequence[str], note_ids: Sequence[str], candidates: Sequence[NoteCandidates], boiler: set[str]
+) -> _Counts:
+    counts = _Counts()
+    for cat, nid, cand in zip(categories, note_ids, candidates, strict=True):
+        s = counts.stats[cat]
+        s.n_notes += 1
+        ps = cand.phrases() - boiler
+        s.df.update(ps)
+        counts.total_df.update(ps)
+        s.note_phrases.append(ps)
+        s.note_ids.append(nid)
+        counts.tag_df[cat].update(cand.hashtags - boiler)
+        for p, ctxs in cand.text.items():
+            if p in boiler:
+                continue
+            for left, right in ctxs:
+                s.contexts[p][f"L:{left}"] += 1
+                s.contexts[p][f"R:{right}"] += 1
+    return counts
+
+
+def _weighted_values(
+    s: CategoryStats,
+    total_df: Counter[str],
+    tag_df: Counter[str] | None,
+    n_total: int,
+    eng: pd.DataFrame | None,
+    config: HandbookConfig,
+) -> tuple[list[str], dict[str, float]]:
+    """One category's kept values, heaviest first, and their raw weights (module docstring, steps 3-4);
+    ``tag_df`` is given when values must be anchored by hashtags."""
+    spec = {
+        p: math.log((d + 1) / (s.n_notes + 1)) - math.log((total_df[p] + 1) / (n_total + 1))
+        for p, d in s.df.items()
+        if d >= config.min_df
+    }
+    kept = [
+        p
+        for p, sp in spec.items()
+        if sp >= config.min_specificity and s.df[p] <= config.max_doc_share * s.n_notes
+    ]
+    if tag_df is not None:
+        kept = [p for p in kept if tag_df[p] >= config.min_hashtag_df]
+    kept = _drop_subsumed(kept, s, config)
+    lift = _lift([ps & set(kept) for ps in s.note_phrases], s.note_ids, eng, config.engagement_prior)
+    raw_w = {p: max(spec[p], 0.0) * lift.get(p, 1.0) * math.log1p(s.df[p]) for p in kept}
+    return sorted(kept, key=lambda p: -raw_w[p])[: config.max_values_per_category], raw_w
+
+
+def _dimension_dicts(
+    kept: list[str], raw_w: Mapping[str, float], s: CategoryStats, config: HandbookConfig
+) -> list[dict[str, Any]]:
+    """One category's dimensions in the :data:`DescribeHook` form."""
+    top = max(raw_w[p] for p in kept) or 1.0
+    examples = _examples(kept, s, config.examples_per_value)
+    dims: list[dict[str, Any]] = []
+    for name, members, ctx in group_dimensions(kept, s, config):
+        merged = merge_synonyms(members, s, raw_w, config)[: config.max_values_per_dimension]
+        values = [
+            {
+                "value": p,
+                "weight": round(raw_w[p] / top, 4),
+                "synonyms": syns,
+                "examples": examples.get(p, []),
+            }
+            for p, syns in merged
+        ]
+        description = f"values seen with: {', '.join(ctx[:3])}" if ctx else ""
+        dims.append({"name": name, "description": description, "values": values, "context": ctx})
+    return dims
+
+
+def _section(cat: str, n_notes: int, dims: Sequence[Mapping[str, Any]]) -> HandbookSection:
+    return HandbookSection(
+        description=f"{cat}: {n_notes} notes",
+        dimensions=tuple(
+            Dimension(
+                name=d["name"],
+                description=d.get("description", ""),
+                values=tuple(DimensionValue(**v) for v in d["values"]),
+            )
+            for d in dims
+            if d["values"]
+        ),
+    )
 
 
 def build_handbook(
@@ -670,18 +520,11 @@ def build_handbook(
         ConfigError: ``notes`` lacks a needed column.
     """
     config = config or HandbookConfig()
-    for col in ("note_id", "category", "title", "body"):
-        if col not in notes.columns:
-            raise ConfigError(
-                f"build_handbook: notes has no column {col!r}; expected a canonical notes table"
-            )
+    _check_notes(notes)
     categories = [str(c) for c in notes["category"]]
-    note_ids = [str(n) for n in notes["note_id"]]
     candidates = extract_candidates(notes, config)
     boiler, noise_words = boilerplate_phrases(categories, candidates, config)
-    # the real document frequency (total_df below leaves boilerplate out): most frequent first
-    boiler_df: Counter[str] = Counter(p for cand in candidates for p in cand.phrases() & boiler)
-    listed = sorted(boiler, key=lambda b: (-boiler_df[b], b))
+    listed, boiler_df = _listed_boilerplate(candidates, boiler)
     log.info(
         "handbook: %d notes, %d boilerplate phrases (all listed; most frequent: %s), %d noise words",
         len(notes),
@@ -689,87 +532,22 @@ def build_handbook(
         ", ".join(f"{b} ({boiler_df[b]})" for b in listed[: config.log_boilerplate]),
         len(noise_words),
     )
-
-    stats: dict[str, CategoryStats] = defaultdict(CategoryStats)
-    total_df: Counter[str] = Counter()
-    tag_df: dict[str, Counter[str]] = defaultdict(Counter)
+    counts = _count(categories, [str(n) for n in notes["note_id"]], candidates, boiler)
     anchored = config.hashtag_anchored
     if anchored is None:
         anchored = sum(bool(c.hashtags) for c in candidates) >= 0.3 * max(len(candidates), 1)
-    for cat, nid, cand in zip(categories, note_ids, candidates, strict=True):
-        s = stats[cat]
-        s.n_notes += 1
-        ps = cand.phrases() - boiler
-        s.df.update(ps)
-        total_df.update(ps)
-        s.note_phrases.append(ps)
-        s.note_ids.append(nid)
-        tag_df[cat].update(cand.hashtags - boiler)
-        for p, ctxs in cand.text.items():
-            if p in boiler:
-                continue
-            for left, right in ctxs:
-                s.contexts[p][f"L:{left}"] += 1
-                s.contexts[p][f"R:{right}"] += 1
-
     eng = _note_engagement(interactions)
-    n_total = len(notes)
     sections: dict[str, HandbookSection] = {}
-    for cat in sorted(stats):
-        s = stats[cat]
-        spec = {
-            p: math.log((d + 1) / (s.n_notes + 1)) - math.log((total_df[p] + 1) / (n_total + 1))
-            for p, d in s.df.items()
-            if d >= config.min_df
-        }
-        kept = [
-            p
-            for p, sp in spec.items()
-            if sp >= config.min_specificity and s.df[p] <= config.max_doc_share * s.n_notes
-        ]
-        if anchored:
-            kept = [p for p in kept if tag_df[cat][p] >= config.min_hashtag_df]
-        kept = _drop_subsumed(kept, s, config)
-        lift = _lift([ps & set(kept) for ps in s.note_phrases], s.note_ids, eng, config.engagement_prior)
-        raw_w = {p: max(spec[p], 0.0) * lift.get(p, 1.0) * math.log1p(s.df[p]) for p in kept}
-        kept = sorted(kept, key=lambda p: -raw_w[p])[: config.max_values_per_category]
+    for cat in sorted(counts.stats):
+        s = counts.stats[cat]
+        tag_df = counts.tag_df[cat] if anchored else None
+        kept, raw_w = _weighted_values(s, counts.total_df, tag_df, len(notes), eng, config)
         if not kept:
             continue
-        top = max(raw_w[p] for p in kept) or 1.0
-        examples = _examples(kept, s, config.examples_per_value)
-        dims: list[dict[str, Any]] = []
-        for name, members, ctx in group_dimensions(kept, s, config):
-            merged = merge_synonyms(members, s, raw_w, config)[: config.max_values_per_dimension]
-            dims.append(
-                {
-                    "name": name,
-                    "description": f"values seen with: {', '.join(ctx[:3])}" if ctx else "",
-                    "values": [
-                        {
-                            "value": p,
-                            "weight": round(raw_w[p] / top, 4),
-                            "synonyms": syns,
-                            "examples": examples.get(p, []),
-                        }
-                        for p, syns in merged
-                    ],
-                    "context": ctx,
-                }
-            )
+        dims = _dimension_dicts(kept, raw_w, s, config)
         if describe is not None:
             dims = describe(cat, dims)
-        sections[cat] = HandbookSection(
-            description=f"{cat}: {s.n_notes} notes",
-            dimensions=tuple(
-                Dimension(
-                    name=d["name"],
-                    description=d.get("description", ""),
-                    values=tuple(DimensionValue(**v) for v in d["values"]),
-                )
-                for d in dims
-                if d["values"]
-            ),
-        )
+        sections[cat] = _section(cat, s.n_notes, dims)
     return Handbook(built_from=built_from, boilerplate=tuple(listed), categories=sections).with_version()
 
 

@@ -153,7 +153,8 @@ def test_offline_teacher_corrects_single_edits_only() -> None:
 def test_handbook_merges_synonyms_and_keeps_independent_values() -> None:
     """Two forms that name one attribute in the same posts become one value; values that merely
     co-occur by chance (or never) stay apart."""
-    from tagging.handbook import CategoryStats, merge_synonyms
+    from tagging.handbook import CategoryStats
+    from tagging.handbook_dimensions import merge_synonyms
 
     s = CategoryStats()
     rows = [{"moisturiser", "face cream"}] * 6 + [{"moisturiser"}] * 4 + [{"face cream"}] * 3
