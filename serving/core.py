@@ -1,4 +1,5 @@
-"""The serving core behind the gRPC servicers: limits, request validation, the in-process tag store and
+"""The serving core behind the gRPC servicers: each RPC over the recommender (requests checked by
+:mod:`serving.validation` against the :class:`~serving.config.Limits`), the in-process tag store and
 the TagNotes flow. No grpc here (protobuf messages only); errors are :mod:`features.errors` classes that
 know their status code, mapped once by the server's interceptor.
 
@@ -11,7 +12,7 @@ they touch no shared state.
 Example::
 
     core = ServingCore(Recommender.from_run("runs/demo"), tagger=my_tagger)
-    core.note_tags(tag_features_pb2.GetNoteTagsRequest(note_ids=["n000001"]))
+    core.get_note_tags(tag_features_pb2.GetNoteTagsRequest(note_ids=["n000001"]))
 """
 
 from __future__ import annotations
@@ -24,10 +25,11 @@ from datetime import UTC, datetime
 from typing import Any, Protocol
 
 from features.errors import ConfigError, NotFoundError
-from ranking.recommend import Filters, Recommendation, Recommender
+from ranking.recommend import Recommendation, Recommender
 from serving.api.v1 import common_pb2, recommendation_pb2, tag_features_pb2, tagging_pb2
 from serving.config import Limits  # re-exported: ServingCore's limits
 from serving.errors import DeadlineError, FailedPreconditionError, UnauthenticatedError, UnavailableError
+from serving.validation import check_filters, check_ids, check_int, check_notes, missing_error
 from tagging.types import NoteInput, TagResult
 
 __all__ = [
@@ -55,38 +57,6 @@ class FeatureSink(Protocol):
     def note_tags(self, note_ids: Sequence[str]) -> list[Any]: ...
 
     def push_note_tags(self, records: Sequence[Mapping[str, Any]]) -> int: ...
-
-
-# ---- validation ---------------------------------------------------------------------------------
-
-
-def check_ids(field: str, ids: Sequence[str], limits: Limits, *, allow_empty: bool = False) -> list[str]:
-    """``ids`` as a list, or ConfigError naming ``field``: 1..max_ids_per_call non-empty short strings."""
-    n = len(ids)
-    if n > limits.max_ids_per_call or (n == 0 and not allow_empty):
-        raise ConfigError(f"{field}: got {n} ids; expected 1..{limits.max_ids_per_call} (max_ids_per_call)")
-    out = list(ids)
-    for i, value in enumerate(out):
-        if not value or len(value) > limits.max_id_length:
-            raise ConfigError(
-                f"{field}[{i}]: got {value[:40]!r} (length {len(value)}); "
-                f"expected a non-empty id of at most {limits.max_id_length} characters"
-            )
-    return out
-
-
-def check_int(field: str, value: int, lo: int, hi: int, limit_name: str) -> int:
-    """``value`` or ConfigError naming ``field`` and the range."""
-    if not lo <= value <= hi:
-        raise ConfigError(f"{field}: got {value}; expected an integer in {lo}..{hi} ({limit_name})")
-    return value
-
-
-def _missing_error(field: str, missing: Sequence[str], *, hint: bool = True) -> NotFoundError:
-    shown = ", ".join(repr(m) for m in missing[:5])
-    more = f" (+{len(missing) - 5} more)" if len(missing) > 5 else ""
-    tail = "; set allow_missing to list them instead" if hint else ""
-    return NotFoundError(f"{field}: {len(missing)} unknown id(s): {shown}{more}{tail}")
 
 
 def _tagger_name(version: str, fallback: str) -> str:
@@ -206,7 +176,7 @@ class ServingCore:
         found = [table.get(n) for n in ids]
         missing = [n for n, m in zip(ids, found, strict=True) if m is None]
         if missing and not req.allow_missing:
-            raise _missing_error("note_ids", missing)
+            raise missing_error("note_ids", missing)
         return tag_features_pb2.GetNoteTagsResponse(
             notes=[m for m in found if m is not None], missing_note_ids=missing
         )
@@ -227,7 +197,7 @@ class ServingCore:
         top_k = top_k or self.limits.default_top_k
         missing = [u for u in ids if not self.rec.has_user(u)]
         if missing and not req.allow_missing:
-            raise _missing_error("user_ids", missing)
+            raise missing_error("user_ids", missing)
         resp = tag_features_pb2.GetUserInterestsResponse(missing_user_ids=missing)
         for u in ids:
             if u in missing:
@@ -248,30 +218,12 @@ class ServingCore:
             raise NotFoundError(f"user_id: unknown user {user_id!r}")
         return user_id
 
-    def _filters(self, f: recommendation_pb2.Filters) -> Filters:
-        known = set(self.rec.catalog.categories)
-        unknown = [c for c in f.categories if c not in known]
-        if unknown:
-            raise ConfigError(
-                f"filters.categories: unknown {unknown[:5]!r}; expected some of {sorted(known)}"
-            )
-        excluded = check_ids("filters.exclude_note_ids", f.exclude_note_ids, self.limits, allow_empty=True)
-        if f.created_after_ms < 0:
-            raise ConfigError(f"filters.created_after_ms: got {f.created_after_ms}; expected epoch ms >= 0")
-        return Filters(
-            categories=tuple(f.categories),
-            exclude_note_ids=tuple(excluded),
-            include_seen=f.include_seen,
-            created_after_s=f.created_after_ms / 1000.0 if f.created_after_ms else None,
-            cold_start_only=f.cold_start_only,
-        )
-
     def recommend(self, req: recommendation_pb2.RecommendRequest) -> recommendation_pb2.RecommendResponse:
         k = check_int("k", req.k, 1, self.limits.max_k, "max_k")
         cands = check_int(
             "candidates", req.candidates, 0, self.limits.max_candidates, "0 = default; max_candidates"
         )
-        filters = self._filters(req.filters)
+        filters = check_filters(req.filters, self.rec.catalog.categories, self.limits)
         user = self._user(req.user_id)
         recs = self.rec.recommend(
             user, k, candidates=cands or self.limits.default_candidates, filters=filters
@@ -285,7 +237,7 @@ class ServingCore:
         user = self._user(req.user_id)
         missing = [n for n in ids if not self.rec.has_note(n)]
         if missing:
-            raise _missing_error("note_ids", missing, hint=False)
+            raise missing_error("note_ids", missing, hint=False)
         recs = self.rec.rank(user, ids)
         return recommendation_pb2.RankResponse(
             notes=[_scored(r) for r in recs], model_version=self.rec.version
@@ -299,30 +251,7 @@ class ServingCore:
         Raises:
             FailedPreconditionError: no tagger; ConfigError: a bad note (naming ``notes[i].field``).
         """
-        n = len(req.notes)
-        if not 1 <= n <= self.limits.max_notes_per_call:
-            raise ConfigError(
-                f"notes: got {n} notes; expected 1..{self.limits.max_notes_per_call} (max_notes_per_call)"
-            )
-        categories = set(self.rec.catalog.categories)
-        seen: set[str] = set()
-        out = []
-        for i, note in enumerate(req.notes):
-            check_ids(f"notes[{i}].note_id", [note.note_id], self.limits)
-            if note.note_id in seen:
-                raise ConfigError(f"notes[{i}].note_id: {note.note_id!r} repeats; expected unique note ids")
-            seen.add(note.note_id)
-            if note.category not in categories:
-                raise ConfigError(
-                    f"notes[{i}].category: got {note.category!r}; expected one of {sorted(categories)}"
-                )
-            if note.created_at_ms < 0:
-                raise ConfigError(
-                    f"notes[{i}].created_at_ms: got {note.created_at_ms}; expected epoch ms >= 0 (0 = now)"
-                )
-            out.append(
-                NoteInput(note.note_id, note.category, note.title, note.body, tuple(note.image_captions))
-            )
+        out = check_notes(req.notes, self.limits, self.rec.catalog.categories)
         if self.tagger is None:  # after validation: bad input is reported as such first
             raise FailedPreconditionError(f"TagNotes: {self.tagger_problem}")
         return out
