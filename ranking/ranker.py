@@ -28,7 +28,7 @@ import numpy as np
 import pandas as pd
 
 from features.errors import ConfigError, NotFoundError
-from ranking.dataset import Examples, RunData, ragged_gather, user_states
+from ranking.dataset import Examples, NoteCatalog, RunData, ragged_gather, user_states
 
 __all__ = [
     "FEATURES",
@@ -253,63 +253,90 @@ def feature_columns(
         raise ConfigError(
             f"shared_history: ex carries {len(ex.hist_ptr) - 1} histories; expected exactly one (hist_ptr of length 2)"
         )
-    n_hist = 1 if shared_history else b  # profile rows
-    urow = np.zeros(b, np.int64) if shared_history else np.arange(b)  # example -> profile row
-    hrow = np.repeat(np.arange(n_hist), np.diff(ex.hist_ptr))
-    pos, tl = ragged_gather(c.tag_ptr, ex.hist_note)
-    prow = np.repeat(hrow, tl)
-    pw = np.repeat(ex.hist_weight.astype(np.float64), tl) * c.tag_conf[pos]
-    v = c.num_tags + 1
-    tag_keys, tag_w = _profile(prow, c.tag_vals[pos], pw, v, n_hist)
-    n_dims = len(c.dimensions) + 1
-    dim_keys, dim_w = _profile(prow, c.tag_dims[pos], pw, n_dims, n_hist)
-    n_cats = len(c.categories) + 1
-    cat_keys, cat_w = _profile(
-        hrow, c.category[ex.hist_note], ex.hist_weight.astype(np.float64), n_cats, n_hist
-    )
-
-    npos, ntl = ragged_gather(c.tag_ptr, notes)
-    nrow = np.repeat(np.arange(b), ntl)
-    found, w = _lookup(tag_keys, tag_w, _pair_keys(urow[nrow], c.tag_vals[npos], v))
-    overlap = np.bincount(nrow, weights=found, minlength=b)
-    weighted = np.bincount(nrow, weights=w * c.tag_conf[npos], minlength=b)
-    prof_size = np.bincount(tag_keys // v, minlength=n_hist).astype(np.float64)[urow]
-    union = ntl + prof_size - overlap
-    # Per-dimension: the note's distinct dimensions, whether the user has weight there, and whether a tag matched.
-    nd_keys = _pair_keys(nrow, c.tag_dims[npos], n_dims)
-    uniq_nd = np.unique(nd_keys)
-    d_row = uniq_nd // n_dims
-    d_found, d_w = _lookup(dim_keys, dim_w, urow[d_row] * n_dims + uniq_nd % n_dims)
-    matched_nd = np.unique(nd_keys[found])
-    n_note_dims = np.bincount(d_row, minlength=b).astype(np.float64)
-    _, cat_aff = _lookup(cat_keys, cat_w, _pair_keys(urow, c.category[notes], n_cats))
+    profiles = _profiles(c, ex, shared_history)
+    matches, ntl = _match_columns(c, notes, profiles, b)
     if note_stats is not None:
         impressions = note_stats[0][notes].astype(np.float64)
         clicks = note_stats[1][notes].astype(np.float64)
     else:
         impressions = _note_counts(data, "impression", notes, ex.ts)
         clicks = _note_counts(data, "click", notes, ex.ts)
-    score = np.zeros(b)
-    if retrieval_scores is not None:
-        score = np.asarray(retrieval_scores, dtype=np.float64)
-    elif retrieval is not None:
-        if shared_history:
-            raise ConfigError(
-                "shared_history: pass retrieval_scores (the retrieval model needs one row per example)"
-            )
-        import torch
-
-        with torch.no_grad():
-            users_v = np.concatenate(
-                [
-                    retrieval.model.user_embedding(
-                        retrieval.encoder.encode(ex.take(np.arange(i, min(i + 8192, b))))
-                    ).numpy()
-                    for i in range(0, b, 8192)
-                ]
-            )
-        score = (users_v * retrieval.item_embeddings(notes)).sum(axis=1)
+    score = _retrieval_score(ex, retrieval, retrieval_scores, shared_history)
     return {
+        **matches,
+        "note_impressions": impressions,
+        "note_clicks": clicks,
+        "note_ctr": (clicks + 0.5) / (impressions + 5.0),
+        "note_age_days": (ex.ts - c.created_s[notes]) / 86400.0,
+        "note_n_tags": ntl.astype(np.float64),
+        "user_history": np.diff(ex.hist_ptr).astype(np.float64)[profiles.urow],
+        "retrieval_score": score,
+    }
+
+
+@dataclass(frozen=True)
+class _Profiles:
+    """Each history's tag, dimension and category profile (:func:`_profile`: sorted keys, weights).
+
+    Attributes:
+        urow: (B,) example -> profile row.
+        n_hist: profile rows (1 with a shared history, else B).
+    """
+
+    urow: np.ndarray
+    n_hist: int
+    tag: tuple[np.ndarray, np.ndarray]
+    dim: tuple[np.ndarray, np.ndarray]
+    cat: tuple[np.ndarray, np.ndarray]
+
+
+def _profiles(c: NoteCatalog, ex: Examples, shared_history: bool) -> _Profiles:
+    b = len(ex)
+    n_hist = 1 if shared_history else b
+    urow = np.zeros(b, np.int64) if shared_history else np.arange(b)
+    hrow = np.repeat(np.arange(n_hist), np.diff(ex.hist_ptr))
+    pos, tl = ragged_gather(c.tag_ptr, ex.hist_note)
+    prow = np.repeat(hrow, tl)
+    pw = np.repeat(ex.hist_weight.astype(np.float64), tl) * c.tag_conf[pos]
+    return _Profiles(
+        urow,
+        n_hist,
+        tag=_profile(prow, c.tag_vals[pos], pw, c.num_tags + 1, n_hist),
+        dim=_profile(prow, c.tag_dims[pos], pw, len(c.dimensions) + 1, n_hist),
+        cat=_profile(
+            hrow,
+            c.category[ex.hist_note],
+            ex.hist_weight.astype(np.float64),
+            len(c.categories) + 1,
+            n_hist,
+        ),
+    )
+
+
+def _match_columns(
+    c: NoteCatalog, notes: np.ndarray, profiles: _Profiles, b: int
+) -> tuple[dict[str, np.ndarray], np.ndarray]:
+    """The tag / dimension / category match features of each (example, note), and each note's tag count."""
+    urow = profiles.urow
+    v = c.num_tags + 1
+    n_dims = len(c.dimensions) + 1
+    n_cats = len(c.categories) + 1
+    npos, ntl = ragged_gather(c.tag_ptr, notes)
+    nrow = np.repeat(np.arange(b), ntl)
+    found, w = _lookup(*profiles.tag, _pair_keys(urow[nrow], c.tag_vals[npos], v))
+    overlap = np.bincount(nrow, weights=found, minlength=b)
+    weighted = np.bincount(nrow, weights=w * c.tag_conf[npos], minlength=b)
+    prof_size = np.bincount(profiles.tag[0] // v, minlength=profiles.n_hist).astype(np.float64)[urow]
+    union = ntl + prof_size - overlap
+    # Per-dimension: the note's distinct dimensions, whether the user has weight there, and whether a tag matched.
+    nd_keys = _pair_keys(nrow, c.tag_dims[npos], n_dims)
+    uniq_nd = np.unique(nd_keys)
+    d_row = uniq_nd // n_dims
+    d_found, d_w = _lookup(*profiles.dim, urow[d_row] * n_dims + uniq_nd % n_dims)
+    matched_nd = np.unique(nd_keys[found])
+    n_note_dims = np.bincount(d_row, minlength=b).astype(np.float64)
+    _, cat_aff = _lookup(*profiles.cat, _pair_keys(urow, c.category[notes], n_cats))
+    columns = {
         "tag_overlap": overlap,
         "tag_weighted": weighted,
         "tag_jaccard": np.where(union > 0, overlap / np.maximum(union, 1), 0.0),
@@ -317,14 +344,35 @@ def feature_columns(
         "dim_weighted": np.bincount(d_row, weights=d_w, minlength=b),
         "dim_match_share": np.bincount(matched_nd // n_dims, minlength=b) / np.maximum(n_note_dims, 1),
         "cat_affinity": cat_aff,
-        "note_impressions": impressions,
-        "note_clicks": clicks,
-        "note_ctr": (clicks + 0.5) / (impressions + 5.0),
-        "note_age_days": (ex.ts - c.created_s[notes]) / 86400.0,
-        "note_n_tags": ntl.astype(np.float64),
-        "user_history": np.diff(ex.hist_ptr).astype(np.float64)[urow],
-        "retrieval_score": score,
     }
+    return columns, ntl
+
+
+def _retrieval_score(
+    ex: Examples, retrieval: Any, retrieval_scores: np.ndarray | None, shared_history: bool
+) -> np.ndarray:
+    """(B,) user . item scores: given, from the retrieval model (in batches of 8192), or zeros."""
+    b = len(ex)
+    if retrieval_scores is not None:
+        return np.asarray(retrieval_scores, dtype=np.float64)
+    if retrieval is None:
+        return np.zeros(b)
+    if shared_history:
+        raise ConfigError(
+            "shared_history: pass retrieval_scores (the retrieval model needs one row per example)"
+        )
+    import torch
+
+    with torch.no_grad():
+        users_v = np.concatenate(
+            [
+                retrieval.model.user_embedding(
+                    retrieval.encoder.encode(ex.take(np.arange(i, min(i + 8192, b))))
+                ).numpy()
+                for i in range(0, b, 8192)
+            ]
+        )
+    return (users_v * retrieval.item_embeddings(ex.note)).sum(axis=1)
 
 
 @dataclass
