@@ -54,7 +54,7 @@ import logging
 import os
 import re
 from collections import Counter
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -356,6 +356,81 @@ def _tagger_version(models: Sequence[str], opts: ImportOptions, hb: Handbook) ->
     return f"{PROMPT_VERSION}:{model[:120]}:{hb.version}"
 
 
+def _answer_files(files: Sequence[str | os.PathLike[str]]) -> list[Path]:
+    if not files:
+        raise ConfigError("files: expected at least one answer file")
+    paths = [Path(f) for f in files]
+    for p in paths:
+        if not p.is_file():
+            raise NotFoundError(f"answer file {p} does not exist (or is not a file)")
+    return paths
+
+
+def _check_ids_match(
+    answers: Sequence[Answer], known: int, run: RunDir, order: Sequence[str], opts: ImportOptions
+) -> None:
+    """Raise when answers exist but none names a note of the run (a wrong prefix, id field or run)."""
+    if answers and not known:
+        first = answers[0].note_id
+        raise ConfigError(
+            f"none of the {len(answers)} answer ids is a note of {run.path} (first: {first!r}; the run's "
+            f"note ids look like {order[0]!r}): check --id-prefix {opts.id_prefix!r} and --id-field "
+            f"{opts.id_field!r}"
+        )
+
+
+def _audit(resolved: _Resolved) -> list[dict[str, Any]]:
+    """One line per accepted answer for ``<out_table>.answers.jsonl``: where it came from and what it said."""
+    return [
+        {
+            "note_id": r.note_id,
+            "source": a.where,
+            "model": r.trace.get("model"),
+            "prompt_version": PROMPT_VERSION,
+            "ungrounded_tags": r.trace.get("ungrounded_tags", 0),
+            "teacher_output": a.output.model_dump(mode="json") if a.output is not None else None,
+        }
+        for r, a in resolved.ok
+    ]
+
+
+def _tag_figures(results: Sequence[TagResult], audit: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
+    """The summary's ``tags``, ``tags_per_note`` and ``ungrounded_tags``."""
+    n_tags = [len(r.tags) for r in results]
+    per_note = {
+        "mean": round(sum(n_tags) / len(n_tags), 4) if n_tags else 0.0,
+        "min": min(n_tags, default=0),
+        "max": max(n_tags, default=0),
+        "empty": sum(1 for n in n_tags if n == 0),
+    }
+    ungrounded = int(sum(a["ungrounded_tags"] for a in audit))
+    return {"tags": int(sum(n_tags)), "tags_per_note": per_note, "ungrounded_tags": ungrounded}
+
+
+def _tables(
+    resolved: _Resolved, tagger: str, version: str, generated_at: pd.Timestamp
+) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """The tags table (checked against its schema) and the failures table."""
+    results = [r for r, _ in resolved.ok]
+    tags = results_to_tags_table(results, tagger=tagger, version=version, generated_at=generated_at)
+    if len(tags):
+        validate("tags", tags)  # a check only: the table is written in the runner's form
+    failures = pd.DataFrame(
+        [{"note_id": n, "reason": r} for n, _, r in resolved.failures], columns=["note_id", "reason"]
+    )
+    return tags, failures
+
+
+def _out_paths(run: RunDir, out_table: str) -> dict[str, Path]:
+    teacher_dir = run.path / "teacher"
+    return {
+        "tags": run.table_path(out_table),
+        "failures": run.table_path(f"{out_table}_failures"),
+        "answers": teacher_dir / f"{out_table}.answers.jsonl",
+        "summary": teacher_dir / f"{out_table}.import.json",
+    }
+
+
 def import_answers(
     run_dir: str | os.PathLike[str],
     files: Sequence[str | os.PathLike[str]],
@@ -385,57 +460,24 @@ def import_answers(
             names a note of the run (a wrong --id-prefix or --id-field, or the wrong run).
     """
     opts = options or ImportOptions()
-    if not files:
-        raise ConfigError("files: expected at least one answer file")
-    paths_in = [Path(f) for f in files]
-    for p in paths_in:
-        if not p.is_file():
-            raise NotFoundError(f"answer file {p} does not exist (or is not a file)")
+    paths_in = _answer_files(files)
     run, hb, note_list = _run_inputs(run_dir, handbook_path)
     notes = {n.note_id: n for n in note_list}
     order = [n.note_id for n in note_list]
     answers, unmatched, scans = read_files(paths_in, opts, set(notes))
     known_answers = [a for a in answers if a.note_id in notes]
-    if answers and not known_answers:
-        first = answers[0].note_id
-        raise ConfigError(
-            f"none of the {len(answers)} answer ids is a note of {run.path} (first: {first!r}; the run's "
-            f"note ids look like {order[0]!r}): check --id-prefix {opts.id_prefix!r} and --id-field "
-            f"{opts.id_field!r}"
-        )
+    _check_ids_match(answers, len(known_answers), run, order, opts)
     resolved = _resolve(answers, notes, order, hb, opts)
 
     answered_notes = [notes[i] for i in order if i in {a.note_id for a in known_answers}]
     fingerprint = _fingerprint(scans, opts, hb, answered_notes)
-    teacher_dir = run.path / "teacher"
-    out_paths = {
-        "tags": run.table_path(opts.out_table),
-        "failures": run.table_path(f"{opts.out_table}_failures"),
-        "answers": teacher_dir / f"{opts.out_table}.answers.jsonl",
-        "summary": teacher_dir / f"{opts.out_table}.import.json",
-    }
+    out_paths = _out_paths(run, opts.out_table)
     generated_at = _generated_at(out_paths["summary"], fingerprint)
     models = sorted({a.model for _, a in resolved.ok if a.model})
     version = _tagger_version(models, opts, hb)
     results = [r for r, _ in resolved.ok]
-    tags = results_to_tags_table(results, tagger=opts.tagger_name, version=version, generated_at=generated_at)
-    if len(tags):
-        validate("tags", tags)  # a check only: the table is written in the runner's form
-    failures = pd.DataFrame(
-        [{"note_id": n, "reason": r} for n, _, r in resolved.failures], columns=["note_id", "reason"]
-    )
-    audit = [
-        {
-            "note_id": r.note_id,
-            "source": a.where,
-            "model": r.trace.get("model"),
-            "prompt_version": PROMPT_VERSION,
-            "ungrounded_tags": r.trace.get("ungrounded_tags", 0),
-            "teacher_output": a.output.model_dump(mode="json") if a.output is not None else None,
-        }
-        for r, a in resolved.ok
-    ]
-    n_tags = [len(r.tags) for r in results]
+    tags, failures = _tables(resolved, opts.tagger_name, version, generated_at)
+    audit = _audit(resolved)
     summary: dict[str, Any] = {
         "answers": sum(s.lines for s in scans),
         "ok": len(results),
@@ -447,14 +489,7 @@ def import_answers(
         ],
         "duplicates": resolved.duplicates,
         "notes_without_answer": len(notes) - len(answered_notes),
-        "tags": int(sum(n_tags)),
-        "tags_per_note": {
-            "mean": round(sum(n_tags) / len(n_tags), 4) if n_tags else 0.0,
-            "min": min(n_tags, default=0),
-            "max": max(n_tags, default=0),
-            "empty": sum(1 for n in n_tags if n == 0),
-        },
-        "ungrounded_tags": int(sum(a["ungrounded_tags"] for a in audit)),
+        **_tag_figures(results, audit),
         "models": models,
         "tagger": opts.tagger_name,
         "tagger_version": version,

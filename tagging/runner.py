@@ -50,7 +50,7 @@ import os
 import re
 import sqlite3
 import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import IO, Any
@@ -340,6 +340,114 @@ async def _run_async(
             await tagger.aclose()
 
 
+def _check_args(notes: Sequence[NoteInput], out_name: str, batch_size: int) -> list[str]:
+    """The note_ids, after checking ``out_name``, ``batch_size`` and that the ids are unique."""
+    if not out_name or not all(c.isalnum() or c in "_-" for c in out_name):
+        raise ConfigError(f"out_name must be letters, digits, '_' or '-'; got {out_name!r}")
+    if batch_size < 1:
+        raise ConfigError(f"batch_size must be >= 1; got {batch_size}")
+    ids = [n.note_id for n in notes]
+    if len(set(ids)) != len(ids):
+        dup = sorted({i for i in ids if ids.count(i) > 1})[:5] if len(ids) < 100_000 else ["…"]
+        raise ConfigError(f"notes: note_id must be unique; repeated: {dup}")
+    return ids
+
+
+def _logged_ids(
+    keyed: Sequence[tuple[str, NoteInput]], logged: Mapping[str, dict[str, Any]], retry_failed: bool
+) -> set[str]:
+    """The notes the log already has a result for, with the same run key and the same content (a note
+    edited since it was logged is tagged again)."""
+    done = set()
+    for key, n in keyed:
+        e = logged.get(n.note_id)
+        if e is not None and e.get("key") == key and (e["status"] == "ok" or not retry_failed):
+            done.add(n.note_id)
+    return done
+
+
+@dataclass
+class _Recorder:
+    """Logs each result as it arrives, caches it and reports progress."""
+
+    out: _Log
+    logged: dict[str, dict[str, Any]]
+    cache: ResultCache | None
+    total: int
+    done: int
+    progress: Progress | None = None
+    cached: int = 0
+    now: int = 0
+
+    def __call__(self, key: str, note: NoteInput, result: TagResult, cached: bool = False) -> None:
+        if result.note_id != note.note_id:  # a tagger bug must not corrupt the log
+            result = TagResult(
+                note_id=note.note_id, status="failed", error=f"tagger returned {result.note_id!r}"
+            )
+        self.out.append(key, result, cached)
+        self.logged[note.note_id] = {"status": result.status, **result_to_json(result)}
+        if self.cache is not None and not cached:
+            self.cache.put_many([(key, result)])
+        if cached:
+            self.cached += 1
+        else:
+            self.now += 1
+        self.done += 1
+        if self.progress is not None:
+            self.progress(self.done, self.total)
+
+
+def _tag_missing(
+    tagger: Tagger, keyed: Sequence[tuple[str, NoteInput]], record: _Recorder, batch_size: int
+) -> None:
+    """Record the cache's hits, then tag the rest (asynchronously when the tagger has ``atag``)."""
+    cache = record.cache
+    hits = cache.get_many([k for k, _ in keyed]) if cache is not None else {}
+    todo = []
+    for key, note in keyed:
+        if key in hits and hits[key].note_id == note.note_id:
+            record(key, note, hits[key], cached=True)
+        else:
+            todo.append((key, note))
+    record.out.sync()
+    if todo and hasattr(tagger, "atag"):
+        asyncio.run(_run_async(tagger, todo, record, window=4 * batch_size))
+    else:
+        for chunk in _chunks(todo, batch_size):
+            for (key, note), result in zip(chunk, tagger.tag([n for _, n in chunk]), strict=True):
+                record(key, note, result)
+
+
+def _write_tables(
+    rd: RunDir, out_name: str, tagger: Tagger, final: Sequence[TagResult]
+) -> tuple[Path, Path, int]:
+    """Write the tags and failures tables; returns their paths and the number of failures."""
+    tags_path = write_parquet(
+        results_to_tags_table(final, tagger=tagger.name, version=tagger.version), rd.table_path(out_name)
+    )
+    failures = pd.DataFrame(
+        [{"note_id": r.note_id, "reason": r.error or ""} for r in final if r.status == "failed"],
+        columns=["note_id", "reason"],
+    )
+    failures_path = write_parquet(failures, rd.table_path(f"{out_name}_failures"))
+    return tags_path, failures_path, len(failures)
+
+
+def _usage(before: Mapping[str, Any], after: Mapping[str, Any]) -> dict[str, Any]:
+    """The tagger's requests, retries, tokens and cost during this run (its stats' difference)."""
+
+    def delta(name: str) -> Any:
+        return after.get(name, 0) - before.get(name, 0)
+
+    return {
+        "requests": int(delta("requests")),
+        "retries": int(delta("retries")),
+        "prompt_tokens": int(delta("prompt_tokens")),
+        "completion_tokens": int(delta("completion_tokens")),
+        "cost": round(float(delta("cost")), 6),
+    }
+
+
 def run_teacher(
     tagger: Tagger,
     notes: Sequence[NoteInput],
@@ -370,14 +478,7 @@ def run_teacher(
     Raises:
         ConfigError: duplicate note_ids, an empty/invalid ``out_name`` or ``batch_size < 1``.
     """
-    if not out_name or not all(c.isalnum() or c in "_-" for c in out_name):
-        raise ConfigError(f"out_name must be letters, digits, '_' or '-'; got {out_name!r}")
-    if batch_size < 1:
-        raise ConfigError(f"batch_size must be >= 1; got {batch_size}")
-    ids = [n.note_id for n in notes]
-    if len(set(ids)) != len(ids):
-        dup = sorted({i for i in ids if ids.count(i) > 1})[:5] if len(ids) < 100_000 else ["…"]
-        raise ConfigError(f"notes: note_id must be unique; repeated: {dup}")
+    ids = _check_args(notes, out_name, batch_size)
     t0 = time.perf_counter()
     rd = RunDir(run_dir)
     rid = run_id(tagger)
@@ -386,83 +487,34 @@ def run_teacher(
     _select_log(log_path, out_name, rid)
     logged = _read_log(log_path, rid)
     all_keyed = [(cache_key(n, tagger), n) for n in notes]
-    done_ids = set()
-    for key, n in all_keyed:
-        e = logged.get(n.note_id)
-        # same run key and same content (a note edited since it was logged is tagged again)
-        if e is not None and e.get("key") == key and (e["status"] == "ok" or not retry_failed):
-            done_ids.add(n.note_id)
+    done_ids = _logged_ids(all_keyed, logged, retry_failed)
     keyed = [(k, n) for k, n in all_keyed if n.note_id not in done_ids]
     stats = getattr(tagger, "stats", None)
     before = stats.snapshot() if stats is not None else {}
 
     cache = ResultCache(rd.path / "cache" / "teacher_cache.sqlite") if use_cache else None
     out = _Log(log_path, batch_size, rid)
-    counts = {"cached": 0, "now": 0, "done": len(done_ids)}
-    total = len(notes)
-
-    def record(key: str, note: NoteInput, result: TagResult, cached: bool = False) -> None:
-        if result.note_id != note.note_id:  # a tagger bug must not corrupt the log
-            result = TagResult(
-                note_id=note.note_id, status="failed", error=f"tagger returned {result.note_id!r}"
-            )
-        out.append(key, result, cached)
-        logged[note.note_id] = {"status": result.status, **result_to_json(result)}
-        if cache is not None and not cached:
-            cache.put_many([(key, result)])
-        counts["cached" if cached else "now"] += 1
-        counts["done"] += 1
-        if progress is not None:
-            progress(counts["done"], total)
-
+    record = _Recorder(out, logged, cache, total=len(notes), done=len(done_ids), progress=progress)
     try:
-        hits = cache.get_many([k for k, _ in keyed]) if cache is not None else {}
-        todo = []
-        for key, note in keyed:
-            if key in hits and hits[key].note_id == note.note_id:
-                record(key, note, hits[key], cached=True)
-            else:
-                todo.append((key, note))
-        out.sync()
-        if todo and hasattr(tagger, "atag"):
-            asyncio.run(_run_async(tagger, todo, record, window=4 * batch_size))
-        else:
-            for chunk in _chunks(todo, batch_size):
-                for (key, note), result in zip(chunk, tagger.tag([n for _, n in chunk]), strict=True):
-                    record(key, note, result)
+        _tag_missing(tagger, keyed, record, batch_size)
     finally:
         out.close()
         if cache is not None:
             cache.close()
 
     final = [result_from_json(logged[i]) for i in ids]
-    tags_path = write_parquet(
-        results_to_tags_table(final, tagger=tagger.name, version=tagger.version), rd.table_path(out_name)
-    )
-    failures = pd.DataFrame(
-        [{"note_id": r.note_id, "reason": r.error or ""} for r in final if r.status == "failed"],
-        columns=["note_id", "reason"],
-    )
-    failures_path = write_parquet(failures, rd.table_path(f"{out_name}_failures"))
-    after = stats.snapshot() if stats is not None else {}
-
-    def delta(name: str) -> Any:
-        return after.get(name, 0) - before.get(name, 0)
-
+    tags_path, failures_path, n_failed = _write_tables(rd, out_name, tagger, final)
+    usage = _usage(before, stats.snapshot() if stats is not None else {})
     summary = RunSummary(
         tagger=tagger.name,
         tagger_version=tagger.version,
-        notes=total,
+        notes=len(notes),
         ok=sum(r.status == "ok" for r in final),
-        failed=len(failures),
-        cached=counts["cached"],
+        failed=n_failed,
+        cached=record.cached,
         resumed=len(done_ids),
-        tagged_now=counts["now"],
-        requests=int(delta("requests")),
-        retries=int(delta("retries")),
-        prompt_tokens=int(delta("prompt_tokens")),
-        completion_tokens=int(delta("completion_tokens")),
-        cost=round(float(delta("cost")), 6),
+        tagged_now=record.now,
+        **usage,
         wall_s=round(time.perf_counter() - t0, 3),
         tags_path=str(tags_path),
         failures_path=str(failures_path),
