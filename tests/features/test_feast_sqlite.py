@@ -9,10 +9,11 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from features.client import VIEW_FEATURES, FeatureClient, _entity_key_v3
+from features.client import VIEW_FEATURES, FeatureClient
 from features.errors import ConfigError, NotFoundError
 from features.feast_repo import FeastSettings, apply, materialize
 from features.io import RunDir
+from features.online_read import _entity_key_v3
 
 
 def _normalize(values):
