@@ -18,20 +18,18 @@ import numpy as np
 
 from features.errors import ConfigError
 from features.io import RunDir, write_json, write_parquet
-from ranking.dataset import (
+from ranking.data import (
     FEATURE_SOURCES,
     TAG_SOURCES,
     Examples,
-    FeastInterests,
     NoteCatalog,
     RunData,
     UserTagBags,
     build_training_examples,
-    feast_user_interests,
     load_catalog,
     load_run_data,
-    require_feast_store,
 )
+from ranking.feast_data import FeastInterests, feast_user_interests, require_feast_store
 from ranking.retrieval.evaluate import POOLS
 
 if TYPE_CHECKING:
@@ -110,7 +108,8 @@ def retrieval_stage(
     old_threads = _threads(num_threads)
     t_start = time.perf_counter()
     try:
-        base, examples = build_training_examples(run, tag_source="none")
+        base = load_run_data(run, "none")
+        examples = build_training_examples(base)
         pools = _Pools(_test_pools(base, cold_quota), ks)
         feast = _feast_inputs(run, base, examples, pools.users) if feature_source == "feast" else None
         main = _train_ablations(run, base, examples, sources, cfg, pools, feast)
@@ -403,7 +402,7 @@ def _ranker_inputs(data: RunData, rcfg: RankerConfig, retrieval_config: TrainCon
     from ranking.retrieval.train import TrainConfig, train
 
     window_start = data.cutoff_s - rcfg.window_days * 86400.0
-    _, rex = build_training_examples(data, end_s=window_start)
+    rex = build_training_examples(data, end_s=window_start)
     retrieval = train(data, rex, retrieval_config or TrainConfig(feature_set="tags"))
     train_ex = ranking_examples(data, window_start, data.cutoff_s, rcfg)
     test_ex = ranking_examples(data, data.cutoff_s, float("inf"), replace(rcfg, max_examples=0))

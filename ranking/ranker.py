@@ -28,7 +28,7 @@ import numpy as np
 import pandas as pd
 
 from features.errors import ConfigError, NotFoundError
-from ranking.dataset import Examples, NoteCatalog, RunData, ragged_gather, user_states
+from ranking.data import Examples, NoteCatalog, RunData, ragged_gather, user_states
 
 __all__ = [
     "FEATURES",

@@ -3,7 +3,7 @@ index over the embeddings, and :meth:`LiveCatalog.put` (add a note or re-tag one
 
 The catalog owns its arrays: each is a :class:`~ranking.recommend.buffer.GrowableArray`, so adding a
 note costs amortized O(its tags + one embedding) rather than a copy of every array; :attr:`catalog`
-is a :class:`~ranking.dataset.NoteCatalog` of views onto them (rebuilt, without copies, after a change).
+is a :class:`~ranking.data.NoteCatalog` of views onto them (rebuilt, without copies, after a change).
 """
 
 from __future__ import annotations
@@ -14,7 +14,7 @@ from dataclasses import replace
 import numpy as np
 
 from features.errors import NotFoundError
-from ranking.dataset import NoteCatalog, RunData
+from ranking.data import NoteCatalog, RunData
 from ranking.recommend.buffer import GrowableArray
 from ranking.recommend.values import AddedNote
 from ranking.retrieval.index import NoteIndex

@@ -11,7 +11,7 @@ import numpy as np
 
 from features.errors import ConfigError, NotFoundError
 from features.io import RunDir
-from ranking.dataset import RunData, load_run_data
+from ranking.data import RunData, load_run_data
 
 if TYPE_CHECKING:
     from ranking.ranker import Ranker

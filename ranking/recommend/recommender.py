@@ -32,7 +32,7 @@ import numpy as np
 
 from features.errors import ConfigError
 from features.io import RunDir
-from ranking.dataset import ENGAGEMENT_WEIGHTS, NoteCatalog, RunData
+from ranking.data import ENGAGEMENT_WEIGHTS, NoteCatalog, RunData
 from ranking.recommend.live_catalog import LiveCatalog
 from ranking.recommend.load import file_version, load_ranker, load_retrieval
 from ranking.recommend.search import filter_mask, ranker_scores, search, top_exact

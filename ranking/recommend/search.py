@@ -9,7 +9,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from features.errors import NotFoundError
-from ranking.dataset import Examples, RunData
+from ranking.data import Examples, RunData
 from ranking.recommend.live_catalog import LiveCatalog
 from ranking.recommend.values import Filters
 

@@ -8,7 +8,7 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from ranking.dataset import Examples
+from ranking.data import Examples
 from ranking.recommend.live_catalog import LiveCatalog
 
 if TYPE_CHECKING:

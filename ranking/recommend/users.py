@@ -9,7 +9,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from features.errors import NotFoundError
-from ranking.dataset import Examples, NoteCatalog, RunData, user_states
+from ranking.data import Examples, NoteCatalog, RunData, user_states
 
 __all__ = ["UserState", "UserStates"]
 

@@ -28,7 +28,7 @@ from typing import Protocol
 import numpy as np
 
 from features.errors import ConfigError
-from ranking.dataset import RunData
+from ranking.data import RunData
 
 __all__ = [
     "EmbeddingScorer",

@@ -40,7 +40,7 @@ from torchrec.modules.embedding_modules import EmbeddingBagCollection
 from torchrec.sparse.jagged_tensor import KeyedJaggedTensor
 
 from features.errors import ConfigError
-from ranking.dataset import Examples, NoteCatalog, RunData, ragged_gather
+from ranking.data import Examples, NoteCatalog, RunData, ragged_gather
 
 __all__ = [
     "FEATURE_SETS",

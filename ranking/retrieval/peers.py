@@ -17,7 +17,7 @@ import numpy as np
 import scipy.sparse as sp
 
 from features.errors import ConfigError
-from ranking.dataset import RunData, ragged_gather, user_states
+from ranking.data import RunData, ragged_gather, user_states
 
 __all__ = ["ALSScorer", "PopularityScorer", "TagOverlapScorer"]
 

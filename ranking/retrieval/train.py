@@ -2,10 +2,11 @@
 
 Example::
 
-    from ranking.dataset import build_training_examples
+    from ranking.data import build_training_examples, load_run_data
     from ranking.retrieval.train import TrainConfig, train
 
-    data, examples = build_training_examples("runs/demo", tag_source="teacher")
+    data = load_run_data("runs/demo", "teacher")
+    examples = build_training_examples(data)
     result = train(data, examples, TrainConfig(feature_set="tags", epochs=5))
     items = result.item_embeddings()                 # (N, out_dim): every note, cold-start included
 """
@@ -22,7 +23,7 @@ import numpy as np
 import torch
 
 from features.errors import ConfigError
-from ranking.dataset import Examples, RunData, UserTagBags, user_states
+from ranking.data import Examples, RunData, UserTagBags, user_states
 from ranking.retrieval.model import FeatureEncoder, TwoTower, in_batch_softmax_loss
 
 __all__ = ["RetrievalModel", "TrainConfig", "log_popularity", "train"]

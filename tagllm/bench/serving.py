@@ -391,7 +391,7 @@ def _favourites(run: Path, n: int, seed: int) -> list[tuple[str, dict[str, Any]]
     """(user, the note they engaged with most) for ``n`` random users with >= 5 engagements."""
     import pandas as pd
 
-    from ranking.dataset import ENGAGEMENT_WEIGHTS
+    from ranking.data import ENGAGEMENT_WEIGHTS
 
     inter = pd.read_parquet(RunDir(run).table_path("interactions"), columns=["user_id", "note_id", "event"])
     inter = inter[inter["event"].isin(list(ENGAGEMENT_WEIGHTS))]

@@ -18,7 +18,7 @@ from dataclasses import dataclass, replace
 from typing import Any
 
 from features.io import RunDir
-from ranking.dataset import RunData, build_training_examples, load_catalog
+from ranking.data import RunData, build_training_examples, load_catalog
 from ranking.pipeline import available_tag_sources
 from tagllm.simulate.config import SimConfig
 
@@ -56,10 +56,10 @@ def _train_arm(name: str, data: RunData, feature_set: str, features: tuple[str, 
     t0 = time.perf_counter()
     rcfg = cfg.ranker
     tcfg = replace(cfg.retrieval, feature_set=feature_set, seed=cfg.seed)
-    _, examples = build_training_examples(data)
+    examples = build_training_examples(data)
     serving = train(data, examples, tcfg)
     window_start = data.cutoff_s - rcfg.window_days * 86400.0
-    _, early = build_training_examples(data, end_s=window_start)
+    early = build_training_examples(data, end_s=window_start)
     scorer = train(data, early, tcfg)
     rex = ranking_examples(data, window_start, data.cutoff_s, replace(rcfg, seed=cfg.seed))
     ranker = train_ranker(ranker_features(data, rex, scorer), rex, replace(rcfg, seed=cfg.seed), features)
@@ -92,7 +92,7 @@ def _train_arm(name: str, data: RunData, feature_set: str, features: tuple[str, 
 
 def train_arms(run: RunDir, cfg: SimConfig) -> dict[str, Arm]:
     """Train control and treatment (see the module docstring) and wrap each in a Recommender."""
-    from ranking.dataset import load_run_data
+    from ranking.data import load_run_data
     from ranking.ranker import FEATURES, TAG_FEATURES
 
     base = load_run_data(run, "none")

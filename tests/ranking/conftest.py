@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from ranking.dataset import ENGAGEMENT_WEIGHTS, Interactions, NoteCatalog, RunData
+from ranking.data import ENGAGEMENT_WEIGHTS, Interactions, NoteCatalog, RunData
 
 
 def make_tiny_data(

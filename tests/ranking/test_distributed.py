@@ -9,12 +9,13 @@ def test_dmp_two_processes_matches_one_process(tiny_data):
     """DistributedModelParallel, 2 gloo processes, table-wise tables: same loss trajectory as 1 process."""
     import torch
 
-    from ranking.dataset import build_training_examples
+    from ranking.data import build_training_examples
     from ranking.retrieval.distributed import train_dmp, train_reference
     from ranking.retrieval.model import FeatureEncoder, TwoTower
     from ranking.retrieval.train import log_popularity
 
-    data, ex = build_training_examples(tiny_data)
+    data = tiny_data
+    ex = build_training_examples(data)
     enc = FeatureEncoder(data, "tags", ex.user, ex.note)
     torch.manual_seed(0)
     model = TwoTower(enc.config(embedding_dim=8, hidden_dim=16, out_dim=8))

@@ -19,7 +19,8 @@ from click.testing import CliRunner
 from features.compute import FeatureConfig, TagVocab, note_tags_table, user_interests_table
 from features.errors import ConfigError, NotFoundError
 from features.io import RunDir
-from ranking.dataset import FeastInterests, build_training_examples, load_run_data
+from ranking.data import load_run_data
+from ranking.feast_data import FeastInterests, feast_training_examples
 from tests.features.conftest import make_tiny_run
 from tests.ranking.conftest import make_tiny_data
 
@@ -41,7 +42,8 @@ def feast_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 @pytest.fixture(scope="module")
 def feast_examples(feast_run: Path):
-    return build_training_examples(feast_run, "teacher", feature_source="feast")
+    data = load_run_data(feast_run, "teacher")
+    return data, feast_training_examples(RunDir(feast_run), data)
 
 
 def _pit_row(table: pd.DataFrame, user: str, t: pd.Timestamp) -> pd.Series | None:
@@ -135,7 +137,7 @@ def test_encoder_uses_the_feast_bag(feast_examples) -> None:
 
 
 def test_train_from_feast_a_few_steps(feast_run: Path, feast_examples) -> None:
-    from ranking.dataset import feast_user_interests
+    from ranking.feast_data import feast_user_interests
     from ranking.retrieval.train import TrainConfig, train
 
     data, ex = feast_examples
@@ -189,7 +191,7 @@ def test_run_without_store_names_it(tmp_path: Path) -> None:
 
     run = make_tiny_run(tmp_path / "run")
     with pytest.raises(NotFoundError, match=r"feast/registry\.db.*tagllm features apply --run"):
-        build_training_examples(run.path, "teacher", feature_source="feast")
+        feast_training_examples(run, load_run_data(run, "teacher"))
     with pytest.raises(NotFoundError, match="no Feast store"):
         retrieval_stage(run.path, tag_sources=["teacher"], feature_source="feast")
     res = CliRunner().invoke(train_group, ["retrieval", str(run.path), "--feature-source", "feast"])
@@ -197,6 +199,4 @@ def test_run_without_store_names_it(tmp_path: Path) -> None:
     res = CliRunner().invoke(train_group, ["retrieval", str(run.path), "--feature-source", "redis"])
     assert res.exit_code == 2 and "parquet" in res.output
     with pytest.raises(ConfigError, match="feature_source"):
-        build_training_examples(run.path, "teacher", feature_source="online")
-    with pytest.raises(ConfigError, match="run directory"):
-        build_training_examples(load_run_data(run.path, "teacher"), feature_source="feast")
+        retrieval_stage(run.path, tag_sources=["teacher"], feature_source="online")

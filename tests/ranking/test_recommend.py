@@ -13,12 +13,12 @@ from tests.ranking.conftest import make_tiny_data
 
 @pytest.fixture(scope="module")
 def trained():
-    from ranking.dataset import build_training_examples
+    from ranking.data import build_training_examples
     from ranking.ranker import RankerConfig, ranker_features, ranking_examples, train_ranker
     from ranking.retrieval.train import TrainConfig, train
 
     data = make_tiny_data()
-    data, ex = build_training_examples(data)
+    ex = build_training_examples(data)
     model = train(data, ex, TrainConfig(feature_set="tags", epochs=3, batch_size=64))
     rex = ranking_examples(data, 0.0, data.cutoff_s, RankerConfig(n_estimators=20))
     ranker = train_ranker(ranker_features(data, rex, model), rex, RankerConfig(n_estimators=20))
@@ -54,7 +54,7 @@ def test_recommend_returns_k_unseen_sorted_with_reasons(rec):
 
 def test_ranker_scores_match_offline_features(rec, trained):
     """Serving features (live counts, cached history) equal the offline point-in-time features."""
-    from ranking.dataset import user_states
+    from ranking.data import user_states
     from ranking.ranker import ranker_features
 
     user = str(rec.user_ids()[3])

@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 
 from features.errors import ConfigError
-from ranking.dataset import build_training_examples, user_states
+from ranking.data import build_training_examples, user_states
 from ranking.retrieval.evaluate import (
     EmbeddingScorer,
     auc,
@@ -16,7 +16,7 @@ from ranking.retrieval.evaluate import (
 
 
 def test_history_is_strictly_before_example(tiny_data):
-    data, ex = build_training_examples(tiny_data)
+    data, ex = tiny_data, build_training_examples(tiny_data)
     inter = data.interactions
     for i in range(0, len(ex), max(1, len(ex) // 25)):
         h = ex.hist_note[ex.hist_ptr[i] : ex.hist_ptr[i + 1]]
@@ -33,7 +33,7 @@ def test_user_states_rejects_bad_history_len(tiny_data):
 def test_train_embeds_every_note_including_cold(tiny_data):
     from ranking.retrieval.train import TrainConfig, train
 
-    data, ex = build_training_examples(tiny_data)
+    data, ex = tiny_data, build_training_examples(tiny_data)
     result = train(data, ex, TrainConfig(epochs=3, batch_size=64, embedding_dim=8, hidden_dim=16, out_dim=8))
     assert result.losses[-1] < result.losses[0]
     items = result.item_embeddings()
@@ -166,7 +166,7 @@ def test_with_cold_slots_merges_every_kth_slot():
 
 
 def test_quota_pool_lifts_cold_recall_of_a_warm_biased_scorer(tiny_data):
-    data, _ = build_training_examples(tiny_data)
+    data = tiny_data
     cold = data.cold
 
     class WarmFirst:

@@ -4,13 +4,7 @@ Everything here is point-in-time: a user's features for an example at time ``t``
 user's engagements with ``ts < t`` (strictly before), and the time split trains on interactions
 before the run's ``cold_start_cutoff`` and evaluates on clicks at or after it.
 
-The Feast path (``feature_source="feast"``): the user tower's tag bag (``u_tags``) comes from the
-run's Feast store instead — ``FeatureClient(run).training_set(labels, service="retrieval")``, a
-point-in-time join that picks each user's latest daily ``user_interests`` snapshot with
-``event_timestamp <= t`` (snapshots are stamped at the end of a day, so a label at ``t`` sees the
-snapshot of the last engagement day before ``t``'s day). Its ``top_tag_ids`` are Feast vocabulary ids
-(RUN/features/tag_vocab.json); :meth:`FeastInterests.bags` maps them to a catalog's ids through the
-tag texts. The other user bags (user id, history notes, their categories) stay history-based.
+The Feast path (point-in-time user tag bags from the run's Feast store) is :mod:`ranking.feast_data`.
 
 Index conventions (shared with the model): position ``i`` in :attr:`NoteCatalog.note_ids` is the
 note's index; embedding-table ids reserve 0 for "unknown/padding", so tag ids are ``1..V``,
@@ -37,17 +31,14 @@ __all__ = [
     "FEATURE_SOURCES",
     "TAG_SOURCES",
     "Examples",
-    "FeastInterests",
     "Interactions",
     "NoteCatalog",
     "RunData",
     "UserTagBags",
     "build_training_examples",
-    "feast_user_interests",
     "load_catalog",
     "load_run_data",
     "ragged_gather",
-    "require_feast_store",
     "resolve_tag_source",
     "user_states",
 ]
@@ -442,43 +433,30 @@ def user_states(
 
 
 def build_training_examples(
-    run: RunDir | str | RunData,
-    tag_source: str = "auto",
+    data: RunData,
     *,
     start_s: float | None = None,
     end_s: float | None = None,
     positive_events: Sequence[str] = ("click",),
     history_len: int = 30,
-    feature_source: str = "parquet",
-) -> tuple[RunData, Examples]:
+) -> Examples:
     """Retrieval training examples: one per positive event in ``[start_s, end_s)`` (default: before the
     cold-start cutoff), each with the user's history strictly before the event.
 
-    With ``feature_source="feast"`` the labels (user_id, note_id, event_timestamp) go through
-    ``FeatureClient(run).training_set(labels, service="retrieval")`` and each example's user tag bag
-    is the point-in-time ``user_interests`` row (top_tag_ids/top_tag_weights, mapped to the catalog's
-    ids, see :func:`feast_user_interests`); the history (user id, notes, categories) stays
-    parquet-based. The item side is a pure function of the note, so :class:`NoteCatalog` stays as is.
+    Args:
+        data: the run data (:func:`load_run_data` reads it from a run directory, with its tag source).
+        start_s: first event time, epoch seconds (None: from the first event).
+        end_s: end of the window, exclusive (None: the run's cold-start cutoff).
+        positive_events: the events that make an example.
+        history_len: engagements kept per example's history.
 
     Returns:
-        (the run data, the examples) — the run data carries the catalog for the tag source.
+        the examples (the user tag bag comes from the history; :func:`ranking.feast_data.
+        feast_training_examples` takes it from the run's Feast store instead).
 
     Raises:
-        ConfigError: unknown ``feature_source``; ``feast`` with a :class:`RunData` instead of a run.
-        NotFoundError: no positives; ``feast`` and the run has no Feast store.
+        NotFoundError: no positives in the window.
     """
-    if feature_source not in FEATURE_SOURCES:
-        raise ConfigError(
-            f"feature_source: got {feature_source!r}; expected one of {', '.join(FEATURE_SOURCES)}"
-        )
-    if feature_source == "feast":
-        if isinstance(run, RunData):
-            raise ConfigError(
-                "feature_source='feast': pass the run directory, not RunData (the Feast store is the run's)"
-            )
-        run = RunDir(run) if not isinstance(run, RunDir) else run
-        require_feast_store(run)
-    data = run if isinstance(run, RunData) else load_run_data(run, tag_source)
     inter = data.interactions
     end = data.cutoff_s if end_s is None else end_s
     mask = np.isin(inter.event, list(positive_events)) & (inter.ts < end)
@@ -490,176 +468,7 @@ def build_training_examples(
             f"{pd.Timestamp(end, unit='s', tz='UTC').isoformat()} (positive_events, end_s)"
         )
     pos = inter.select(mask)
-    ex = user_states(data, pos.user, pos.ts, history_len=history_len, note=pos.note)
-    if feature_source == "feast":
-        interests = feast_user_interests(run, data, pos.user, pos.ts, pos.note)  # type: ignore[arg-type]
-        ex = ex.with_user_tags(interests.bags(data.catalog)[0])
-    return data, ex
-
-
-# ---------------------------------------------------------------------------------------- Feast
-
-
-def require_feast_store(run: RunDir | str) -> RunDir:
-    """Check that ``run`` has its own applied Feast store with the ``user_interests`` source.
-
-    Raises:
-        NotFoundError: naming the missing paths and the commands that create them.
-    """
-    run = RunDir(run) if not isinstance(run, RunDir) else run
-    needed = [
-        run.feast_registry,
-        run.feature_table("user_interests"),
-        run.features_tag_vocab,
-    ]
-    missing = [str(p) for p in needed if not p.exists()]
-    if missing:
-        raise NotFoundError(
-            f"feature_source='feast': the run has no Feast store ({', '.join(missing)} not found); "
-            f"run `tagllm features apply --run {run.path}` then `tagllm features materialize --run "
-            f"{run.path}` (the demo's `features` stage does both), or use feature_source='parquet'"
-        )
-    return run
-
-
-@dataclass(frozen=True)
-class FeastInterests:
-    """Point-in-time ``user_interests`` (top_tag_ids, top_tag_weights) per example, in Feast ids.
-
-    Attributes:
-        ptr: (B+1,) CSR offsets into ``ids`` / ``weight``.
-        ids: (T,) Feast tag ids (RUN/features/tag_vocab.json; 0 = padding).
-        weight: (T,) time-decayed interest weights.
-        feast_texts: Feast tag id -> tag text.
-        rows_without_snapshot: rows with no snapshot valid at label time (null: empty bag).
-        seconds: wall time of the Feast training-set call.
-    """
-
-    ptr: np.ndarray
-    ids: np.ndarray
-    weight: np.ndarray
-    feast_texts: Mapping[int, str]
-    rows_without_snapshot: int
-    seconds: float
-
-    def __len__(self) -> int:
-        return len(self.ptr) - 1
-
-    def bags(self, catalog: NoteCatalog) -> tuple[UserTagBags, dict[str, Any]]:
-        """Map the Feast ids onto ``catalog``'s tag ids through the tag texts (the two vocabularies
-        differ); ids whose text the catalog lacks are dropped and counted.
-
-        Returns:
-            (the bags, figures: tag entries, dropped entries, rows without a snapshot, empty bags).
-        """
-        size = max(max(self.feast_texts, default=0), int(self.ids.max()) if len(self.ids) else 0) + 1
-        lut = np.zeros(size, np.int64)
-        for fid, text in self.feast_texts.items():
-            lut[fid] = catalog.vocab.get(text, 0)
-        vals = lut[self.ids]
-        keep = vals > 0
-        row = np.repeat(np.arange(len(self)), np.diff(self.ptr))
-        lens = np.bincount(row[keep], minlength=len(self)).astype(np.int64)
-        bags = UserTagBags(
-            np.concatenate([[0], np.cumsum(lens)]).astype(np.int64), vals[keep], self.weight[keep]
-        )
-        dropped = int((~keep).sum())
-        if dropped:
-            log.warning(
-                "feast user_interests: %d of %d tag entries have no id in the %s catalog: dropped",
-                dropped,
-                len(vals),
-                catalog.tag_source,
-            )
-        figures = {
-            "tag_entries": len(vals),
-            "dropped_not_in_catalog": dropped,
-            "rows_without_snapshot": self.rows_without_snapshot,
-            "empty_bags": int((lens == 0).sum()),
-        }
-        return bags, figures
-
-
-def feast_user_interests(
-    run: RunDir | str,
-    data: RunData,
-    users: np.ndarray,
-    ts: np.ndarray,
-    notes: np.ndarray | None = None,
-    *,
-    client: Any = None,
-) -> FeastInterests:
-    """The Feast point-in-time ``user_interests`` row for each (user, ts) label.
-
-    With ``notes`` (every entry >= 0) the labels carry note_id and go through the ``retrieval``
-    FeatureService (as training labels do); without, only the two user_interests features are asked
-    for (user-only rows, e.g. test users at the cutoff).
-
-    Args:
-        run: the run directory whose Feast store to read (imports feast: seconds).
-        data: the run data (maps indices to ids).
-        users: (B,) user indices.
-        ts: (B,) label times, epoch seconds.
-        notes: optional (B,) note indices.
-        client: an open ``features.client.FeatureClient`` of this run (default: one is opened).
-
-    Raises:
-        NotFoundError: the run has no Feast store.
-    """
-    import json
-    import time
-
-    run = require_feast_store(run)
-    labels = pd.DataFrame(
-        {
-            "user_id": data.user_ids[users],
-            # Whole microseconds (Feast's offline store casts to us), rounded down: never later than t.
-            "event_timestamp": pd.to_datetime(
-                np.floor(np.asarray(ts, dtype=float) * 1e6).astype(np.int64), unit="us", utc=True
-            ),
-        }
-    )
-    with_notes = notes is not None and len(notes) > 0 and bool((np.asarray(notes) >= 0).all())
-    if with_notes:
-        labels.insert(1, "note_id", data.catalog.note_ids[np.asarray(notes)])
-    own = client is None
-    if own:
-        from features.client import FeatureClient
-
-        client = FeatureClient(run.path)
-    try:
-        t0 = time.perf_counter()
-        if with_notes:
-            df = client.training_set(labels, service="retrieval")
-        else:
-            df = client.training_set(
-                labels, features=["user_interests:top_tag_ids", "user_interests:top_tag_weights"]
-            )
-        seconds = time.perf_counter() - t0
-    finally:
-        if own:
-            client.close()
-    ids_col = df["top_tag_ids"].tolist()
-    w_col = df["top_tag_weights"].tolist()
-    present = [x is not None and not (isinstance(x, float) and np.isnan(x)) for x in ids_col]
-    lens = np.array([len(x) if p else 0 for x, p in zip(ids_col, present, strict=True)], np.int64)
-    flat_ids = [int(i) for x, p in zip(ids_col, present, strict=True) if p for i in x]
-    flat_w = [float(v) for x, p in zip(w_col, present, strict=True) if p for v in x]
-    vocab = json.loads(run.features_tag_vocab.read_text(encoding="utf-8"))["tags"]
-    log.info(
-        "feast retrieval training set: %d rows in %.2f s (%.0f rows/s)",
-        len(df),
-        seconds,
-        len(df) / max(seconds, 1e-9),
-    )
-    return FeastInterests(
-        ptr=np.concatenate([[0], np.cumsum(lens)]).astype(np.int64),
-        ids=np.array(flat_ids, np.int64),
-        weight=np.array(flat_w, np.float32),
-        feast_texts={int(i): str(t) for t, i in vocab.items()},
-        rows_without_snapshot=int(len(present) - sum(present)),
-        seconds=seconds,
-    )
+    return user_states(data, pos.user, pos.ts, history_len=history_len, note=pos.note)
 
 
 def summarize_examples(ex: Examples) -> dict[str, Any]:
