@@ -4,9 +4,12 @@ from __future__ import annotations
 
 import logging
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import click
+
+if TYPE_CHECKING:
+    from serving.server import RunningServer
 
 __all__ = ["serve"]
 
@@ -89,7 +92,7 @@ def serve(config_path: Path | None, access_log: bool, **flags: Any) -> None:
         logging.getLogger("serving.server.access").setLevel(logging.WARNING)
     config = ServerConfig.from_mapping(values)
 
-    def ready(running: Any) -> None:
+    def ready(running: RunningServer) -> None:
         click.echo(f"listening on {running.config.host}:{running.port}")
 
     run_server(config, ready)

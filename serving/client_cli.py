@@ -8,9 +8,18 @@ import os
 import sys
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import click
+
+if TYPE_CHECKING:
+    from serving.client import (
+        NoteTagsResult,
+        ScoredNoteResult,
+        TagLLMClient,
+        TagNotesResult,
+        UserInterestsResult,
+    )
 
 __all__ = ["client"]
 
@@ -35,7 +44,7 @@ def _connection_options(fn: Callable[..., Any]) -> Callable[..., Any]:
     return fn
 
 
-def _run(call: Callable[[Any], Any], conn: dict[str, Any]) -> None:
+def _run(call: Callable[[TagLLMClient], object], conn: dict[str, Any]) -> None:
     from serving.client import TagLLMClient, TagLLMClientError, as_plain
 
     token_file = conn.pop("token_file")
@@ -108,7 +117,7 @@ def client() -> None:
 @click.argument("note_ids", nargs=-1, required=True)
 @click.option("--allow-missing", is_flag=True, help="Leave unknown ids out instead of failing.")
 @_command
-def note_tags(c: Any, note_ids: tuple[str, ...], allow_missing: bool) -> Any:
+def note_tags(c: TagLLMClient, note_ids: tuple[str, ...], allow_missing: bool) -> list[NoteTagsResult]:
     """Tags of notes (GetNoteTags)."""
     return c.note_tags(list(note_ids), allow_missing=allow_missing)
 
@@ -118,7 +127,9 @@ def note_tags(c: Any, note_ids: tuple[str, ...], allow_missing: bool) -> Any:
 @click.option("--top-k", type=int, default=0, show_default=True, help="Tags per user (0 = server default).")
 @click.option("--allow-missing", is_flag=True, help="Leave unknown ids out instead of failing.")
 @_command
-def user_interests(c: Any, user_ids: tuple[str, ...], top_k: int, allow_missing: bool) -> Any:
+def user_interests(
+    c: TagLLMClient, user_ids: tuple[str, ...], top_k: int, allow_missing: bool
+) -> list[UserInterestsResult]:
     """Top tag interests of users (GetUserInterests)."""
     return c.user_interests(list(user_ids), top_k=top_k, allow_missing=allow_missing)
 
@@ -132,7 +143,7 @@ def user_interests(c: Any, user_ids: tuple[str, ...], top_k: int, allow_missing:
 @click.option("--include-seen", is_flag=True, help="Allow notes the user already engaged with.")
 @click.option("--cold-start-only", is_flag=True, help="Only cold-start notes.")
 @_command
-def recommend(c: Any, user_id: str, **opts: Any) -> Any:
+def recommend(c: TagLLMClient, user_id: str, **opts: Any) -> list[ScoredNoteResult]:
     """Top-k notes for a user with scores and reasons (Recommend)."""
     return c.recommend(user_id, opts.pop("k"), **opts)
 
@@ -141,7 +152,7 @@ def recommend(c: Any, user_id: str, **opts: Any) -> Any:
 @click.argument("user_id")
 @click.argument("note_ids", nargs=-1, required=True)
 @_command
-def rank(c: Any, user_id: str, note_ids: tuple[str, ...]) -> Any:
+def rank(c: TagLLMClient, user_id: str, note_ids: tuple[str, ...]) -> list[ScoredNoteResult]:
     """Score candidate notes for a user, best first (Rank)."""
     return c.rank(user_id, list(note_ids))
 
@@ -149,7 +160,7 @@ def rank(c: Any, user_id: str, note_ids: tuple[str, ...]) -> Any:
 @client.command("tag-notes")
 @click.argument("notes_json", type=click.Path(path_type=Path, allow_dash=True))
 @_command
-def tag_notes(c: Any, notes_json: Path) -> Any:
+def tag_notes(c: TagLLMClient, notes_json: Path) -> TagNotesResult:
     """Tag and add notes (TagNotes) from a JSON list of {note_id, category, title, body, ...} ('-' = stdin)."""
     text = sys.stdin.read() if str(notes_json) == "-" else notes_json.read_text(encoding="utf-8")
     notes = json.loads(text)
@@ -160,6 +171,6 @@ def tag_notes(c: Any, notes_json: Path) -> Any:
 
 @client.command("health")
 @_command
-def health(c: Any) -> Any:
+def health(c: TagLLMClient) -> dict[str, str]:
     """Serving status of the server and each service (grpc.health.v1)."""
     return c.health()

@@ -51,10 +51,26 @@ class Tagger(Protocol):
     def tag(self, notes: Sequence[NoteInput]) -> list[TagResult]: ...
 
 
+class StoredNoteTags(Protocol):
+    """A note's tags as the online store keeps them (:class:`features.client.NoteTags`), by position."""
+
+    @property
+    def tag_texts(self) -> list[str]: ...
+
+    @property
+    def tag_dimensions(self) -> list[str]: ...
+
+    @property
+    def tag_confidences(self) -> list[float]: ...
+
+    @property
+    def tagger_version(self) -> str: ...
+
+
 class FeatureSink(Protocol):
     """What the server needs of the Feast online store (:class:`features.client.FeatureClient`)."""
 
-    def note_tags(self, note_ids: Sequence[str]) -> list[Any]: ...
+    def note_tags(self, note_ids: Sequence[str]) -> Sequence[StoredNoteTags | None]: ...
 
     def push_note_tags(self, records: Sequence[Mapping[str, Any]]) -> int: ...
 

@@ -6,7 +6,10 @@ Exposed with ``prometheus_client.start_http_server`` on ``--metrics-port`` (off 
 from __future__ import annotations
 
 import logging
-from typing import Any
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from wsgiref.simple_server import WSGIServer
 
 __all__ = ["ServerMetrics"]
 
@@ -44,7 +47,7 @@ class ServerMetrics:
         self.notes_tagged = Counter(
             "tagllm_notes_tagged", "Notes tagged and added by TagNotes", registry=self.registry
         )
-        self._http: Any = None
+        self._http: WSGIServer | None = None
 
     def observe(self, method: str, code: str, seconds: float) -> None:
         self.requests.labels(method, code).inc()

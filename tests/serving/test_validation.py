@@ -1,4 +1,4 @@
-"""serving.validation without a server: each bad field names itself, echoes the value, says what was expected."""
+"""serving.validation without a server: a bad field names itself, echoes the value, says what was expected."""
 
 from __future__ import annotations
 
