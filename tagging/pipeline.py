@@ -9,9 +9,9 @@ from __future__ import annotations
 import json
 import logging
 import os
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import pandas as pd
 import yaml
@@ -19,6 +19,10 @@ import yaml
 from features.errors import ConfigError, NotFoundError
 from features.io import RunDir
 from tagging.handbook_model import Handbook, load_handbook
+
+if TYPE_CHECKING:
+    from tagging.student.config import StudentConfig
+    from tagging.types import NoteInput
 
 __all__ = [
     "STUDENT_TABLE",
@@ -296,6 +300,77 @@ def _student_section(run: RunDir, figures: Mapping[str, Any]) -> dict[str, Any]:
     return section
 
 
+def _read_teacher_table(run: RunDir, teacher_table: str) -> pd.DataFrame:
+    if not run.has_table(teacher_table):
+        have = [p.stem for p in sorted(run.tables_dir.glob("*.parquet"))]
+        raise NotFoundError(
+            f"--teacher-table {teacher_table!r}: no table {run.table_path(teacher_table)} "
+            f"(present: {', '.join(have) or 'none'}); run `tagllm tag teach --run {run.path}` "
+            "or `tagllm tag import` first"
+        )
+    return pd.read_parquet(run.table_path(teacher_table))
+
+
+def _train_student(
+    cfg: StudentConfig,
+    inputs: list[NoteInput],
+    teacher: dict[str, list[Any]],
+    work: Path,
+    out: Path,
+    hb: Handbook | None,
+    version: str,
+    progress: bool,
+) -> tuple[Any, Callable[..., Path]]:
+    """Train the student of ``cfg.arch``; returns its result and its model-card writer."""
+    result: Any
+    if cfg.arch == "scorer":
+        from tagging.student.scorer_train import train_scorer
+        from tagging.student.scorer_train import write_scorer_card as card
+
+        result = train_scorer(
+            inputs, teacher, work_dir=work, out_dir=out, config=cfg, handbook=hb, teacher_version=version,
+            progress=progress,
+        )  # fmt: skip
+    else:
+        from tagging.student.distill import distill
+        from tagging.student.distill import write_model_card as card
+
+        result = distill(
+            inputs, teacher, work_dir=work, out_dir=out, config=cfg, handbook=hb, teacher_version=version,
+            progress=progress,
+        )  # fmt: skip
+    return result, card
+
+
+def _score_held_out(
+    run: RunDir,
+    notes: pd.DataFrame,
+    hb: Handbook | None,
+    inputs: list[NoteInput],
+    out: Path,
+    cfg: StudentConfig,
+    tt: pd.DataFrame,
+) -> dict[str, Any]:
+    """Tag the held-out test notes with the exported student and score them."""
+    from tagging.student import load_student
+    from tagging.student.metrics import held_out_ids
+
+    figures: dict[str, Any] = {}
+    tagger = load_student(out, handbook=hb, device=cfg.device, threads=cfg.scorer.threads)
+    test_ids = set(held_out_ids([n.note_id for n in inputs], tagger.meta))
+    test = [n for n in inputs if n.note_id in test_ids]
+    pred = {r.note_id: [t.text for t in r.tags] for r in tagger.tag(test)}
+    figures["held_out"] = _held_out_scores(run, notes, hb, pred, [n.note_id for n in test], tt)
+    figures["notes_per_s"] = round(tagger.last_notes_per_s, 1)
+    if cfg.arch == "scorer":  # learning, not selection: no candidate from the note's own words
+        ung = load_student(out, handbook=hb, device=cfg.device, threads=cfg.scorer.threads, grounded=False)
+        pred_u = {r.note_id: [t.text for t in r.tags] for r in ung.tag(test)}
+        figures["held_out_ungrounded"] = _held_out_scores(
+            run, notes, hb, pred_u, [n.note_id for n in test], tt
+        )
+    return figures
+
+
 def distill_run(
     run_dir: str | os.PathLike[str],
     *,
@@ -327,67 +402,54 @@ def distill_run(
     Raises:
         NotFoundError: no teacher table. ConfigError: a bad option (named in the message).
     """
-    from tagging.student import load_student
     from tagging.student.config import StudentConfig
-    from tagging.student.metrics import held_out_ids
     from tagging.types import notes_from_frame
 
     run = RunDir(run_dir).require()
     cfg = StudentConfig.from_mapping(
         {**_read_yaml_mapping(config_path, "student config"), **(config or {})}, **overrides
     )
-    if not run.has_table(teacher_table):
-        have = [p.stem for p in sorted(run.tables_dir.glob("*.parquet"))]
-        raise NotFoundError(
-            f"--teacher-table {teacher_table!r}: no table {run.table_path(teacher_table)} "
-            f"(present: {', '.join(have) or 'none'}); run `tagllm tag teach --run {run.path}` "
-            "or `tagllm tag import` first"
-        )
+    tt = _read_teacher_table(run, teacher_table)
     notes, hb = _student_inputs(run, handbook_path)
-    tt = pd.read_parquet(run.table_path(teacher_table))
     teacher = _teacher_tags(tt)
     version = f"{tt['tagger'].iloc[0] if len(tt) else ''}:{tt['tagger_version'].iloc[0] if len(tt) else ''}"
     out = Path(model_dir) if model_dir is not None else run.path / "student" / "model"
     inputs = notes_from_frame(notes)
     work = run.path / "student"
-    result: Any
-    if cfg.arch == "scorer":
-        from tagging.student.scorer_train import train_scorer
-        from tagging.student.scorer_train import write_scorer_card as card
-
-        result = train_scorer(
-            inputs, teacher, work_dir=work, out_dir=out, config=cfg, handbook=hb, teacher_version=version,
-            progress=progress,
-        )  # fmt: skip
-    else:
-        from tagging.student.distill import distill
-        from tagging.student.distill import write_model_card as card
-
-        result = distill(
-            inputs, teacher, work_dir=work, out_dir=out, config=cfg, handbook=hb, teacher_version=version,
-            progress=progress,
-        )  # fmt: skip
+    result, card = _train_student(cfg, inputs, teacher, work, out, hb, version, progress)
     figures: dict[str, Any] = {"distill": {k: v for k, v in result.as_dict().items() if k != "history"}}
     if evaluate:
-        tagger = load_student(out, handbook=hb, device=cfg.device, threads=cfg.scorer.threads)
-        test_ids = set(held_out_ids([n.note_id for n in inputs], tagger.meta))
-        test = [n for n in inputs if n.note_id in test_ids]
-        pred = {r.note_id: [t.text for t in r.tags] for r in tagger.tag(test)}
-        figures["held_out"] = _held_out_scores(run, notes, hb, pred, [n.note_id for n in test], tt)
-        figures["notes_per_s"] = round(tagger.last_notes_per_s, 1)
-        if cfg.arch == "scorer":  # learning, not selection: no candidate from the note's own words
-            ung = load_student(
-                out, handbook=hb, device=cfg.device, threads=cfg.scorer.threads, grounded=False
-            )
-            pred_u = {r.note_id: [t.text for t in r.tags] for r in ung.tag(test)}
-            figures["held_out_ungrounded"] = _held_out_scores(
-                run, notes, hb, pred_u, [n.note_id for n in test], tt
-            )
+        figures |= _score_held_out(run, notes, hb, inputs, out, cfg, tt)
         meta = json.loads((out / "student.json").read_text(encoding="utf-8"))
         card(out, meta, {**figures["held_out"], "notes_per_s": figures["notes_per_s"]})
     log.info("student distilled: %s", figures)
     _student_section(run, figures)
     return figures
+
+
+def _tag_all(
+    tagger: Any, inputs: list[NoteInput], batch_size: int, progress: bool
+) -> tuple[list[Any], float]:
+    """Tag ``inputs`` in chunks (with a progress bar when ``progress``); returns results and seconds."""
+    import time
+
+    bar = None
+    if progress:
+        from tqdm.auto import tqdm
+
+        bar = tqdm(total=len(inputs), desc="student", unit="note")
+    t0 = time.perf_counter()
+    results = []
+    chunk = max(batch_size * 8, 256)
+    try:
+        for s in range(0, len(inputs), chunk):
+            results.extend(tagger.tag(inputs[s : s + chunk]))
+            if bar is not None:
+                bar.update(min(chunk, len(inputs) - s))
+    finally:
+        if bar is not None:
+            bar.close()
+    return results, time.perf_counter() - t0
 
 
 def apply_run(
@@ -413,8 +475,6 @@ def apply_run(
     Raises:
         NotFoundError: no model folder. ConfigError: bad batch size, beams or device.
     """
-    import time
-
     from features.io import write_parquet
     from tagging.normalize import TagVocabulary
     from tagging.student import load_student
@@ -428,23 +488,7 @@ def apply_run(
         path, handbook=hb, batch_size=batch_size, num_beams=num_beams, device=device, threads=threads
     )
     inputs = notes_from_frame(notes)
-    bar = None
-    if progress:
-        from tqdm.auto import tqdm
-
-        bar = tqdm(total=len(inputs), desc="student", unit="note")
-    t0 = time.perf_counter()
-    results = []
-    chunk = max(batch_size * 8, 256)
-    try:
-        for s in range(0, len(inputs), chunk):
-            results.extend(tagger.tag(inputs[s : s + chunk]))
-            if bar is not None:
-                bar.update(min(chunk, len(inputs) - s))
-    finally:
-        if bar is not None:
-            bar.close()
-    seconds = time.perf_counter() - t0
+    results, seconds = _tag_all(tagger, inputs, batch_size, progress)
     table = results_to_tags_table(results, tagger=tagger.name, version=tagger.version)
     tags_path = write_parquet(table, run.table_path(STUDENT_TABLE))
     vocab_path = run.path / "tag_vocab.json"
