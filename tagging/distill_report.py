@@ -189,6 +189,37 @@ def _split(run: RunDir, meta: Mapping[str, Any], teacher: Answers, max_notes: in
     return _Split({n.note_id: n for n in inputs}, test_all, answered, answered[:max_notes], train, val)
 
 
+def _check_options(max_notes: int, peers: Sequence[str]) -> None:
+    if max_notes < 1:
+        raise ConfigError(f"max_notes={max_notes!r}; expected an integer >= 1")
+    unknown = [p for p in peers if p not in PEERS]
+    if unknown:
+        raise ConfigError(f"peer {unknown[0]!r} is not known; expected some of: {', '.join(PEERS)}")
+
+
+def _require_answered(sp: _Split, teacher_table: str) -> None:
+    if not sp.test:
+        raise ConfigError(
+            f"--teacher-table {teacher_table!r}: none of the {len(sp.test_all)} test notes of the student's "
+            "split has an answer in it; expected the teacher table the student was distilled from"
+        )
+
+
+def _split_figures(meta: Mapping[str, Any], sp: _Split, max_notes: int) -> dict[str, Any]:
+    """The report's ``split`` section: shares and note counts of the student's split."""
+    return {
+        "test_share": float(meta["split"]["test_share"]),
+        "val_share": float(meta["split"].get("val_share", 0.05)),
+        "test_notes": len(sp.test_all),
+        "answered_test_notes": len(sp.answered_test),
+        "unanswered_test_notes": len(sp.test_all) - len(sp.answered_test),
+        "scored_test_notes": len(sp.test),
+        "max_notes": max_notes,
+        "train_notes": len(sp.train),
+        "val_notes": len(sp.val),
+    }
+
+
 Scorer = Callable[[str, str, Mapping[str, Sequence[str]], Sequence[str]], dict[str, Any]]
 
 
@@ -231,21 +262,13 @@ def build_report(
             file and the command that makes it). ConfigError: a bad option or table (named).
     """
     run = (run if isinstance(run, RunDir) else RunDir(run)).require()
-    if max_notes < 1:
-        raise ConfigError(f"max_notes={max_notes!r}; expected an integer >= 1")
-    unknown = [p for p in peers if p not in PEERS]
-    if unknown:
-        raise ConfigError(f"peer {unknown[0]!r} is not known; expected some of: {', '.join(PEERS)}")
+    _check_options(max_notes, peers)
     meta = _student_meta(Path(model_dir) if model_dir is not None else run.path / "student" / "model", run)
     teacher = _read_answers(run, teacher_table, f"`tagllm tag teach --run {run.path}` or `tagllm tag import`")
     student = _read_answers(run, student_table, f"`tagllm tag apply --run {run.path}`")
     hb = _handbook(run, handbook)
     sp = _split(run, meta, teacher, max_notes)
-    if not sp.test:
-        raise ConfigError(
-            f"--teacher-table {teacher_table!r}: none of the {len(sp.test_all)} test notes of the student's "
-            "split has an answer in it; expected the teacher table the student was distilled from"
-        )
+    _require_answered(sp, teacher_table)
     gold = gold_from_reference(_texts(teacher))
     cats = {n: x.category for n, x in sp.notes.items()}
     boiler = hb.boilerplate if hb is not None else ()
@@ -271,17 +294,7 @@ def build_report(
         "run": str(run.path),
         "tables": {"teacher": teacher_table, "second": second_table, "student": student_table},
         "handbook_version": hb.version if hb is not None else None,
-        "split": {
-            "test_share": float(meta["split"]["test_share"]),
-            "val_share": float(meta["split"].get("val_share", 0.05)),
-            "test_notes": len(sp.test_all),
-            "answered_test_notes": len(sp.answered_test),
-            "unanswered_test_notes": len(sp.test_all) - len(sp.answered_test),
-            "scored_test_notes": len(sp.test),
-            "max_notes": max_notes,
-            "train_notes": len(sp.train),
-            "val_notes": len(sp.val),
-        },
+        "split": _split_figures(meta, sp, max_notes),
         "taggers": rows,
         **_best_peer(rows),
         "calibration": cal.as_dict(),

@@ -187,17 +187,8 @@ def train_scorer(
         "scorer: %d train / %d val notes, %d known tags, candidate recall on val %.3f (%.1fs)",
         len(data.train), len(data.val), len(data.known), data.candidate_recall, time.perf_counter() - t_prep,
     )  # fmt: skip
-    torch.manual_seed(cfg.seed)
     sc = cfg.scorer
-    model = TagScorer(
-        sc.buckets, sc.dim, sc.hidden, len(data.known), N_FEATURES, cfg.dropout, sc.embed_dropout,
-        sc.candidate_embeddings,
-    )  # fmt: skip
-    model.idf.copy_(torch.from_numpy(data.featurizer.idf))
-    feats = np.concatenate([r.cand_features for r in data.train])
-    model.feat_mean.copy_(torch.from_numpy(feats.mean(axis=0)))
-    model.feat_std.copy_(torch.from_numpy(feats.std(axis=0) + 1e-6))
-    model = model.to(device)
+    model = _new_model(cfg, data, device)
     sparse_opt = torch.optim.SparseAdam(model.sparse_parameters(), lr=sc.sparse_lr)
     dense_opt = torch.optim.AdamW(model.dense_parameters(), lr=sc.lr, weight_decay=sc.weight_decay)
     steps_per_epoch = math.ceil(len(data.train) / cfg.train_batch_size)
@@ -207,38 +198,18 @@ def train_scorer(
     state, best_weights, resumed = _resume(ckpt, fp, model, sparse_opt, dense_opt, device)
     if state.stopped != "early_stopping":  # a raised budget (epochs, steps, safety cap) continues
         state.stopped = _should_stop(state, cfg, total_steps)
-    bar = None
-    if progress:
-        from tqdm.auto import tqdm
-
-        bar = tqdm(total=total_steps, initial=state.step, desc="student (scorer)", unit="step")
-    t_train = time.perf_counter()
-    seen = 0
-    try:
-        while not state.stopped:
-            seen += _run_epoch(model, data, cfg, state, (sparse_opt, dense_opt), device, total_steps, bar)
-            vl = _val_loss(model, data, device, 256)
-            state.epoch += 1
-            improved = vl < state.best_val - 1e-4
-            if improved:
-                state.best_val, state.best_epoch, state.bad_epochs = vl, state.epoch, 0
-                best_weights = copy.deepcopy(model.state_dict())
-            else:
-                state.bad_epochs += 1
-            state.history.append({"epoch": state.epoch, "step": state.step, "val_loss": round(vl, 5)})
-            log.info(
-                "scorer epoch %d (step %d): val loss %.4f%s",
-                state.epoch,
-                state.step,
-                vl,
-                " *" if improved else "",
-            )
-            state.stopped = _should_stop(state, cfg, total_steps)
-            _save(ckpt, fp, model, sparse_opt, dense_opt, state, best_weights)
-    finally:
-        if bar is not None:
-            bar.close()
-    train_s = time.perf_counter() - t_train
+    seen, best_weights, train_s = _train_epochs(
+        model,
+        data,
+        cfg,
+        state,
+        (sparse_opt, dense_opt),
+        device,
+        total_steps,
+        (ckpt, fp),
+        best_weights,
+        progress,
+    )
     if state.stopped.startswith("max_minutes"):
         log.warning("scorer: stopped by the %.1f-minute safety cap, not by its step budget", cfg.max_minutes)
     if best_weights is not None:
@@ -256,6 +227,74 @@ def train_scorer(
         n_train=len(data.train), n_val=len(data.val), n_test=data.n_test, n_known=len(data.known),
         candidate_recall=round(data.candidate_recall, 4), val=val, history=state.history,
     )  # fmt: skip
+
+
+def _new_model(cfg: StudentConfig, data: TrainData, device: str) -> TagScorer:
+    """A freshly seeded scorer with the featurizer's idf and the training features' mean and spread."""
+    torch.manual_seed(cfg.seed)
+    sc = cfg.scorer
+    model = TagScorer(
+        sc.buckets, sc.dim, sc.hidden, len(data.known), N_FEATURES, cfg.dropout, sc.embed_dropout,
+        sc.candidate_embeddings,
+    )  # fmt: skip
+    model.idf.copy_(torch.from_numpy(data.featurizer.idf))
+    feats = np.concatenate([r.cand_features for r in data.train])
+    model.feat_mean.copy_(torch.from_numpy(feats.mean(axis=0)))
+    model.feat_std.copy_(torch.from_numpy(feats.std(axis=0) + 1e-6))
+    return model.to(device)
+
+
+def _validate(model: TagScorer, data: TrainData, state: TrainState, device: str) -> bool:
+    """Close an epoch: validation loss, best/bad-epoch bookkeeping, history; True when it improved."""
+    vl = _val_loss(model, data, device, 256)
+    state.epoch += 1
+    improved = vl < state.best_val - 1e-4
+    if improved:
+        state.best_val, state.best_epoch, state.bad_epochs = vl, state.epoch, 0
+    else:
+        state.bad_epochs += 1
+    state.history.append({"epoch": state.epoch, "step": state.step, "val_loss": round(vl, 5)})
+    log.info(
+        "scorer epoch %d (step %d): val loss %.4f%s", state.epoch, state.step, vl, " *" if improved else ""
+    )
+    return improved
+
+
+def _train_epochs(
+    model: TagScorer,
+    data: TrainData,
+    cfg: StudentConfig,
+    state: TrainState,
+    opts: tuple[torch.optim.Optimizer, torch.optim.Optimizer],
+    device: str,
+    total_steps: int,
+    checkpoint: tuple[Path, str],
+    best_weights: dict[str, torch.Tensor] | None,
+    progress: bool,
+) -> tuple[int, dict[str, torch.Tensor] | None, float]:
+    """Train until ``state.stopped``, saving the checkpoint (path, fingerprint) after every epoch.
+
+    Returns:
+        (examples seen, the best weights so far, seconds of training).
+    """
+    bar = None
+    if progress:
+        from tqdm.auto import tqdm
+
+        bar = tqdm(total=total_steps, initial=state.step, desc="student (scorer)", unit="step")
+    t_train = time.perf_counter()
+    seen = 0
+    try:
+        while not state.stopped:
+            seen += _run_epoch(model, data, cfg, state, opts, device, total_steps, bar)
+            if _validate(model, data, state, device):
+                best_weights = copy.deepcopy(model.state_dict())
+            state.stopped = _should_stop(state, cfg, total_steps)
+            _save(*checkpoint, model, *opts, state, best_weights)
+    finally:
+        if bar is not None:
+            bar.close()
+    return seen, best_weights, time.perf_counter() - t_train
 
 
 def _run_epoch(
