@@ -1,8 +1,9 @@
-"""The in-memory recommend pipeline (retrieval + ranker + reasons + cold start), in four parts:
+"""The in-memory recommend pipeline (retrieval + ranker + reasons + cold start), in these parts:
 
 - ``recommender``: :class:`Recommender` — retrieve, score, explain; add a note, observe an event.
 - ``live_catalog``: :class:`LiveCatalog` — the notes, their tags, counts, embeddings and ANN index.
 - ``users``: :class:`UserStates` — histories, user embeddings, tag profiles.
+- ``search`` and ``results``: candidate retrieval and ranker scores; the returned lists and their reasons.
 - ``load``: reading a run's retrieval model and ranker.
 
 Importing this package is cheap: torch, faiss and lightgbm load when a recommender is built.

@@ -62,7 +62,9 @@ class LiveCatalog:
         for text, i in c.vocab.items():
             self._tag_text[i] = text
         self._extra_tags: dict[int, list[Tag]] = {}  # as given to put(), unknown texts included
+        self._run = data
         self._catalog: NoteCatalog | None = None
+        self._data: RunData | None = None
         self._tag_dim_cache: np.ndarray | None = None
 
     # ---- views ----------------------------------------------------------------------------------
@@ -83,6 +85,14 @@ class LiveCatalog:
                 index=self._index,
             )
         return self._catalog
+
+    @property
+    def data(self) -> RunData:
+        """The run with :attr:`catalog` as its catalog (rebuilt, without copies, after a change)."""
+        if self._data is None or self._data.catalog is not self.catalog:
+            d = self._run
+            self._data = RunData(self.catalog, d.user_ids, d.interactions, d.cutoff_s, d.source)
+        return self._data
 
     @property
     def num_notes(self) -> int:

@@ -5,7 +5,7 @@ added to the index at once).
 The gRPC server and the A/B simulator both sit on :class:`Recommender`; nothing here touches the
 network. Everything a request needs is precomputed or kept live: the notes (:class:`LiveCatalog`:
 tags, embeddings, index, impression/click counts) and the users (:class:`UserStates`: histories,
-embeddings, tag profiles). A request costs one user-tower forward when the user's history changed
+embeddings, tag profiles); :mod:`ranking.recommend.results` cuts the returned lists. A request costs one user-tower forward when the user's history changed
 since the last call, one index search, one feature computation over the candidates and one
 LightGBM predict.
 
@@ -32,14 +32,14 @@ import numpy as np
 
 from features.errors import ConfigError
 from features.io import RunDir
-from ranking.data import ENGAGEMENT_WEIGHTS, NoteCatalog, RunData
+from ranking.data import NoteCatalog, RunData
 from ranking.recommend.live_catalog import LiveCatalog
 from ranking.recommend.load import file_version, load_ranker, load_retrieval
-from ranking.recommend.search import filter_mask, ranker_scores, search, top_exact
+from ranking.recommend.results import Slate, slates
+from ranking.recommend.search import filter_mask, ranker_scores, search
 from ranking.recommend.towers import Towers
-from ranking.recommend.users import UserStates
+from ranking.recommend.users import Interest, UserStates
 from ranking.recommend.values import AddedNote, Filters, Recommendation
-from ranking.retrieval.evaluate import with_cold_slots
 from tagging.types import Tag
 
 if TYPE_CHECKING:
@@ -51,9 +51,6 @@ __all__ = ["Recommender"]
 
 log = logging.getLogger(__name__)
 
-# (text, dimension, weight) of a user's interest.
-Interest = tuple[str, str, float]
-
 
 def _as_tags(tags: Sequence[Tag] | Sequence[tuple[str, str, float]]) -> list[Tag]:
     # The simulator (tagllm/simulate) still hands over (text, dimension, confidence) triples.
@@ -64,6 +61,23 @@ def _check_count(name: str, value: object, expected: str) -> int:
     if isinstance(value, bool) or not isinstance(value, int) or value < 0:
         raise ConfigError(f"{name}: got {value!r}; expected {expected}")
     return value
+
+
+def _after_last_event(data: RunData) -> float:
+    """The default serving clock: one second after the last interaction (0 without any)."""
+    inter = data.interactions
+    return float(inter.ts.max()) + 1.0 if len(inter) else 0.0
+
+
+def _per_user_filters(
+    user_ids: Sequence[str], k: object, filters: Sequence[Filters | None] | None
+) -> list[Filters | None]:
+    if not isinstance(k, int) or k < 1:
+        raise ConfigError(f"k: got {k!r}; expected an integer >= 1")
+    per_user: list[Filters | None] = list(filters) if filters is not None else [None] * len(user_ids)
+    if len(per_user) != len(user_ids) and user_ids:
+        raise ConfigError(f"filters: got {len(per_user)}; expected one per user ({len(user_ids)})")
+    return per_user
 
 
 class Recommender:
@@ -117,13 +131,9 @@ class Recommender:
         self.cold_slot_every = _check_count("cold_slot_every", cold_slot_every, "an integer >= 0 (0 = off)")
         self.explain = explain
         base = model.data
-        inter = base.interactions
-        self.now_s = (
-            float(now_s) if now_s is not None else (float(inter.ts.max()) + 1.0 if len(inter) else 0.0)
-        )
+        self.now_s = float(now_s) if now_s is not None else _after_last_event(base)
         self.live = LiveCatalog(base, model.encoder.note_map, model.item_embeddings(), index_kind)
         self.towers = Towers(model, self.live)
-        self._data: RunData | None = None
         self.users = UserStates(
             base,
             self.now_s,
@@ -175,10 +185,7 @@ class Recommender:
     @property
     def data(self) -> RunData:
         """The run with the live catalog (rebuilt, without copies, after a note is added)."""
-        if self._data is None or self._data.catalog is not self.live.catalog:
-            d = self.model.data
-            self._data = RunData(self.live.catalog, d.user_ids, d.interactions, d.cutoff_s, d.source)
-        return self._data
+        return self.live.data
 
     @property
     def index(self) -> NoteIndex:
@@ -210,12 +217,7 @@ class Recommender:
 
     def user_interests(self, user_id: str, top_k: int = 20) -> tuple[list[Interest], int]:
         """The user's strongest tag interests as (text, dimension, weight) and the history length."""
-        u = self.users.row(user_id)
-        prof = self.users.profile(u, self.catalog)
-        dims = self.live.tag_dims()
-        best = sorted(prof.items(), key=lambda kv: (-kv[1], kv[0]))[: max(top_k, 0)]
-        out = [(self.live.tag_text(t), self.live.dimension_name(dims[t]), float(w)) for t, w in best]
-        return out, len(self.users.states[u].hist_note)
+        return self.users.interests(self.users.row(user_id), self.live, top_k)
 
     def observe(self, user_id: str, note_id: str, event: str, ts: float | None = None) -> None:
         """Feed one live event: engagements extend the user's history (their embedding and profile are
@@ -223,9 +225,7 @@ class Recommender:
         u = self.users.row(user_id)
         n = int(self.live.rows([note_id])[0])
         self.live.count(n, event)
-        w = ENGAGEMENT_WEIGHTS.get(event, 0.0)
-        if w > 0:
-            self.users.engage(u, n, w)
+        self.users.observe(u, n, event)
         if ts is not None:
             self.now_s = max(self.now_s, float(ts))
 
@@ -240,58 +240,20 @@ class Recommender:
         u = self.users.row(user_id)
         q = self.users.vector(u, self.now_s)
         mask = filter_mask(self.live, filters, self.users.seen[u])
-        notes, scores = search(self.live, q, mask, filters, n)
-        if self.cold_candidates and not filters.cold_start_only:
-            cold = self.live.cold.copy() if mask is None else mask & self.live.cold
-            cold[notes] = False
-            extra, extra_scores = top_exact(self.items, q, np.flatnonzero(cold), self.cold_candidates)
-            notes = np.concatenate([notes, extra])
-            scores = np.concatenate([scores, extra_scores])
-        return notes, scores
+        cold = 0 if filters.cold_start_only else self.cold_candidates
+        return search(self.live, q, mask, filters, n, cold_candidates=cold)
 
-    def _score(
-        self, users: list[int], lens: np.ndarray, notes: np.ndarray, retrieval_scores: np.ndarray
-    ) -> np.ndarray:
-        """Ranker scores of ``notes`` (``lens[i]`` consecutive candidates for ``users[i]``)."""
+    def _slates(
+        self, users: list[int], lens: np.ndarray, notes: np.ndarray, rscores: np.ndarray, k: int
+    ) -> list[list[Recommendation]]:
+        """Rank ``notes`` (``lens[i]`` consecutive candidates for ``users[i]``); each user's top ``k``."""
         hist = self.users.examples(users, self.history_len, self.now_s)
-        return ranker_scores(
-            self.ranker,
-            self.data,
-            hist,
-            lens,
-            notes,
-            retrieval_scores,
-            now_s=self.now_s,
-            note_stats=self.live.note_stats,
+        stats = self.live.note_stats
+        scores = ranker_scores(
+            self.ranker, self.data, hist, lens, notes, rscores, now_s=self.now_s, note_stats=stats
         )
-
-    def _reasons(self, u: int, n: int, limit: int = 3) -> tuple[str, ...]:
-        if not self.explain:
-            return ()
-        prof = self.users.profile(u, self.catalog)
-        hits = sorted((t for t in set(self.live.tag_ids(n)) if t in prof), key=lambda t: (-prof[t], t))
-        return tuple(self.live.tag_text(t) for t in hits[:limit])
-
-    def _results(
-        self, u: int, notes: np.ndarray, rscores: np.ndarray, scores: np.ndarray, k: int
-    ) -> list[Recommendation]:
-        order = np.argsort(-scores, kind="stable")
-        cold = self.live.cold
-        if self.cold_slot_every and len(order):
-            cold_order = order[cold[notes[order]]]
-            kk = min(k, len(order))
-            order = with_cold_slots(order[None, :kk], cold_order[None, :kk], self.cold_slot_every)[0]
-        return [
-            Recommendation(
-                note_id=str(self.catalog.note_ids[notes[j]]),
-                score=float(scores[j]),
-                retrieval_score=float(rscores[j]),
-                reasons=self._reasons(u, int(notes[j])),
-                category=self.live.category_name(int(notes[j])),
-                cold_start=bool(cold[notes[j]]),
-            )
-            for j in order[:k]
-        ]
+        slate = Slate(k, self.cold_slot_every, self.explain)
+        return slates(self.live, self.users, users, lens, notes, rscores, scores, slate)
 
     def recommend(
         self, user_id: str, k: int = 50, *, candidates: int = 300, filters: Filters | None = None
@@ -325,25 +287,16 @@ class Recommender:
         Raises:
             ConfigError: ``k`` < 1, or ``filters`` of another length. NotFoundError: an unknown user.
         """
-        if not isinstance(k, int) or k < 1:
-            raise ConfigError(f"k: got {k!r}; expected an integer >= 1")
+        per_user = _per_user_filters(user_ids, k, filters)
         if not user_ids:
             return []
-        per_user = list(filters) if filters is not None else [None] * len(user_ids)
-        if len(per_user) != len(user_ids):
-            raise ConfigError(f"filters: got {len(per_user)}; expected one per user ({len(user_ids)})")
         users = [self.users.row(u) for u in user_ids]
         self.users.refresh(users, self.now_s)
         found = [self.retrieve(uid, max(candidates, k), f) for uid, f in zip(user_ids, per_user, strict=True)]
         lens = np.array([len(n) for n, _ in found], np.int64)
         notes = np.concatenate([n for n, _ in found])
         rscores = np.concatenate([s for _, s in found])
-        scores = self._score(users, lens, notes, rscores)
-        out, lo = [], 0
-        for u, n in zip(users, lens.tolist(), strict=True):
-            out.append(self._results(u, notes[lo : lo + n], rscores[lo : lo + n], scores[lo : lo + n], k))
-            lo += n
-        return out
+        return self._slates(users, lens, notes, rscores, k)
 
     def rank(self, user_id: str, note_ids: Sequence[str]) -> list[Recommendation]:
         """Score the caller's candidates for ``user_id``, best first.
@@ -354,8 +307,7 @@ class Recommender:
         u = self.users.row(user_id)
         notes = self.live.rows(note_ids)
         rscores = (self.items[notes] @ self.users.vector(u, self.now_s)).astype(np.float32)
-        scores = self._score([u], np.array([len(notes)], np.int64), notes, rscores)
-        return self._results(u, notes, rscores, scores, len(notes))
+        return self._slates([u], np.array([len(notes)], np.int64), notes, rscores, len(notes))[0]
 
     # ---- cold start ----------------------------------------------------------------------------
 

@@ -63,9 +63,28 @@ def top_exact(items: np.ndarray, q: np.ndarray, allowed: np.ndarray, n: int) -> 
 
 
 def search(
+    live: LiveCatalog,
+    q: np.ndarray,
+    mask: np.ndarray | None,
+    filters: Filters,
+    n: int,
+    *,
+    cold_candidates: int = 0,
+) -> tuple[np.ndarray, np.ndarray]:
+    """Top ``n`` (note indices, scores) for the user vector ``q`` (D,) among the notes ``mask`` allows,
+    then up to ``cold_candidates`` allowed cold-start notes not among them (the cold-start channel)."""
+    notes, scores = _top(live, q, mask, filters, n)
+    if not cold_candidates:
+        return notes, scores
+    cold = live.cold.copy() if mask is None else mask & live.cold
+    cold[notes] = False
+    extra, extra_scores = top_exact(live.items, q, np.flatnonzero(cold), cold_candidates)
+    return np.concatenate([notes, extra]), np.concatenate([scores, extra_scores])
+
+
+def _top(
     live: LiveCatalog, q: np.ndarray, mask: np.ndarray | None, filters: Filters, n: int
 ) -> tuple[np.ndarray, np.ndarray]:
-    """Top ``n`` (note indices, scores) for the user vector ``q`` (D,) among the notes ``mask`` allows."""
     total = live.num_notes
     if mask is not None and filters.restrictive:
         # A selective filter: score the allowed notes exactly (one mat-vec) rather than over-fetch.

@@ -5,13 +5,20 @@ from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 import numpy as np
 
 from features.errors import NotFoundError
-from ranking.data import Examples, NoteCatalog, RunData, user_states
+from ranking.data import ENGAGEMENT_WEIGHTS, Examples, NoteCatalog, RunData, user_states
 
-__all__ = ["UserState", "UserStates"]
+if TYPE_CHECKING:
+    from ranking.recommend.live_catalog import LiveCatalog
+
+__all__ = ["Interest", "UserState", "UserStates"]
+
+# (text, dimension, weight) of a user's interest.
+Interest = tuple[str, str, float]
 
 
 @dataclass
@@ -143,6 +150,21 @@ class UserStates:
             total = sum(prof.values()) or 1.0
             s.profile = {t: v / total for t, v in prof.items()}
         return s.profile
+
+    def interests(self, u: int, live: LiveCatalog, top_k: int = 20) -> tuple[list[Interest], int]:
+        """User ``u``'s strongest tag interests as (text, dimension, weight) and the history length."""
+        prof = self.profile(u, live.catalog)
+        dims = live.tag_dims()
+        best = sorted(prof.items(), key=lambda kv: (-kv[1], kv[0]))[: max(top_k, 0)]
+        out = [(live.tag_text(t), live.dimension_name(dims[t]), float(w)) for t, w in best]
+        return out, len(self.states[u].hist_note)
+
+    def observe(self, u: int, n: int, event: str) -> None:
+        """User ``u``'s ``event`` on note ``n``: an engagement (weight > 0 in ENGAGEMENT_WEIGHTS) is
+        :meth:`engage`; impressions change nothing here."""
+        w = ENGAGEMENT_WEIGHTS.get(event, 0.0)
+        if w > 0:
+            self.engage(u, n, w)
 
     def engage(self, u: int, n: int, weight: float) -> None:
         """User ``u`` engaged with note ``n``: extend the history, mark the note seen, drop the caches."""
