@@ -52,11 +52,6 @@ __all__ = ["Recommender"]
 log = logging.getLogger(__name__)
 
 
-def _as_tags(tags: Sequence[Tag] | Sequence[tuple[str, str, float]]) -> list[Tag]:
-    # The simulator (tagllm/simulate) still hands over (text, dimension, confidence) triples.
-    return [t if isinstance(t, Tag) else Tag(str(t[0]), str(t[1]), float(t[2])) for t in tags]
-
-
 def _check_count(name: str, value: object, expected: str) -> int:
     if isinstance(value, bool) or not isinstance(value, int) or value < 0:
         raise ConfigError(f"{name}: got {value!r}; expected {expected}")
@@ -333,7 +328,7 @@ class Recommender:
         if not isinstance(note_id, str) or not note_id:
             raise ConfigError(f"note_id: got {note_id!r}; expected a non-empty string")
         created = self.now_s if created_s is None else float(created_s)
-        added = self.live.put(note_id, category, _as_tags(tags), created, self.towers.notes)
+        added = self.live.put(note_id, category, tags, created, self.towers.notes)
         if added.replaced:  # profiles and embeddings of users who engaged with the note change
             self.users.forget_note(int(self.live.rows([note_id])[0]))
         return added

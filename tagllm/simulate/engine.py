@@ -18,7 +18,7 @@ import logging
 from collections import deque
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING
 
 import numpy as np
 import pandas as pd
@@ -27,6 +27,9 @@ from tagllm.simulate.arms import Arm
 from tagllm.simulate.config import SimConfig
 from tagllm.simulate.fresh import FreshNote, Publisher
 from tagllm.simulate.truth import ENGAGEMENTS, TrueModel
+
+if TYPE_CHECKING:
+    from ranking.recommend import Recommendation, Recommender
 
 __all__ = ["VARIANTS", "assign", "bucket", "run_sessions", "select_users"]
 
@@ -187,60 +190,115 @@ def run_sessions(
         on_day: called with the day number after each simulated day (progress).
         fresh: publishes each day's new notes (None: no new notes).
     """
-    from ranking.recommend import Filters
-
-    truth_idx = truth.user(list(users))
-    if (truth_idx < 0).any():
-        missing = [u for u, t in zip(users, truth_idx, strict=True) if t < 0][:5]
-        raise KeyError(f"users unknown to the synthetic generator: {missing}")
-    note_truth = dict(zip(truth.note_index, range(len(truth.note_index)), strict=True))
-    recs = {name: arm.recommender for name, arm in arms.items()}
-    shown: list[list[str]] = [[] for _ in users]
-    logbook = _Log()
-    published: dict[str, float] | None = {} if fresh is not None and cfg.fresh_notes_per_day > 0 else None
+    sim = _Sim.start(arms, truth, users, variants, cfg, with_fresh=fresh is not None)
     for day in range(cfg.pre_days + cfg.days):
-        pending = deque(fresh.draw(day) if published is not None and fresh is not None else [])
-        sessions = _day_sessions(users, truth_idx, truth.activity, day, cfg, start_s)
+        pending = deque(fresh.draw(day) if sim.published is not None and fresh is not None else [])
+        sessions = _day_sessions(users, sim.truth_idx, truth.activity, day, cfg, start_s)
         for batch in _batches(sessions, cfg.batch_sessions):
-            _publish(pending, batch[0][0], recs, note_truth, published)
-            slates: dict[int, tuple[str, list[Any]]] = {}
-            for arm in VARIANTS:
-                mine = [
-                    s for s in batch if ("control" if day < cfg.pre_days else variants[users[s[1]]]) == arm
-                ]
-                if not mine:
-                    continue
-                got = recs[arm].recommend_many(
-                    [users[i] for _, i, _ in mine],
-                    cfg.k,
-                    candidates=cfg.candidates,
-                    filters=[Filters(exclude_note_ids=tuple(shown[i])) for _, i, _ in mine],
-                )
-                slates.update({i: (arm, g) for (_, i, _), g in zip(mine, got, strict=True)})
+            _publish(pending, batch[0][0], sim.recs, sim.note_truth, sim.published)
+            slates = _slates(sim, batch, day)
             for ts, i, j in batch:
                 arm, slate = slates[i]
-                if not slate:
-                    continue
-                t_user = int(truth_idx[i])
-                t_notes = np.fromiter((note_truth[r.note_id] for r in slate), np.int64, len(slate))
-                key = (cfg.seed, 2, day, t_user, j)
-                if published is None:
-                    cold = [r.cold_start for r in slate]
-                else:
-                    horizon = cfg.cold_start_days * DAY_S
-                    cold = [ts - published.get(r.note_id, -np.inf) < horizon for r in slate]
-                _serve(slate, users[i], t_user, t_notes, arm, ts, cold, key, truth, recs, logbook)
-                shown[i].extend(r.note_id for r in slate)
-        _publish(pending, np.inf, recs, note_truth, published)
+                if slate:
+                    _session(sim, day, ts, i, j, arm, slate)
+        _publish(pending, np.inf, sim.recs, sim.note_truth, sim.published)
         if on_day is not None:
             on_day(day)
-    return logbook.frame()
+    return sim.logbook.frame()
+
+
+@dataclass
+class _Sim:
+    """The session loop's context: who is simulated, the arms' recommenders, and what it has logged."""
+
+    truth: TrueModel
+    truth_idx: np.ndarray  # (U,) each simulated user's index in the response model
+    users: Sequence[str]
+    variants: dict[str, str]
+    cfg: SimConfig
+    recs: dict[str, Recommender]
+    note_truth: dict[str, int]  # note id -> index in the response model (fresh notes added)
+    shown: list[list[str]]  # per user: every note shown so far (never shown again)
+    published: dict[str, float] | None  # fresh note id -> publication time (None: no fresh notes)
+    logbook: _Log = field(default_factory=_Log)
+
+    @classmethod
+    def start(
+        cls,
+        arms: dict[str, Arm],
+        truth: TrueModel,
+        users: Sequence[str],
+        variants: dict[str, str],
+        cfg: SimConfig,
+        *,
+        with_fresh: bool,
+    ) -> _Sim:
+        """The context before day 0.
+
+        Raises:
+            KeyError: users the response model does not know (the first five named).
+        """
+        truth_idx = truth.user(list(users))
+        if (truth_idx < 0).any():
+            missing = [u for u, t in zip(users, truth_idx, strict=True) if t < 0][:5]
+            raise KeyError(f"users unknown to the synthetic generator: {missing}")
+        return cls(
+            truth=truth,
+            truth_idx=truth_idx,
+            users=users,
+            variants=variants,
+            cfg=cfg,
+            recs={name: arm.recommender for name, arm in arms.items()},
+            note_truth=dict(zip(truth.note_index, range(len(truth.note_index)), strict=True)),
+            shown=[[] for _ in users],
+            published={} if with_fresh and cfg.fresh_notes_per_day > 0 else None,
+        )
+
+
+def _slates(
+    sim: _Sim, batch: list[tuple[float, int, int]], day: int
+) -> dict[int, tuple[str, list[Recommendation]]]:
+    """Each session's (arm, slate): one ``recommend_many`` per arm over its users in the batch."""
+    from ranking.recommend import Filters
+
+    cfg = sim.cfg
+    slates: dict[int, tuple[str, list[Recommendation]]] = {}
+    for arm in VARIANTS:
+        mine = [
+            s for s in batch if ("control" if day < cfg.pre_days else sim.variants[sim.users[s[1]]]) == arm
+        ]
+        if not mine:
+            continue
+        got = sim.recs[arm].recommend_many(
+            [sim.users[i] for _, i, _ in mine],
+            cfg.k,
+            candidates=cfg.candidates,
+            filters=[Filters(exclude_note_ids=tuple(sim.shown[i])) for _, i, _ in mine],
+        )
+        slates.update({i: (arm, g) for (_, i, _), g in zip(mine, got, strict=True)})
+    return slates
+
+
+def _session(sim: _Sim, day: int, ts: float, i: int, j: int, arm: str, slate: list[Recommendation]) -> None:
+    """User ``i``'s ``j``-th session of ``day`` at ``ts``: serve ``slate``, log and feed the responses."""
+    cfg = sim.cfg
+    t_user = int(sim.truth_idx[i])
+    t_notes = np.fromiter((sim.note_truth[r.note_id] for r in slate), np.int64, len(slate))
+    key = (cfg.seed, 2, day, t_user, j)
+    if sim.published is None:
+        cold = [r.cold_start for r in slate]
+    else:
+        horizon = cfg.cold_start_days * DAY_S
+        published = sim.published
+        cold = [ts - published.get(r.note_id, -np.inf) < horizon for r in slate]
+    _serve(slate, sim.users[i], t_user, t_notes, arm, ts, cold, key, sim.truth, sim.recs, sim.logbook)
+    sim.shown[i].extend(r.note_id for r in slate)
 
 
 def _publish(
     pending: deque[FreshNote],
     until_s: float,
-    recs: dict,
+    recs: dict[str, Recommender],
     note_truth: dict[str, int],
     published: dict[str, float] | None,
 ) -> None:
@@ -258,7 +316,7 @@ def _publish(
 
 
 def _serve(
-    slate: list,
+    slate: list[Recommendation],
     uid: str,
     t_user: int,
     t_notes: np.ndarray,
@@ -267,7 +325,7 @@ def _serve(
     cold: list[bool],
     key: tuple[int, ...],
     truth: TrueModel,
-    recs: dict,
+    recs: dict[str, Recommender],
     logbook: _Log,
 ) -> None:
     rng = np.random.default_rng(list(key))

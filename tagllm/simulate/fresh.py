@@ -29,6 +29,7 @@ import pandas as pd
 
 from features.datasets.synthetic.notes import draw_notes
 from features.io import RunDir
+from tagging.types import Tag
 from tagllm.simulate.config import SimConfig
 from tagllm.simulate.truth import TrueModel
 
@@ -36,9 +37,8 @@ __all__ = ["FRESH_PREFIX", "FreshNote", "Publisher", "fresh_tag_source", "tagger
 
 log = logging.getLogger(__name__)
 
-TagTriple = tuple[str, str, float]  # (text, dimension, confidence), as Recommender.add_note takes
 #: (notes table rows, their true attributes) -> treatment tags per note, in order.
-TagFn = Callable[[pd.DataFrame, pd.DataFrame], list[list[TagTriple]]]
+TagFn = Callable[[pd.DataFrame, pd.DataFrame], list[list[Tag]]]
 
 _DAY_S = 86_400.0
 #: Fresh note ids start with it (catalog ids of the synthetic community start with "n").
@@ -60,25 +60,25 @@ class FreshNote:
     note_id: str
     category: str
     created_s: float
-    tags: tuple[TagTriple, ...]
+    tags: tuple[Tag, ...]
     truth_index: int
 
 
-def truth_tags(notes: pd.DataFrame, attributes: pd.DataFrame) -> list[list[TagTriple]]:
+def truth_tags(notes: pd.DataFrame, attributes: pd.DataFrame) -> list[list[Tag]]:
     """The generator's true attributes as tags, in the ``ground_truth`` catalog's form
     (``dimension:value``, confidence 1)."""
-    by_note: dict[str, list[TagTriple]] = {}
+    by_note: dict[str, list[Tag]] = {}
     for nid, dim, value in zip(
         attributes["note_id"], attributes["dimension"], attributes["value"], strict=True
     ):
-        by_note.setdefault(str(nid), []).append((f"{dim}:{str(value).lower()}", str(dim), 1.0))
+        by_note.setdefault(str(nid), []).append(Tag(f"{dim}:{str(value).lower()}", str(dim), 1.0))
     return [by_note.get(str(n), []) for n in notes["note_id"]]
 
 
-def reference_tags(notes: pd.DataFrame, _attributes: pd.DataFrame) -> list[list[TagTriple]]:
+def reference_tags(notes: pd.DataFrame, _attributes: pd.DataFrame) -> list[list[Tag]]:
     """The rendered creator hashtags, in the ``reference`` catalog's form."""
     return [
-        [(t, "reference", 1.0) for t in sorted({str(x).strip().lower() for x in ts if str(x).strip()})]
+        [Tag(t, "reference", 1.0) for t in sorted({str(x).strip().lower() for x in ts if str(x).strip()})]
         for ts in notes["reference_tags"]
     ]
 
@@ -88,13 +88,13 @@ def tagger_tags(tagger: object) -> TagFn:
     a note whose result failed gets no tags (counted in the log)."""
     from tagging.types import notes_from_frame
 
-    def fn(notes: pd.DataFrame, _attributes: pd.DataFrame) -> list[list[TagTriple]]:
+    def fn(notes: pd.DataFrame, _attributes: pd.DataFrame) -> list[list[Tag]]:
         results = tagger.tag(notes_from_frame(notes))  # type: ignore[attr-defined]
         failed = sum(r.status != "ok" for r in results)
         if failed:
             log.warning("tagger failed on %d of %d fresh notes: they get no tags", failed, len(results))
         return [
-            [(t.text, t.dimension, float(t.confidence)) for t in r.tags] if r.status == "ok" else []
+            [Tag(t.text, t.dimension, float(t.confidence)) for t in r.tags] if r.status == "ok" else []
             for r in results
         ]
 

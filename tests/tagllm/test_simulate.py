@@ -15,6 +15,7 @@ from features.errors import ConfigError
 from features.io import RunDir
 from ranking.ranker import RankerConfig
 from ranking.retrieval.train import TrainConfig
+from tagging.types import Tag
 from tagllm.simulate import METRIC_NAMES, SimConfig, simulate_stage
 from tagllm.simulate.engine import assign, bucket, select_users
 
@@ -161,7 +162,7 @@ def test_batched_recommend_equals_single_requests(tiny_run: Path) -> None:
         rec.recommend_many(users, 0)
     # ... and after notes are published live (as the simulator adds fresh notes)
     cat = rec.catalog.categories[0]
-    tags = [(t, "x", 1.0) for t in list(rec.catalog.vocab)[:3]]
+    tags = [Tag(t, "x", 1.0) for t in list(rec.catalog.vocab)[:3]]
     for i in range(5):
         rec.add_note(f"sim-test-{i}", cat, tags[: i % 4], created_s=rec.now_s + i)
     batch = rec.recommend_many(users, 5, candidates=rec.num_notes)
@@ -195,7 +196,7 @@ def test_fresh_notes_are_drawn_like_the_generators(tiny_run: Path) -> None:
     assert len(day1) == FAST.fresh_notes_per_day and len(truth.note_index) == n0 + len(day1)
     assert [f.created_s for f in day1] == sorted(f.created_s for f in day1)
     assert all(1.77e9 + 86_400 <= f.created_s < 1.77e9 + 2 * 86_400 for f in day1)
-    assert all(f.tags and all(":" in t for t, _, _ in f.tags) for f in day1)
+    assert all(f.tags and all(":" in t.text for t in f.tags) for f in day1)
     rows = truth.notes.notes.iloc[n0:]
     assert rows["title"].str.len().gt(0).all() and rows["body"].str.len().gt(20).all()
     assert set(rows["category"]) <= set(truth.taxonomy.category_names)
@@ -211,7 +212,7 @@ def test_fresh_notes_are_drawn_like_the_generators(tiny_run: Path) -> None:
 def test_fresh_tags_come_from_the_tagger_on_the_text(
     tiny_run: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
-    from tagging.types import Tag, TagResult
+    from tagging.types import TagResult
     from tagllm.simulate.fresh import fresh_tag_source, tagger_tags
 
     class TitleTagger:  # a test double: the first title word as a tag
@@ -227,7 +228,7 @@ def test_fresh_tags_come_from_the_tagger_on_the_text(
     notes = RunDir(tiny_run).read_table("notes").head(4)
     double = TitleTagger()
     got = tagger_tags(double)(notes, pd.DataFrame())
-    assert double.calls == 1 and got == [[(t.split()[0].lower(), "word", 0.5)] for t in notes["title"]]
+    assert double.calls == 1 and got == [[Tag(t.split()[0].lower(), "word", 0.5)] for t in notes["title"]]
     with caplog.at_level(logging.WARNING):
         source, _ = fresh_tag_source(RunDir(tiny_run), "student")  # the tiny run has no student
     assert source.startswith("ground_truth (fallback") and "no student model" in caplog.text
