@@ -120,9 +120,8 @@ def retrieval_stage(
             "test_users": len(pools.users),
             "feature_source": feature_source,
             "cold_quota": cold_quota,
+            **({"feast": feast.figures} if feast is not None and feast.figures else {}),
         }
-        if feast is not None and feast.figures:
-            figures["feast"] = feast.figures
         _write_retrieval(run, pools.table(), main, feature_source, figures)
         figures["seconds_total"] = round(time.perf_counter() - t_start, 2)
         write_json(figures, run.retrieval_summary)
