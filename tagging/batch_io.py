@@ -109,7 +109,7 @@ def _run_inputs(
     run_dir: str | os.PathLike[str], handbook_path: str | os.PathLike[str] | None
 ) -> tuple[RunDir, Handbook, list[NoteInput]]:
     run = RunDir(run_dir).require()
-    hb = load_handbook(handbook_path or run.path / "handbook.yaml")
+    hb = load_handbook(handbook_path or run.handbook)
     return run, hb, notes_from_frame(run.read_table("notes"))
 
 
@@ -158,7 +158,7 @@ def export_requests(
     if len(set(ids)) != len(ids):
         dup = next(i for i, c in Counter(ids).items() if c > 1)
         raise ConfigError(f"notes.note_id must be unique to serve as custom_id; {dup!r} repeats")
-    path = Path(out) if out is not None else run.path / "teacher" / "requests.jsonl"
+    path = Path(out) if out is not None else run.teacher_requests
     temperature = _LLM_DEFAULTS["temperature"].default
     with atomic_path(path) as tmp, open(tmp, "w", encoding="utf-8", newline="\n") as fh:
         for note in notes:
@@ -422,7 +422,7 @@ def _tables(
 
 
 def _out_paths(run: RunDir, out_table: str) -> dict[str, Path]:
-    teacher_dir = run.path / "teacher"
+    teacher_dir = run.teacher_dir
     return {
         "tags": run.table_path(out_table),
         "failures": run.table_path(f"{out_table}_failures"),

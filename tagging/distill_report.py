@@ -59,6 +59,7 @@ from tagging.report_calibration import ECE_BINS, Calibration, ReliabilityBin, ca
 from tagging.report_peers import PEERS, HashtagTagger, KnownTagsTagger, make_peer, tune_threshold
 from tagging.report_render import headline, reliability_png, render_markdown
 from tagging.student.data import split_of
+from tagging.student.files import ModelFiles
 from tagging.student.metrics import held_out_ids
 from tagging.types import NoteInput, notes_from_frame
 
@@ -134,7 +135,7 @@ def _texts(answers: Answers) -> dict[str, list[str]]:
 
 
 def _student_meta(model_dir: Path, run: RunDir) -> dict[str, Any]:
-    path = model_dir / "student.json"
+    path = ModelFiles(model_dir).meta
     if not path.exists():
         raise NotFoundError(
             f"no student model: {path} does not exist; make it with `tagllm tag distill --run {run.path}`"
@@ -157,7 +158,7 @@ def _handbook(run: RunDir, handbook: Handbook | str | os.PathLike[str] | None) -
         return handbook
     if handbook is not None:
         return load_handbook(handbook)
-    path = run.path / "handbook.yaml"
+    path = run.handbook
     if path.exists():
         return load_handbook(path)
     log.warning("%s: no handbook.yaml; no boilerplate list, and the offline peer cannot run", run.path)
@@ -263,7 +264,7 @@ def build_report(
     """
     run = (run if isinstance(run, RunDir) else RunDir(run)).require()
     _check_options(max_notes, peers)
-    meta = _student_meta(Path(model_dir) if model_dir is not None else run.path / "student" / "model", run)
+    meta = _student_meta(Path(model_dir) if model_dir is not None else run.student_model, run)
     teacher = _read_answers(run, teacher_table, f"`tagllm tag teach --run {run.path}` or `tagllm tag import`")
     student = _read_answers(run, student_table, f"`tagllm tag apply --run {run.path}`")
     hb = _handbook(run, handbook)
@@ -300,7 +301,7 @@ def build_report(
         "calibration": cal.as_dict(),
     }
     if write:
-        out_dir = Path(out) if out is not None else run.path / "eval" / "student_report"
+        out_dir = Path(out) if out is not None else run.student_report_dir
         report["files"] = _write(run, report, cal, out_dir)
     return report
 

@@ -51,7 +51,7 @@ def install_handbook(
     run = RunDir(run_dir).require()
     source = Path(source)
     hb = load_handbook(source)
-    dest = Path(out) if out is not None else run.path / "handbook.yaml"
+    dest = Path(out) if out is not None else run.handbook
     if not (dest.exists() and dest.resolve() == source.resolve()):
         data = source.read_bytes()
         with atomic_path(dest) as tmp:

@@ -19,6 +19,7 @@ import yaml
 from features.errors import ConfigError, NotFoundError
 from features.io import RunDir
 from tagging.handbook_model import Handbook, load_handbook
+from tagging.student.files import ModelFiles
 
 if TYPE_CHECKING:
     from tagging.student.config import StudentConfig
@@ -114,7 +115,7 @@ def build_run_handbook(
     notes = run.read_table("notes")
     inter = run.read_table("interactions") if run.has_table("interactions") else None
     hb = build_handbook(notes, inter, config=cfg, built_from=str(run.path))
-    path = save_handbook(hb, out or run.path / "handbook.yaml")
+    path = save_handbook(hb, out or run.handbook)
     hb = load_handbook(path)
     figures: dict[str, Any] = {"path": str(path), **hb.figures()}
     tax = _ground_truth(run, "taxonomy")
@@ -149,7 +150,7 @@ def teach_run(
     from tagging.types import notes_from_frame
 
     run = RunDir(run_dir).require()
-    hb = load_handbook(handbook_path or run.path / "handbook.yaml")
+    hb = load_handbook(handbook_path or run.handbook)
     notes = run.read_table("notes")
     if sample is not None:
         if sample < 1:
@@ -220,7 +221,7 @@ def evaluate_run(
     from tagging.peers import evaluation_report
 
     run = RunDir(run_dir).require()
-    hb = load_handbook(handbook_path or run.path / "handbook.yaml")
+    hb = load_handbook(handbook_path or run.handbook)
     notes = run.read_table("notes")
     gold, gold_name = gold_for_run(run, notes, hb)
     report = evaluation_report(
@@ -244,7 +245,7 @@ def _student_inputs(
     run: RunDir, handbook_path: str | os.PathLike[str] | None
 ) -> tuple[pd.DataFrame, Handbook | None]:
     notes = run.read_table("notes")
-    path = Path(handbook_path) if handbook_path is not None else run.path / "handbook.yaml"
+    path = Path(handbook_path) if handbook_path is not None else run.handbook
     if handbook_path is not None or path.exists():
         return notes, load_handbook(path)
     log.warning("%s: no handbook; the student's tags are normalized without synonyms/boilerplate", run.path)
@@ -413,14 +414,14 @@ def distill_run(
     notes, hb = _student_inputs(run, handbook_path)
     teacher = _teacher_tags(tt)
     version = f"{tt['tagger'].iloc[0] if len(tt) else ''}:{tt['tagger_version'].iloc[0] if len(tt) else ''}"
-    out = Path(model_dir) if model_dir is not None else run.path / "student" / "model"
+    out = Path(model_dir) if model_dir is not None else run.student_model
     inputs = notes_from_frame(notes)
-    work = run.path / "student"
+    work = run.student_work
     result, card = _train_student(cfg, inputs, teacher, work, out, hb, version, progress)
     figures: dict[str, Any] = {"distill": {k: v for k, v in result.as_dict().items() if k != "history"}}
     if evaluate:
         figures |= _score_held_out(run, notes, hb, inputs, out, cfg, tt)
-        meta = json.loads((out / "student.json").read_text(encoding="utf-8"))
+        meta = json.loads(ModelFiles(out).meta.read_text(encoding="utf-8"))
         card(out, meta, {**figures["held_out"], "notes_per_s": figures["notes_per_s"]})
     log.info("student distilled: %s", figures)
     _student_section(run, figures)
@@ -483,7 +484,7 @@ def apply_run(
 
     run = RunDir(run_dir).require()
     notes, hb = _student_inputs(run, handbook_path)
-    path = Path(model_dir) if model_dir is not None else run.path / "student" / "model"
+    path = Path(model_dir) if model_dir is not None else run.student_model
     tagger = load_student(
         path, handbook=hb, batch_size=batch_size, num_beams=num_beams, device=device, threads=threads
     )
@@ -491,7 +492,7 @@ def apply_run(
     results, seconds = _tag_all(tagger, inputs, batch_size, progress)
     table = results_to_tags_table(results, tagger=tagger.name, version=tagger.version)
     tags_path = write_parquet(table, run.table_path(STUDENT_TABLE))
-    vocab_path = run.path / "tag_vocab.json"
+    vocab_path = run.tag_vocab
     base = TagVocabulary.load(vocab_path) if vocab_path.exists() else None
     vocab = TagVocabulary.from_tables([table], base=base)
     vocab.save(vocab_path)

@@ -482,7 +482,7 @@ def run_teacher(
     t0 = time.perf_counter()
     rd = RunDir(run_dir)
     rid = run_id(tagger)
-    log_path = rd.path / "teacher" / f"{out_name}.log.jsonl"
+    log_path = rd.teacher_log(out_name)
     log_path.parent.mkdir(parents=True, exist_ok=True)
     _select_log(log_path, out_name, rid)
     logged = _read_log(log_path, rid)
@@ -492,7 +492,7 @@ def run_teacher(
     stats = getattr(tagger, "stats", None)
     before = stats.snapshot() if stats is not None else {}
 
-    cache = ResultCache(rd.path / "cache" / "teacher_cache.sqlite") if use_cache else None
+    cache = ResultCache(rd.teacher_cache) if use_cache else None
     out = _Log(log_path, batch_size, rid)
     record = _Recorder(out, logged, cache, total=len(notes), done=len(done_ids), progress=progress)
     try:
@@ -521,6 +521,6 @@ def run_teacher(
         run_id=rid,
         log_path=str(log_path),
     )
-    write_json(summary.as_dict(), rd.path / "teacher" / f"{out_name}.summary.json")
+    write_json(summary.as_dict(), rd.teacher_summary(out_name))
     log.info("teacher run %s: %s", out_name, summary.as_dict())
     return summary

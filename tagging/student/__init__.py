@@ -32,6 +32,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from features.errors import NotFoundError
+from tagging.student.files import META, ModelFiles
 
 if TYPE_CHECKING:
     from tagging.student.apply import StudentTagger
@@ -46,10 +47,10 @@ def student_arch(model_dir: str | os.PathLike[str]) -> str:
     Raises:
         NotFoundError: the folder has no ``student.json``.
     """
-    path = Path(model_dir) / "student.json"
+    path = ModelFiles.of(model_dir).meta
     if not path.exists():
         raise NotFoundError(
-            f"--model {Path(model_dir)}: not a student model folder (missing student.json); "
+            f"--model {Path(model_dir)}: not a student model folder (missing {META}); "
             "train one with `tagllm tag distill`"
         )
     return str(json.loads(path.read_text(encoding="utf-8")).get("arch", "seq2seq"))

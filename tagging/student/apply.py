@@ -22,6 +22,7 @@ from tagging.handbook_model import Handbook
 from tagging.normalize import drop_redundant, normalize_tags
 from tagging.student.config import resolve_device
 from tagging.student.data import note_source
+from tagging.student.files import SEQ2SEQ_FILES, ModelFiles
 from tagging.student.format import TagConstraint, decode_ids, parse_tags
 from tagging.types import NoteInput, TagResult
 
@@ -44,7 +45,7 @@ log = logging.getLogger(__name__)
 
 def model_version(model_dir: str | os.PathLike[str]) -> str:
     """``student-<first 12 hex of sha256(model.safetensors)>``: changes whenever the weights do."""
-    path = Path(model_dir) / "model.safetensors"
+    path = ModelFiles.of(model_dir).weights
     h = hashlib.sha256()
     with open(path, "rb") as fh:
         for chunk in iter(lambda: fh.read(1 << 20), b""):
@@ -130,17 +131,13 @@ class StudentTagger:
         from tagging.student.model import model_class
 
         path = Path(model_dir)
-        missing = [
-            f
-            for f in ("config.json", "model.safetensors", "tokenizer.json", "student.json")
-            if not (path / f).exists()
-        ]
+        missing = [f for f in SEQ2SEQ_FILES if not (path / f).exists()]
         if missing:
             raise NotFoundError(
                 f"--model {path}: not a student model folder (missing {', '.join(missing)}); "
                 "train one with `tagllm tag distill`"
             )
-        meta = json.loads((path / "student.json").read_text(encoding="utf-8"))
+        meta = json.loads(ModelFiles(path).meta.read_text(encoding="utf-8"))
         model = model_class(bool(meta.get("copy_head", False))).from_pretrained(str(path))
         tok = PreTrainedTokenizerFast.from_pretrained(str(path))
         kwargs.setdefault("version", model_version(path))

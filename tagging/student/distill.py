@@ -36,6 +36,7 @@ from tagging.normalize import canonical
 from tagging.student.config import StudentConfig, resolve_device
 from tagging.student.data import Example, note_source, split_of
 from tagging.student.distill_loop import TrainLoop, TrainState, lr_factor
+from tagging.student.files import FINGERPRINT, TOKENIZER, ModelFiles, WorkFiles
 from tagging.student.format import Allowed, clean_dimension, encode_target, is_grounded, source_key
 from tagging.types import NoteInput, Tag
 
@@ -132,14 +133,14 @@ def _load_or_train_tokenizer(path: Path, texts: list[str], vocab_size: int, fing
 
     from tagging.student.tokenizer import train_tokenizer
 
-    stamp = path / "fingerprint.txt"
-    if (path / "tokenizer.json").exists() and stamp.exists() and stamp.read_text().strip() == fingerprint:
+    stamp = path / FINGERPRINT
+    if (path / TOKENIZER).exists() and stamp.exists() and stamp.read_text().strip() == fingerprint:
         return PreTrainedTokenizerFast.from_pretrained(str(path))
     tok = train_tokenizer(texts, vocab_size=vocab_size)
     tmp = path.with_name(path.name + ".tmp")
     shutil.rmtree(tmp, ignore_errors=True)
     tok.save_pretrained(str(tmp))
-    (tmp / "fingerprint.txt").write_text(fingerprint + "\n")
+    (tmp / FINGERPRINT).write_text(fingerprint + "\n")
     shutil.rmtree(path, ignore_errors=True)
     os.replace(tmp, path)
     return tok
@@ -202,7 +203,7 @@ def _prepare_data(
     if not train_notes:
         raise ConfigError(f"no training notes: all {len(taught)} taught notes fell in the held-out split")
     write_parquet(
-        pd.DataFrame({"note_id": list(split), "split": list(split.values())}), work / "split.parquet"
+        pd.DataFrame({"note_id": list(split), "split": list(split.values())}), WorkFiles(work).split
     )
     allowed = allowed_values(train_notes, teacher, handbook)
     share = grounded_share(train_notes, teacher, allowed)
@@ -230,7 +231,7 @@ def _make_trainer(
         f"{clean_dimension(t.dimension)} {canonical(t.text)}" for n in train_notes for t in teacher[n.note_id]
     ]
     fp = _fingerprint(cfg, teacher_version, [n.note_id for n in train_notes], copy_head=copy_head)
-    tok = _load_or_train_tokenizer(work / "tokenizer", corpus, cfg.vocab_size, fp)
+    tok = _load_or_train_tokenizer(WorkFiles(work).tokenizer_dir, corpus, cfg.vocab_size, fp)
     train_ex = _encode(tok, train_notes, teacher, cfg, copy_head)
     val_ex = _encode(tok, data.val_notes, teacher, cfg, copy_head)
     model = build_model(
@@ -246,7 +247,7 @@ def _make_trainer(
     )
     return TrainLoop(
         cfg, device, torch, tok, model, opt, sched, train_ex, val_ex, fp,
-        work / "checkpoints", steps_per_epoch, total_steps,
+        WorkFiles(work).checkpoints, steps_per_epoch, total_steps,
     )  # fmt: skip
 
 
@@ -283,7 +284,7 @@ def distill(
     cfg = config or StudentConfig()
     device = resolve_device(cfg.device)
     work, out = Path(work_dir), Path(out_dir)
-    (work / "checkpoints").mkdir(parents=True, exist_ok=True)
+    WorkFiles(work).checkpoints.mkdir(parents=True, exist_ok=True)
     data = _prepare_data(notes, teacher, cfg, handbook, work)
     trainer = _make_trainer(cfg, data, work, teacher_version, device)
     state = trainer.resume()
@@ -324,7 +325,7 @@ def _finish(
     }  # fmt: skip
     _export(model, trainer.tok, meta, out)
     meta["eos_penalty"] = _calibrate_eos(out, data.val_notes, data.teacher, handbook, trainer.device)
-    write_json(meta, out / "student.json")
+    write_json(meta, ModelFiles(out).meta)
     return DistillResult(
         model_dir=str(out),
         parameters=n_params,
@@ -382,7 +383,7 @@ def _export(model: Any, tok: Any, meta: dict[str, Any], out: Path) -> None:
     with atomic_dir(out) as tmp:
         model.to("cpu").save_pretrained(str(tmp), safe_serialization=True)
         tok.save_pretrained(str(tmp))
-        write_json(meta, tmp / "student.json")
+        write_json(meta, ModelFiles(tmp).meta)
         write_model_card(tmp, meta)
 
 
@@ -434,7 +435,7 @@ def write_model_card(
     ]
     metrics = metrics if metrics is not None else m.get("metrics")
     lines += [f"- {k}: {json.dumps(v)}" for k, v in (metrics or {}).items()] or ["- not evaluated yet"]
-    path = Path(model_dir) / "README.md"
+    path = ModelFiles.of(model_dir).card
     with atomic_path(path) as tmp:
         tmp.write_text("\n".join(lines) + "\n", encoding="utf-8")
     return path

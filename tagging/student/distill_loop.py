@@ -18,6 +18,7 @@ from typing import Any
 from features.io import atomic_path
 from tagging.student.config import StudentConfig
 from tagging.student.data import Example, batches
+from tagging.student.files import BEST, LAST
 
 __all__ = ["TrainLoop", "TrainState", "lr_factor", "should_stop", "val_loss"]
 
@@ -112,11 +113,11 @@ class TrainLoop:
 
     @property
     def last(self) -> Path:
-        return self.checkpoints / "last.pt"
+        return self.checkpoints / LAST
 
     @property
     def best(self) -> Path:
-        return self.checkpoints / "best.pt"
+        return self.checkpoints / BEST
 
     def resume(self) -> TrainState:
         """The state of ``last.pt`` (with model, optimizer, schedule and RNG restored) when it is of

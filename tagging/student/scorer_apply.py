@@ -35,6 +35,7 @@ from tagging.handbook_model import Handbook
 from tagging.normalize import canonical, drop_redundant, normalize_tags
 from tagging.student.candidates import Candidate, CandidateExtractor, note_text
 from tagging.student.config import resolve_device
+from tagging.student.files import SCORER_FILES, ModelFiles
 from tagging.student.scorer_data import NoteRow, Priors, ScorerFeaturizer, collate
 from tagging.student.scorer_memory import NeighbourMemory
 from tagging.student.scorer_model import N_FEATURES, TagScorer
@@ -158,7 +159,7 @@ def finalize(
 
 
 def _missing(path: Path) -> list[str]:
-    return [f for f in ("model.safetensors", "student.json") if not (path / f).exists()]
+    return [f for f in SCORER_FILES if not (path / f).exists()]
 
 
 class ScorerTagger:
@@ -236,15 +237,15 @@ class ScorerTagger:
                 f"--model {path}: not a student model folder (missing {', '.join(missing)}); "
                 "train one with `tagllm tag distill`"
             )
-        meta = json.loads((path / "student.json").read_text(encoding="utf-8"))
+        meta = json.loads(ModelFiles(path).meta.read_text(encoding="utf-8"))
         sc = meta["scorer"]
         model = TagScorer(
             int(sc["buckets"]), int(sc["dim"]), int(sc["hidden"]), len(meta["known_tags"]), N_FEATURES,
             candidate_embeddings=bool(sc.get("candidate_embeddings", False)),
         )  # fmt: skip
-        model.load_state_dict(load_file(str(path / "model.safetensors")))
+        model.load_state_dict(load_file(str(ModelFiles(path).weights)))
         kwargs.setdefault("version", model_version(path))
-        memory = NeighbourMemory.load(path) if (path / "memory.npz").exists() else None
+        memory = NeighbourMemory.load(path) if ModelFiles(path).memory.exists() else None
         return cls(model, meta, memory=memory, **kwargs)
 
     def tag(self, notes: Sequence[NoteInput]) -> list[TagResult]:

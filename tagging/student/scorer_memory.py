@@ -21,6 +21,7 @@ import numpy as np
 from scipy import sparse
 
 from features.io import atomic_path
+from tagging.student.files import ModelFiles
 
 __all__ = ["NeighbourMemory", "Vote", "to_csr"]
 
@@ -92,12 +93,12 @@ class NeighbourMemory:
 
     def save(self, folder: str | os.PathLike[str]) -> None:
         folder = Path(folder)
-        with atomic_path(folder / "memory.npz") as tmp, open(tmp, "wb") as fh:
+        with atomic_path(ModelFiles(folder).memory) as tmp, open(tmp, "wb") as fh:
             np.savez_compressed(
                 fh, indptr=self.matrix.indptr, indices=self.matrix.indices, data=self.matrix.data,
                 shape=np.asarray(self.matrix.shape),
             )  # fmt: skip
-        with atomic_path(folder / "memory.json") as tmp:
+        with atomic_path(ModelFiles(folder).memory_meta) as tmp:
             tmp.write_text(
                 json.dumps({"k": self.k, "note_ids": self.note_ids, "tags": [list(t) for t in self.tags]},
                            ensure_ascii=False),
@@ -107,7 +108,7 @@ class NeighbourMemory:
     @classmethod
     def load(cls, folder: str | os.PathLike[str]) -> NeighbourMemory:
         folder = Path(folder)
-        with np.load(folder / "memory.npz") as z:
+        with np.load(ModelFiles(folder).memory) as z:
             m = sparse.csr_matrix((z["data"], z["indices"], z["indptr"]), shape=tuple(z["shape"]))
-        meta = json.loads((folder / "memory.json").read_text(encoding="utf-8"))
+        meta = json.loads(ModelFiles(folder).memory_meta.read_text(encoding="utf-8"))
         return cls(m, list(meta["note_ids"]), [tuple(t) for t in meta["tags"]], int(meta["k"]))

@@ -23,6 +23,7 @@ from tagging.normalize import canonical
 from tagging.student.candidates import Candidate, CandidateExtractor
 from tagging.student.config import ScorerConfig, StudentConfig
 from tagging.student.data import split_of
+from tagging.student.files import WorkFiles
 from tagging.student.scorer_data import NoteRow, Priors, ScorerFeaturizer
 from tagging.student.scorer_memory import NeighbourMemory, to_csr
 from tagging.types import NoteInput, Tag
@@ -97,7 +98,7 @@ def _split(
     split = {
         n.note_id: split_of(n.note_id, test_share=cfg.test_share, val_share=cfg.val_share) for n in taught
     }
-    write_parquet(_split_frame(split), work / "split.parquet")
+    write_parquet(_split_frame(split), WorkFiles(work).split)
     parts: dict[str, list[NoteInput]] = {"train": [], "val": [], "test": []}
     for n in taught:
         parts[split[n.note_id]].append(n)

@@ -38,6 +38,7 @@ from torch.nn import functional as F
 from features.io import atomic_dir, atomic_path, write_json
 from tagging.handbook_model import Handbook
 from tagging.student.config import StudentConfig, resolve_device
+from tagging.student.files import ModelFiles, WorkFiles
 from tagging.student.scorer_apply import Selection, set_threads
 from tagging.student.scorer_calibrate import calibrate
 from tagging.student.scorer_data import NoteRow, collate
@@ -194,7 +195,7 @@ def train_scorer(
     steps_per_epoch = math.ceil(len(data.train) / cfg.train_batch_size)
     total_steps = cfg.max_steps or steps_per_epoch * cfg.n_epochs
     fp = _fingerprint(cfg, teacher_version, data)
-    ckpt = work / "scorer_ckpt.pt"
+    ckpt = WorkFiles(work).scorer_checkpoint
     state, best_weights, resumed = _resume(ckpt, fp, model, sparse_opt, dense_opt, device)
     if state.stopped != "early_stopping":  # a raised budget (epochs, steps, safety cap) continues
         state.stopped = _should_stop(state, cfg, total_steps)
@@ -421,9 +422,9 @@ def _export(model: TagScorer, meta: dict[str, Any], out: Path, memory: Neighbour
     with atomic_dir(out) as tmp:
         save_file(
             {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()},
-            str(tmp / "model.safetensors"),
+            str(ModelFiles(tmp).weights),
         )
-        write_json(meta, tmp / "student.json")
+        write_json(meta, ModelFiles(tmp).meta)
         if memory is not None:
             memory.save(tmp)
         write_scorer_card(tmp, meta)
@@ -460,7 +461,7 @@ def write_scorer_card(
     ]
     metrics = metrics if metrics is not None else meta.get("metrics")
     lines += [f"- {k}: {json.dumps(v)}" for k, v in (metrics or {}).items()] or ["- not evaluated yet"]
-    path = Path(model_dir) / "README.md"
+    path = ModelFiles.of(model_dir).card
     with atomic_path(path) as tmp:
         tmp.write_text("\n".join(lines) + "\n", encoding="utf-8")
     return path
