@@ -41,6 +41,7 @@ from features.feast_repo import (
 )
 from features.io import RunDir
 from features.online_read import OnlineStoreReader
+from features.vocab import TagVocabulary
 
 if TYPE_CHECKING:
     from feast import FeatureStore
@@ -229,12 +230,8 @@ class FeatureClient:
 
     def _vocab(self) -> Mapping[str, int]:
         if not hasattr(self, "_vocab_cache"):
-            import json
-
             path = RunDir(self.settings.run_dir).features_tag_vocab
-            self._vocab_cache: Mapping[str, int] = (
-                json.loads(path.read_text(encoding="utf-8"))["tags"] if path.exists() else {}
-            )
+            self._vocab_cache: Mapping[str, int] = TagVocabulary.load(path) if path.exists() else {}
         return self._vocab_cache
 
     # ------------------------------------------------------------------ training sets

@@ -13,13 +13,13 @@ true) so that point-in-time joins can pick the row valid at a label's timestamp:
   row at the end of every day the user engaged; weights sum event weight x tag confidence x
   ``exp(-age / tau)`` over the user's engagements up to that time.
 
-Tag ids come from ``RUN_DIR/tag_vocab.json`` when the tagger wrote one, else from a stable sorted
-vocabulary of all tag texts (0 = padding, 1..N = texts in sorted order).
+Tag ids come from the run's tag vocabulary (``RUN_DIR/tag_vocab.json``, :class:`features.vocab.TagVocabulary`)
+when the tagger wrote one, else from a sorted vocabulary of all tag texts (0 = padding, 1..N = texts
+in sorted order).
 """
 
 from __future__ import annotations
 
-import json
 import logging
 import math
 from collections import defaultdict
@@ -33,6 +33,7 @@ import pandas as pd
 
 from features.errors import ConfigError, NotFoundError, SchemaError
 from features.io import RunDir
+from features.vocab import TagVocabulary
 
 __all__ = [
     "DEFAULT_EVENT_WEIGHTS",
@@ -40,7 +41,6 @@ __all__ = [
     "VIEW_JOIN_KEY",
     "FeatureConfig",
     "FeatureTables",
-    "TagVocab",
     "compute_feature_tables",
     "load_tags",
     "note_stats_table",
@@ -118,46 +118,13 @@ class FeatureConfig:
 
 
 @dataclass(frozen=True)
-class TagVocab:
-    """Tag text -> integer id; 0 is padding (never a tag)."""
-
-    ids: Mapping[str, int]
-    source: str
-
-    @classmethod
-    def build(cls, texts: list[str] | set[str]) -> TagVocab:
-        return cls({t: i for i, t in enumerate(sorted(set(texts)), start=1)}, source="built")
-
-    @classmethod
-    def load(cls, path: Path) -> TagVocab:
-        """Read the tagger's vocabulary (``tagging.normalize.TagVocabulary.save``):
-        ``{"version": int, "hash": str, "tokens": ["<pad>", "tag a", ...]}`` — a tag's id is its
-        position in ``tokens``; position 0 is padding."""
-        raw: Any = json.loads(path.read_text(encoding="utf-8"))
-        tokens = raw.get("tokens") if isinstance(raw, dict) else None
-        if not isinstance(tokens, list) or not all(isinstance(t, str) for t in tokens):
-            raise ConfigError(
-                f"{path}: unreadable tag vocabulary; expected a JSON object with 'tokens': a list of tag "
-                f"texts whose position is the id (position 0 = padding), as written by `tagllm tag apply`"
-            )
-        return cls({t: i for i, t in enumerate(tokens) if i > 0}, source=str(path))
-
-    def lookup(self, texts: list[str]) -> list[int]:
-        """Ids of ``texts``; unknown texts map to 0 (padding) and are counted by the caller."""
-        return [self.ids.get(t, 0) for t in texts]
-
-    def to_json(self) -> dict[str, Any]:
-        return {"padding": 0, "source": self.source, "tags": dict(self.ids)}
-
-
-@dataclass(frozen=True)
 class FeatureTables:
     """The three feature tables plus the vocabulary they used."""
 
     note_tags: pd.DataFrame
     note_stats: pd.DataFrame
     user_interests: pd.DataFrame
-    vocab: TagVocab
+    vocab: TagVocabulary
     tags_table: str
     figures: dict[str, Any]
 
@@ -191,7 +158,7 @@ def load_tags(run: RunDir) -> tuple[pd.DataFrame, str]:
     )
 
 
-def note_tags_table(notes: pd.DataFrame, tags: pd.DataFrame, vocab: TagVocab) -> pd.DataFrame:
+def note_tags_table(notes: pd.DataFrame, tags: pd.DataFrame, vocab: TagVocabulary) -> pd.DataFrame:
     """One row per tagged note; list columns aligned position by position."""
     created = notes.set_index("note_id")["created_at"]
     unknown = ~tags["note_id"].isin(created.index)
@@ -211,7 +178,7 @@ def note_tags_table(notes: pd.DataFrame, tags: pd.DataFrame, vocab: TagVocab) ->
             "event_timestamp": created.loc[tags["note_id"]].to_numpy(),
             "created": tags["generated_at"].to_numpy(),
             "tag_texts": texts,
-            "tag_ids": [vocab.lookup(t) for t in texts],
+            "tag_ids": [vocab.ids(t) for t in texts],
             "tag_dimensions": [[t["dimension"] for t in ts] for ts in tags["tags"]],
             "tag_confidences": [[float(t["confidence"]) for t in ts] for ts in tags["tags"]],
             "tagger_version": tags["tagger_version"].astype(str).to_numpy(),
@@ -277,7 +244,7 @@ def _top(scores: Mapping[str, float], k: int) -> tuple[list[str], list[float]]:
 
 
 def user_interests_table(
-    interactions: pd.DataFrame, note_tags: pd.DataFrame, vocab: TagVocab, config: FeatureConfig
+    interactions: pd.DataFrame, note_tags: pd.DataFrame, vocab: TagVocabulary, config: FeatureConfig
 ) -> pd.DataFrame:
     """Time-decayed tag/dimension profiles, one row per user per day with engagements.
 
@@ -345,7 +312,7 @@ def user_interests_table(
         last_t = t_end
         tags, tag_w = _top(tag_score, config.top_k_tags)
         dims_, dim_w = _top(dim_score, config.top_k_dimensions)
-        rows.append((current_user, day_ts[a], tags, vocab.lookup(tags), tag_w, dims_, dim_w, n))
+        rows.append((current_user, day_ts[a], tags, vocab.ids(tags), tag_w, dims_, dim_w, n))
     out = pd.DataFrame(rows, columns=columns)
     out["event_timestamp"] = out["event_timestamp"].astype("datetime64[us, UTC]")
     out["n_engagements"] = out["n_engagements"].astype(np.int64)
@@ -365,11 +332,11 @@ def compute_feature_tables(run_dir: str | Path, config: FeatureConfig | None = N
     interactions = run.read_table("interactions")
     tags, tags_table = load_tags(run)
     vocab_path = run.tag_vocab
-    vocab = (
-        TagVocab.load(vocab_path)
-        if vocab_path.exists()
-        else TagVocab.build({t["text"] for ts in tags["tags"] for t in ts})
-    )
+    if vocab_path.exists():
+        vocab, vocab_source = TagVocabulary.load(vocab_path), str(vocab_path)
+    else:
+        vocab = TagVocabulary.sorted_of(t["text"] for ts in tags["tags"] for t in ts)
+        vocab_source = "built"
     cutoff_raw = run.manifest().get("cold_start_cutoff")
     cutoff = pd.Timestamp(cutoff_raw).tz_convert("UTC") if cutoff_raw else None
     nt = note_tags_table(notes, tags, vocab)
@@ -377,11 +344,11 @@ def compute_feature_tables(run_dir: str | Path, config: FeatureConfig | None = N
     ui = user_interests_table(interactions, nt, vocab, config)
     oov = int(sum(int(np.sum(np.asarray(ids) == 0)) for ids in nt["tag_ids"]))
     if oov:
-        log.warning("%d tag occurrences are not in %s: they get id 0 (padding)", oov, vocab.source)
+        log.warning("%d tag occurrences are not in %s: they get id 0 (padding)", oov, vocab_source)
     figures = {
         "tags_table": tags_table,
-        "vocab_source": vocab.source,
-        "vocab_size": len(vocab.ids),
+        "vocab_source": vocab_source,
+        "vocab_size": len(vocab),
         "tags_out_of_vocab": oov,
         "rows": {"note_tags": len(nt), "note_stats": len(ns), "user_interests": len(ui)},
         "notes_without_tags": int((~notes["note_id"].isin(nt["note_id"])).sum()),

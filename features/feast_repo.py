@@ -30,7 +30,7 @@ import pandas as pd
 
 from features.compute import FeatureConfig, FeatureTables, compute_feature_tables
 from features.errors import ConfigError, MissingDependencyError, NotFoundError
-from features.io import RunDir, write_json
+from features.io import RunDir
 
 if TYPE_CHECKING:
     from feast import FeatureStore
@@ -185,7 +185,7 @@ def write_feature_tables(run_dir: str | Path, config: FeatureConfig | None = Non
             import pyarrow.parquet as pq
 
             pq.write_table(arrow, tmp, compression="zstd")
-    write_json(tables.vocab.to_json(), run.features_tag_vocab)
+    tables.vocab.save(run.features_tag_vocab)
     return tables
 
 

@@ -25,6 +25,7 @@ import pandas as pd
 from features.compute import DEFAULT_EVENT_WEIGHTS
 from features.errors import ConfigError, NotFoundError
 from features.io import RunDir
+from features.vocab import TagVocabulary
 
 __all__ = [
     "ENGAGEMENT_WEIGHTS",
@@ -174,7 +175,7 @@ def load_catalog(run: RunDir, tag_source: str = "auto", notes: pd.DataFrame | No
     merged = notes[["note_id", "category", "created_at"]].merge(tags, on="note_id", how="left")
     for col in ("texts", "dims", "confs"):
         merged[col] = [v if isinstance(v, list) else [] for v in merged[col]]
-    vocab = {t: i for i, t in enumerate(sorted({t for ts in merged["texts"] for t in ts}), start=1)}
+    vocab = TagVocabulary.sorted_of(t for ts in merged["texts"] for t in ts)
     dimensions = sorted({d for ds in merged["dims"] for d in ds})
     dim_ids = {d: i for i, d in enumerate(dimensions, start=1)}
     categories = sorted(merged["category"].astype(str).unique())

@@ -9,7 +9,6 @@ tag texts. The other user bags (user id, history notes, their categories) stay h
 
 from __future__ import annotations
 
-import json
 import logging
 import time
 from collections.abc import Mapping, Sequence
@@ -21,6 +20,7 @@ import pandas as pd
 
 from features.errors import NotFoundError
 from features.io import RunDir
+from features.vocab import TagVocabulary
 from ranking.data import Examples, NoteCatalog, RunData, UserTagBags, build_training_examples
 
 __all__ = ["FeastInterests", "feast_training_examples", "feast_user_interests", "require_feast_store"]
@@ -203,7 +203,7 @@ def feast_user_interests(
     lens = np.array([len(x) if p else 0 for x, p in zip(ids_col, present, strict=True)], np.int64)
     flat_ids = [int(i) for x, p in zip(ids_col, present, strict=True) if p for i in x]
     flat_w = [float(v) for x, p in zip(w_col, present, strict=True) if p for v in x]
-    vocab = json.loads(run.features_tag_vocab.read_text(encoding="utf-8"))["tags"]
+    vocab = TagVocabulary.load(run.features_tag_vocab)
     log.info(
         "feast retrieval training set: %d rows in %.2f s (%.0f rows/s)",
         len(df),

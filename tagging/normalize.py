@@ -16,27 +16,18 @@ carries more than ``cap_per_dimension`` tags. The steps, in order:
    confidence is the maximum and its evidence the union.
 5. **cap per dimension**: the ``cap_per_dimension`` most confident tags of each dimension are kept.
 
-:class:`TagVocabulary` maps canonical tag texts to stable integer ids for embedding tables: id 0 is
-reserved for padding/unknown, ids are never reassigned when the vocabulary is extended, and the file
-is written atomically with a version counter and a content hash.
+:func:`canonical` and :class:`TagVocabulary` (stable integer ids for tag texts) live in
+:mod:`features.vocab`, the project's one vocabulary, and are re-exported here.
 """
 
 from __future__ import annotations
 
-import hashlib
-import json
-import os
 import re
-import unicodedata
-from collections.abc import Iterable, Sequence
-from dataclasses import dataclass, field, replace
-from pathlib import Path
-from typing import Any
+from collections.abc import Sequence
+from dataclasses import dataclass, replace
 
-import pandas as pd
-
-from features.errors import ConfigError, NotFoundError
-from features.io import atomic_path
+from features.errors import ConfigError
+from features.vocab import PAD_ID, TagVocabulary, canonical
 from tagging.handbook_model import Handbook
 from tagging.types import Tag
 
@@ -55,29 +46,8 @@ __all__ = [
 ]
 
 NEAR_DUP_THRESHOLD = 0.8
-PAD_ID = 0
 
-_PUNCT_RE = re.compile(r"[\W_]+", re.UNICODE)
 _CJK_RE = re.compile(r"[\u3040-\u30ff\u3400-\u4dbf\u4e00-\u9fff\uac00-\ud7af]")
-_SPACE_RE = re.compile(r"\s+")
-
-
-def canonical(text: str) -> str:
-    """Canonical tag form: NFKC, lower case, ``#``/punctuation removed, single spaces.
-
-    Hyphens and underscores join words with a space ("off-white" -> "off white"); spaces between two
-    CJK characters are removed, since Chinese is written without them.
-
-    Example:
-        >>> canonical("  #Cream-White!! ")
-        'cream white'
-    """
-    text = unicodedata.normalize("NFKC", str(text)).lower()
-    text = _PUNCT_RE.sub(" ", text)
-    text = _SPACE_RE.sub(" ", text).strip()
-    if " " in text and _CJK_RE.search(text):
-        text = re.sub(r"(?<=[\u3400-\u9fff]) (?=[\u3400-\u9fff])", "", text)
-    return text
 
 
 def is_cjk(text: str) -> bool:
@@ -258,105 +228,3 @@ def normalize_tags(
         ranked = sorted(bucket, key=lambda t: -t.confidence)
         out.extend(ranked[:cap_per_dimension])
     return tuple(out)
-
-
-# --------------------------------------------------------------------------- vocabulary
-
-
-@dataclass
-class TagVocabulary:
-    """Canonical tag text -> stable integer id (0 = padding/unknown), for embedding tables.
-
-    Ids are assigned in order of first appearance and never reassigned: :meth:`extend` only appends,
-    and bumps :attr:`version`. Build one from ``tags`` tables with :meth:`from_tables`.
-
-    Example:
-        >>> vocab = TagVocabulary().extend(["cream white", "chunky"])
-        >>> vocab.id("Cream-White"), vocab.id("never seen"), len(vocab)
-        (1, 0, 3)
-    """
-
-    tokens: list[str] = field(default_factory=lambda: ["<pad>"])
-    version: int = 0
-    _index: dict[str, int] = field(default_factory=dict, repr=False)
-
-    def __post_init__(self) -> None:
-        if not self.tokens or self.tokens[0] != "<pad>":
-            raise ConfigError(f"a tag vocabulary must start with '<pad>' at id 0, got {self.tokens[:1]!r}")
-        self._index = {t: i for i, t in enumerate(self.tokens)}
-        if len(self._index) != len(self.tokens):
-            raise ConfigError("a tag vocabulary must not contain the same tag twice")
-
-    def __len__(self) -> int:
-        return len(self.tokens)
-
-    def __contains__(self, text: object) -> bool:
-        return isinstance(text, str) and self.id(text) != PAD_ID
-
-    def id(self, text: str) -> int:
-        """The id of ``text`` (canonicalized); 0 when unknown."""
-        return self._index.get(canonical(text), PAD_ID)
-
-    def ids(self, texts: Iterable[str]) -> list[int]:
-        return [self.id(t) for t in texts]
-
-    def text(self, idx: int) -> str:
-        """The tag text of id ``idx``; raises NotFoundError for ids out of range."""
-        if not 0 <= idx < len(self.tokens):
-            raise NotFoundError(f"tag id {idx} is not in the vocabulary (size {len(self.tokens)})")
-        return self.tokens[idx]
-
-    def extend(self, texts: Iterable[str]) -> TagVocabulary:
-        """A new vocabulary with unseen texts appended (existing ids unchanged; version + 1 if grown)."""
-        tokens = list(self.tokens)
-        seen = set(self._index)
-        for t in texts:
-            c = canonical(t)
-            if c and c not in seen:
-                seen.add(c)
-                tokens.append(c)
-        grown = len(tokens) > len(self.tokens)
-        return TagVocabulary(tokens=tokens, version=self.version + 1 if grown else self.version)
-
-    @classmethod
-    def from_tables(
-        cls, tables: Iterable[pd.DataFrame], *, base: TagVocabulary | None = None
-    ) -> TagVocabulary:
-        """Build (or extend ``base``) from canonical ``tags`` tables, in row order."""
-        texts: list[str] = []
-        for df in tables:
-            for tag_list in df["tags"]:
-                texts.extend(str(t["text"]) for t in (tag_list if tag_list is not None else ()))
-        return (base or cls()).extend(texts)
-
-    def content_hash(self) -> str:
-        return hashlib.sha256("\n".join(self.tokens).encode()).hexdigest()[:12]
-
-    def save(self, path: str | os.PathLike[str]) -> Path:
-        """Write the vocabulary as JSON atomically."""
-        payload = {"version": self.version, "hash": self.content_hash(), "tokens": self.tokens}
-        with atomic_path(path) as tmp:
-            tmp.write_text(json.dumps(payload, ensure_ascii=False, indent=0) + "\n", encoding="utf-8")
-        return Path(path)
-
-    @classmethod
-    def load(cls, path: str | os.PathLike[str]) -> TagVocabulary:
-        """Read a vocabulary written by :meth:`save`.
-
-        Raises:
-            NotFoundError: the file does not exist.
-            ConfigError: the file is not a vocabulary, or its hash does not match its tokens.
-        """
-        path = Path(path)
-        if not path.exists():
-            raise NotFoundError(f"tag vocabulary {path} does not exist")
-        try:
-            raw: Any = json.loads(path.read_text(encoding="utf-8"))
-            vocab = cls(tokens=[str(t) for t in raw["tokens"]], version=int(raw["version"]))
-        except (ValueError, KeyError, TypeError) as exc:
-            raise ConfigError(
-                f"tag vocabulary {path} is malformed: {exc}; expected {{version, hash, tokens}}"
-            ) from exc
-        if raw.get("hash") not in (None, vocab.content_hash()):
-            raise ConfigError(f"tag vocabulary {path}: hash {raw.get('hash')!r} does not match its tokens")
-        return vocab

@@ -10,18 +10,20 @@ import sys
 import pandas as pd
 import pytest
 
-from features.compute import FeatureConfig, TagVocab, compute_feature_tables, user_interests_table
+from features.compute import FeatureConfig, compute_feature_tables, user_interests_table
 from features.errors import ConfigError, NotFoundError
+from features.vocab import TagVocabulary
 from tests.features.conftest import T0, make_tiny_run
 
 
 def test_vocab_is_sorted_with_padding_zero(tmp_path):
     run = make_tiny_run(tmp_path / "run")
     ft = compute_feature_tables(run.path)
-    texts = sorted(ft.vocab.ids)
-    assert [ft.vocab.ids[t] for t in texts] == list(range(1, len(texts) + 1))
+    texts = sorted(ft.vocab)
+    assert list(ft.vocab) == texts and ft.vocab.tokens[0] == "<pad>"
+    assert [ft.vocab[t] for t in texts] == list(range(1, len(texts) + 1))
     first = ft.note_tags.iloc[0]
-    assert first["tag_ids"] == [ft.vocab.ids[t] for t in first["tag_texts"]]
+    assert first["tag_ids"] == [ft.vocab[t] for t in first["tag_texts"]]
     assert ft.figures["tags_out_of_vocab"] == 0 and ft.figures["tags_table"] == "teacher_tags"
 
 
@@ -35,8 +37,6 @@ def test_tagger_vocab_and_student_tags_win(tmp_path):
         }
     )
     # The vocabulary exactly as the tagger writes it (the contract between tagging and features).
-    from tagging.normalize import TagVocabulary
-
     vocab = TagVocabulary().extend(["x1", "x2", "x3", "x4", "x5", "x6", "ramen", "x8", "hiking"])
     vocab.save(run.path / "tag_vocab.json")
     ft = compute_feature_tables(run.path)
@@ -50,7 +50,7 @@ def test_tagger_vocab_and_student_tags_win(tmp_path):
 def test_bad_vocab_file_names_expected_form(tmp_path):
     (tmp_path / "v.json").write_text(json.dumps({"tokens": ["<pad>", 3]}))
     with pytest.raises(ConfigError, match="expected"):
-        TagVocab.load(tmp_path / "v.json")
+        TagVocabulary.load(tmp_path / "v.json")
 
 
 def test_missing_tags_names_both_tables(tmp_path):
@@ -96,7 +96,7 @@ def test_user_interest_weights_decay_exactly():
         }
     )
     cfg = FeatureConfig(half_life_days=10.0)
-    out = user_interests_table(inter, tags, TagVocab.build({"x"}), cfg)
+    out = user_interests_table(inter, tags, TagVocabulary.sorted_of({"x"}), cfg)
     assert len(out) == 2 and out["n_engagements"].tolist() == [1, 2]
     end0 = (day.floor("D") + pd.Timedelta(days=1) - pd.Timedelta(microseconds=1)).timestamp()
     end1 = end0 + 10 * 86400

@@ -16,9 +16,10 @@ import pytest
 import torch
 from click.testing import CliRunner
 
-from features.compute import FeatureConfig, TagVocab, note_tags_table, user_interests_table
+from features.compute import FeatureConfig, note_tags_table, user_interests_table
 from features.errors import ConfigError, NotFoundError
 from features.io import RunDir
+from features.vocab import TagVocabulary
 from ranking.data import load_run_data
 from ranking.feast_data import FeastInterests, feast_training_examples
 from tests.features.conftest import make_tiny_run
@@ -35,7 +36,7 @@ def feast_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
     from features.feast_repo import feature_stage
 
     run = make_tiny_run(tmp_path_factory.mktemp("feast_train") / "run")
-    (run.path / "tag_vocab.json").write_text(json.dumps({"version": 1, "hash": "x", "tokens": _TOKENS}))
+    (run.path / "tag_vocab.json").write_text(json.dumps({"version": 1, "tokens": _TOKENS}))
     feature_stage(run.path)
     return run.path
 
@@ -64,7 +65,7 @@ def test_feast_bag_equals_the_pit_row(feast_run: Path, feast_examples) -> None:
     data, ex = feast_examples
     assert ex.user_tags is not None and len(ex.user_tags) == len(ex)
     # The Feast and catalog vocabularies differ: the mapping goes through the texts.
-    feast_vocab = json.loads((feast_run / "features" / "tag_vocab.json").read_text())["tags"]
+    feast_vocab = TagVocabulary.load(feast_run / "features" / "tag_vocab.json")
     assert any(feast_vocab[t] != i for t, i in data.catalog.vocab.items())
     table = pd.read_parquet(feast_run / "features" / "user_interests.parquet")
     checked = nonempty = 0
@@ -93,7 +94,7 @@ def test_feast_bag_is_point_in_time(feast_run: Path, feast_examples) -> None:
     run = RunDir(feast_run)
     notes, inter = run.read_table("notes"), run.read_table("interactions")
     tags = run.read_table("teacher_tags", check=False)
-    vocab = TagVocab.load(feast_run / "tag_vocab.json")
+    vocab = TagVocabulary.load(feast_run / "tag_vocab.json")
     nt = note_tags_table(notes, tags, vocab)
     inv = {i: t for t, i in data.catalog.vocab.items()}
     full = pd.read_parquet(feast_run / "features" / "user_interests.parquet")
