@@ -455,7 +455,7 @@ def _weighted_values(
     kept = _drop_subsumed(kept, s, config)
     lift = _lift([ps & set(kept) for ps in s.note_phrases], s.note_ids, eng, config.engagement_prior)
     raw_w = {p: max(spec[p], 0.0) * lift.get(p, 1.0) * math.log1p(s.df[p]) for p in kept}
-    return sorted(kept, key=lambda p: -raw_w[p])[: config.max_values_per_category], raw_w
+    return sorted(kept, key=lambda p: (-raw_w[p], p))[: config.max_values_per_category], raw_w
 
 
 def _dimension_dicts(

@@ -77,7 +77,7 @@ def _context_words(members: Sequence[str], stats: CategoryStats) -> list[str]:
             w = f[2:]
             if w not in STOPWORDS and w not in ("<s>", "</s>") and not w.isdigit() and w not in members:
                 ctx[w] += n
-    return [w for w, _ in ctx.most_common(5)]
+    return [w for w, _ in sorted(ctx.items(), key=lambda kv: (-kv[1], kv[0]))[:5]]
 
 
 def group_dimensions(
@@ -100,7 +100,7 @@ def group_dimensions(
 
     named: list[tuple[str, list[str], list[str]]] = []
     used: set[str] = set()
-    for name, members in sorted(groups, key=lambda g: (g[0] == "topic", -len(g[1]))):
+    for name, members in sorted(groups, key=lambda g: (g[0] == "topic", -len(g[1]), min(g[1]))):
         words = _context_words(members, stats)
         if not name:
             name = next((w for w in words if w not in used), f"dimension {len(named) + 1}")

@@ -260,3 +260,30 @@ def test_removed_max_boilerplate_listed_is_a_clear_error() -> None:
     ):
         HandbookConfig.from_mapping({"max_boilerplate_listed": 500})
     assert HandbookConfig.from_mapping({"log_boilerplate": 5}).log_boilerplate == 5
+
+
+def test_handbook_is_the_same_under_any_hash_seed() -> None:
+    """Ties (equal weights, equal context counts) are broken by text, never by set iteration order:
+    two processes with different PYTHONHASHSEED build the same handbook."""
+    import os
+    import subprocess
+    import sys
+
+    code = (
+        "from features.datasets.synthetic import load\n"
+        "from tagging.handbook import HandbookConfig, build_handbook\n"
+        "ds = load(size='tiny', seed=0)\n"
+        "cfg = HandbookConfig(min_df=2, min_hashtag_df=1)\n"
+        "print(build_handbook(ds.tables['notes'], ds.tables.get('interactions'), config=cfg).version)\n"
+    )
+    versions = {
+        subprocess.run(
+            [sys.executable, "-c", code],
+            env={**os.environ, "PYTHONHASHSEED": seed},
+            capture_output=True,
+            text=True,
+            check=True,
+        ).stdout.strip()
+        for seed in ("1", "3")
+    }
+    assert len(versions) == 1, versions
