@@ -41,6 +41,7 @@ from serving.core import FeatureSink, ServingCore, Tagger
 from serving.interceptor import Gate
 from serving.metrics import ServerMetrics
 from serving.servicers import PushQueue, RecommendationServicer, TagFeaturesServicer, TaggingServicer
+from tagging.student.files import WEIGHTS
 
 if TYPE_CHECKING:
     from grpc_health.v1.health import aio as health_aio
@@ -82,9 +83,9 @@ def _feature_sink(config: ServerConfig) -> FeatureClient | None:
 def _student(config: ServerConfig) -> tuple[Tagger | None, str]:
     """(the run's student tagger, "") or (None, why there is none)."""
     path = config.student_model or RunDir(config.run_dir).student_model
-    if not (path / "model.safetensors").exists():
+    if not (path / WEIGHTS).exists():
         problem = (
-            f"no student model at {path} (missing model.safetensors); train one with "
+            f"no student model at {path} (missing {WEIGHTS}); train one with "
             f"`tagllm tag distill --run {config.run_dir}` or start the server with --student-model"
         )
         log.warning("TagNotes disabled: %s", problem)
