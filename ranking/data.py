@@ -261,14 +261,13 @@ def _epoch_s(ts: pd.Series) -> np.ndarray:
     return (ts.dt.tz_convert("UTC").astype("datetime64[ns, UTC]").astype("int64") / 1e9).to_numpy(float)
 
 
-def load_run_data(run: RunDir | str, tag_source: str = "auto") -> RunData:
+def load_run_data(run: RunDir, tag_source: str = "auto") -> RunData:
     """Read a prepared run directory into :class:`RunData`.
 
     Raises:
         NotFoundError: the run is not prepared, or the tag source's table is missing.
         ConfigError: the manifest has no ``cold_start_cutoff``.
     """
-    run = RunDir(run) if not isinstance(run, RunDir) else run
     manifest = run.manifest()
     if not manifest.get("cold_start_cutoff"):
         raise ConfigError(f"{run.manifest_path}: no cold_start_cutoff; re-run `tagllm data prepare`")

@@ -61,13 +61,12 @@ def feast_training_examples(
     return ex.with_user_tags(interests.bags(data.catalog)[0])
 
 
-def require_feast_store(run: RunDir | str) -> RunDir:
+def require_feast_store(run: RunDir) -> RunDir:
     """Check that ``run`` has its own applied Feast store with the ``user_interests`` source.
 
     Raises:
         NotFoundError: naming the missing paths and the commands that create them.
     """
-    run = RunDir(run) if not isinstance(run, RunDir) else run
     needed = [
         run.feast_registry,
         run.feature_table("user_interests"),
@@ -142,7 +141,7 @@ class FeastInterests:
 
 
 def feast_user_interests(
-    run: RunDir | str,
+    run: RunDir,
     data: RunData,
     users: np.ndarray,
     ts: np.ndarray,

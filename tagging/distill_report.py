@@ -225,7 +225,7 @@ Scorer = Callable[[str, str, Mapping[str, Sequence[str]], Sequence[str]], dict[s
 
 
 def build_report(
-    run: RunDir | str | os.PathLike[str],
+    run: RunDir,
     *,
     teacher_table: str = "teacher_tags",
     second_table: str | None = "teacher_tags_second",
@@ -262,7 +262,7 @@ def build_report(
         NotFoundError: no run, student model, teacher table or student table (the message names the
             file and the command that makes it). ConfigError: a bad option or table (named).
     """
-    run = (run if isinstance(run, RunDir) else RunDir(run)).require()
+    run = run.require()
     _check_options(max_notes, peers)
     meta = _student_meta(Path(model_dir) if model_dir is not None else run.student_model, run)
     teacher = _read_answers(run, teacher_table, f"`tagllm tag teach --run {run.path}` or `tagllm tag import`")

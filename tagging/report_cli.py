@@ -90,10 +90,11 @@ def report(
     note, overall and per category; plus the calibration of the student's confidence (ECE and a
     reliability diagram). Writes report.json, report.md and reliability.png to --out.
     """
+    from features.io import RunDir
     from tagging.distill_report import build_report, render_markdown
 
     rep = build_report(
-        run_dir,
+        RunDir(run_dir),
         teacher_table=teacher_table,
         second_table=second_table or None,
         student_table=student_table,

@@ -2,10 +2,11 @@
 
 Example::
 
+    from features.io import RunDir
     from ranking.data import build_training_examples, load_run_data
     from ranking.retrieval.train import TrainConfig, train
 
-    data = load_run_data("runs/demo", "teacher")
+    data = load_run_data(RunDir("runs/demo"), "teacher")
     examples = build_training_examples(data)
     result = train(data, examples, TrainConfig(feature_set="tags", epochs=5))
     items = result.item_embeddings()                 # (N, out_dim): every note, cold-start included

@@ -26,6 +26,7 @@ def bench(run_dir: str | Path, *, n_index: int = 100_000, k: int = 100, repeats:
     """Measure the four figures on ``run_dir`` (one thread for torch and LightGBM)."""
     import torch
 
+    from features.io import RunDir
     from ranking.data import build_training_examples, load_run_data
     from ranking.ranker import FEATURES, RankerConfig, ranker_features, ranking_examples, train_ranker
     from ranking.retrieval.index import NoteIndex
@@ -33,7 +34,7 @@ def bench(run_dir: str | Path, *, n_index: int = 100_000, k: int = 100, repeats:
 
     torch.set_num_threads(1)
     out: dict[str, Any] = {"run_dir": str(run_dir), "torch_threads": 1}
-    data = load_run_data(str(run_dir))
+    data = load_run_data(RunDir(run_dir))
     ex = build_training_examples(data)
     result = train(data, ex, TrainConfig(epochs=2))
     out["train_examples_per_s"] = round(result.examples_per_s)

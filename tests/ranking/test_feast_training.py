@@ -43,7 +43,7 @@ def feast_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 @pytest.fixture(scope="module")
 def feast_examples(feast_run: Path):
-    data = load_run_data(feast_run, "teacher")
+    data = load_run_data(RunDir(feast_run), "teacher")
     return data, feast_training_examples(RunDir(feast_run), data)
 
 
@@ -145,7 +145,7 @@ def test_train_from_feast_a_few_steps(feast_run: Path, feast_examples) -> None:
     result = train(data, ex, TrainConfig(epochs=3, batch_size=8, max_steps=4))
     assert len(result.losses) == 4 and np.isfinite(result.losses).all()
     users = np.unique(ex.user)
-    at_cutoff = feast_user_interests(feast_run, data, users, np.full(len(users), data.cutoff_s))
+    at_cutoff = feast_user_interests(RunDir(feast_run), data, users, np.full(len(users), data.cutoff_s))
     bags, figures = at_cutoff.bags(data.catalog)
     emb = result.user_embeddings(users, data.cutoff_s, user_tags=bags)
     assert emb.shape == (len(users), result.config.out_dim) and np.isfinite(emb).all()
