@@ -1,7 +1,7 @@
 """Text templates of the synthetic community: titles, body frames, per-dimension slot sentences,
 image-caption phrases, chit-chat distractors and platform-boilerplate hashtags.
 
-The templates are package data (``data/phrases.yaml``, whose header lists the placeholders); this
+The templates are package data (``data/phrases.yaml``, whose header lists the template fields); this
 module reads and checks them into a frozen :class:`PhraseBook` and exposes its lists as constants.
 Values of one dimension always appear in that dimension's slots ("in {v}", "by {v}", "for {v}"), so a
 handbook builder can recover dimensions from co-occurrence. ``{v}`` is a surface form, ``{item}`` the
@@ -60,7 +60,7 @@ class SlotPhrases:
 
 @dataclass(frozen=True)
 class PhraseBook:
-    """Every text template of the generator (see ``data/phrases.yaml`` for the placeholders).
+    """Every text template of the generator (see ``data/phrases.yaml`` for the template fields).
 
     Attributes:
         boilerplate: platform hashtags shared by every category.
