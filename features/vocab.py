@@ -31,7 +31,7 @@ import pandas as pd
 from features.errors import ConfigError, NotFoundError
 from features.io import atomic_path
 
-__all__ = ["PAD", "PAD_ID", "TagVocabulary", "canonical"]
+__all__ = ["PAD", "PAD_ID", "TagVocabulary", "canonical", "is_cjk"]
 
 PAD = "<pad>"
 PAD_ID = 0
@@ -57,6 +57,11 @@ def canonical(text: str) -> str:
     if " " in text and _CJK_RE.search(text):
         text = re.sub(r"(?<=[\u3400-\u9fff]) (?=[\u3400-\u9fff])", "", text)
     return text
+
+
+def is_cjk(text: str) -> bool:
+    """True when ``text`` contains CJK characters (compared by characters, not words)."""
+    return bool(_CJK_RE.search(text))
 
 
 class TagVocabulary(Mapping[str, int]):

@@ -22,12 +22,11 @@ carries more than ``cap_per_dimension`` tags. The steps, in order:
 
 from __future__ import annotations
 
-import re
 from collections.abc import Sequence
 from dataclasses import dataclass, replace
 
 from features.errors import ConfigError
-from features.vocab import PAD_ID, TagVocabulary, canonical
+from features.vocab import PAD_ID, TagVocabulary, canonical, is_cjk
 from tagging.handbook_model import Handbook
 from tagging.types import Tag
 
@@ -46,13 +45,6 @@ __all__ = [
 ]
 
 NEAR_DUP_THRESHOLD = 0.8
-
-_CJK_RE = re.compile(r"[\u3040-\u30ff\u3400-\u4dbf\u4e00-\u9fff\uac00-\ud7af]")
-
-
-def is_cjk(text: str) -> bool:
-    """True when ``text`` contains CJK characters (compared by characters, not words)."""
-    return bool(_CJK_RE.search(text))
 
 
 def words(text: str) -> list[str]:

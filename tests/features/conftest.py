@@ -14,15 +14,9 @@ import pandas as pd
 import pytest
 
 from features.io import RunDir
-from tagllm.bench.procs import stop_process
+from tagllm.bench.procs import free_port, stop_process
 
 T0 = pd.Timestamp("2026-01-01T00:00:00Z")
-
-
-def free_port() -> int:
-    with contextlib.closing(socket.socket(socket.AF_INET, socket.SOCK_STREAM)) as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 @pytest.fixture(scope="session")
