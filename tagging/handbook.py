@@ -120,19 +120,31 @@ class HandbookConfig:
     log_boilerplate: int = 20
 
     def __post_init__(self) -> None:
-        checks = {
-            "max_ngram": self.max_ngram >= 1,
-            "min_df": self.min_df >= 1,
-            "max_doc_share": 0 < self.max_doc_share <= 1,
-            "boilerplate_entropy": 0 <= self.boilerplate_entropy <= 1,
-            "cluster_distance": 0 < self.cluster_distance <= 1,
-            "max_cooccurrence": self.max_cooccurrence > 0,
-            "synonym_share": self.synonym_share is None or 0 < self.synonym_share <= 1,
-            "log_boilerplate": self.log_boilerplate >= 0,
+        def num(x: object) -> bool:
+            return isinstance(x, int | float) and not isinstance(x, bool)
+
+        checks = {  # name -> (ok, expected form)
+            "max_ngram": (num(self.max_ngram) and self.max_ngram >= 1, "an integer >= 1"),
+            "min_df": (num(self.min_df) and self.min_df >= 1, "an integer >= 1"),
+            "max_doc_share": (num(self.max_doc_share) and 0 < self.max_doc_share <= 1, "a number in (0, 1]"),
+            "boilerplate_entropy": (
+                num(self.boilerplate_entropy) and 0 <= self.boilerplate_entropy <= 1,
+                "a number in [0, 1]",
+            ),
+            "cluster_distance": (
+                num(self.cluster_distance) and 0 < self.cluster_distance <= 1,
+                "a number in (0, 1]",
+            ),
+            "max_cooccurrence": (num(self.max_cooccurrence) and self.max_cooccurrence > 0, "a number > 0"),
+            "synonym_share": (
+                self.synonym_share is None or (num(self.synonym_share) and 0 < self.synonym_share <= 1),
+                "a number in (0, 1], or null to keep synonyms apart",
+            ),
+            "log_boilerplate": (num(self.log_boilerplate) and self.log_boilerplate >= 0, "an integer >= 0"),
         }
-        for name, ok in checks.items():
+        for name, (ok, expected) in checks.items():
             if not ok:
-                raise ConfigError(f"HandbookConfig.{name} is out of range: {getattr(self, name)!r}")
+                raise ConfigError(f"HandbookConfig.{name}: got {getattr(self, name)!r}; expected {expected}")
 
     @classmethod
     def from_mapping(cls, raw: Mapping[str, Any]) -> HandbookConfig:

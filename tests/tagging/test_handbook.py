@@ -287,3 +287,9 @@ def test_handbook_is_the_same_under_any_hash_seed() -> None:
         for seed in ("1", "3")
     }
     assert len(versions) == 1, versions
+
+
+@pytest.mark.parametrize("value", [0, 2, "x", True])
+def test_bad_synonym_share_names_the_key_and_the_expected_form(value) -> None:
+    with pytest.raises(ConfigError, match=r"synonym_share: got .*; expected a number in \(0, 1\], or null"):
+        HandbookConfig.from_mapping({"synonym_share": value})
