@@ -235,6 +235,16 @@ class RunDir:
         """The SQLite online store (the Redis store lives in Redis)."""
         return self.feast_dir / "online_store.db"
 
+    # ---- serving
+    @property
+    def serving_dir(self) -> Path:
+        return self.path / "serving"
+
+    @property
+    def journal(self) -> Path:
+        """The TagNotes journal: every accepted fresh note, fsync'd before the reply (:mod:`serving.journal`)."""
+        return self.serving_dir / "tagnotes.journal"
+
     # ---- ranking
     @property
     def retrieval_dir(self) -> Path:

@@ -18,7 +18,21 @@ from typing import Any
 
 from features.errors import ConfigError, NotFoundError
 
-__all__ = ["Limits", "ServerConfig", "load_config", "merge_options", "resolve_token"]
+__all__ = [
+    "METHODS",
+    "Limits",
+    "ServerConfig",
+    "load_config",
+    "merge_options",
+    "resolve_token",
+    "resolve_write_token",
+]
+
+#: The TagLLM methods by short name (the keys of ``max_inflight``).
+METHODS = ("GetNoteTags", "GetUserInterests", "Recommend", "Rank", "TagNotes")
+
+#: Calls of one method in flight on one worker before new ones get RESOURCE_EXHAUSTED.
+DEFAULT_MAX_INFLIGHT = {"GetNoteTags": 512, "GetUserInterests": 128, "Recommend": 16, "Rank": 16, "TagNotes": 4}
 
 
 @dataclass(frozen=True)
@@ -31,6 +45,8 @@ class Limits:
     max_top_k: int = 200
     max_notes_per_call: int = 64
     max_id_length: int = 256
+    max_text_chars: int = 10_000
+    max_captions: int = 16
     default_top_k: int = 20
     default_candidates: int = 300
 
@@ -53,17 +69,32 @@ class ServerConfig:
         tls_cert, tls_key: PEM files; both or neither.
         token_file: a file holding the bearer token; else ``token``; else env ``TAGLLM_TOKEN``; else no auth.
         token: the bearer token itself (not read from YAML files: keep secrets out of configs).
+        write_token_file, write_token: the token TagNotes needs (else env ``TAGLLM_WRITE_TOKEN``); it also
+            grants reads. Without one TagNotes answers PERMISSION_DENIED unless ``open_writes``.
+        open_writes: let any caller that passes the read check use TagNotes (trusted networks, tests).
         metrics_port: serve Prometheus /metrics on this port (None = off; 0 = a free port).
         metrics_host: bind address of the metrics endpoint.
         grace_s: seconds in-flight calls get to finish on shutdown.
         max_message_bytes: largest request/response; larger requests get RESOURCE_EXHAUSTED.
-        tags_from: ``auto`` (Feast online store when the run has one, else the catalog), ``feast``, ``catalog``.
+        tags_from: where the batch notes' tags come from: ``catalog`` (the run's tag table, which the Feast
+            store was materialized from; fast start), ``feast`` (read the online store at start; a note whose
+            online tags differ is re-embedded so every method agrees), ``auto`` (feast when the run has a
+            store). Fresh notes always come from the journal; Feast, when the run has a store, receives
+            every fresh note either way.
         online, redis: the Feast online store kind (``sqlite``/``redis``) and redis ``HOST:PORT``.
         student_model: the TagNotes student model folder (default RUN/student/model).
         index_kind: ANN index (``exact``, ``ivf``, ``hnsw``).
         use_ranker: rank with the LightGBM ranker when the run has one.
         cold_candidates: extra Recommend candidates from cold-start notes (the cold-start channel; 0 = off).
         cold_slot_every: every N-th Recommend slot goes to the best-ranked cold-start candidate (0 = off).
+        workers: server processes sharing the port (SO_REUSEPORT), each with its own copy of the models;
+            fresh notes reach the other workers through the journal within ``journal_poll_s``.
+        offload: run Recommend, Rank and user-interest misses on a worker thread, off the event loop
+            (False: the pre-0.15 behaviour, everything on the loop; kept for benchmarks).
+        max_inflight: per method (short name), calls in flight on one worker before new ones get
+            RESOURCE_EXHAUSTED; missing methods keep their default.
+        journal: the TagNotes journal (default RUN/serving/tagnotes.journal).
+        journal_poll_s: how often a worker reads notes other workers appended to the journal.
         limits: per-call limits (YAML: the :class:`Limits` field names at top level).
     """
 
@@ -75,11 +106,14 @@ class ServerConfig:
     tls_key: Path | None = None
     token_file: Path | None = None
     token: str | None = field(default=None, repr=False)
+    write_token_file: Path | None = None
+    write_token: str | None = field(default=None, repr=False)
+    open_writes: bool = False
     metrics_port: int | None = None
     metrics_host: str = "127.0.0.1"
     grace_s: float = 5.0
     max_message_bytes: int = 4 * 1024 * 1024
-    tags_from: str = "auto"
+    tags_from: str = "catalog"
     online: str = "sqlite"
     redis: str | None = None
     student_model: Path | None = None
@@ -87,6 +121,11 @@ class ServerConfig:
     use_ranker: bool = True
     cold_candidates: int = 0
     cold_slot_every: int = 0
+    workers: int = 1
+    offload: bool = True
+    max_inflight: Mapping[str, int] = field(default_factory=lambda: dict(DEFAULT_MAX_INFLIGHT))
+    journal: Path | None = None
+    journal_poll_s: float = 0.1
     limits: Limits = field(default_factory=Limits)
 
     def __post_init__(self) -> None:
@@ -102,6 +141,11 @@ class ServerConfig:
             raise ConfigError(f"grace_s: got {self.grace_s}; expected seconds >= 0")
         if self.max_message_bytes < 1024:
             raise ConfigError(f"max_message_bytes: got {self.max_message_bytes}; expected >= 1024")
+        if isinstance(self.workers, bool) or not isinstance(self.workers, int) or not 1 <= self.workers <= 64:
+            raise ConfigError(f"workers: got {self.workers!r}; expected an integer in 1..64")
+        if not isinstance(self.journal_poll_s, int | float) or not 0.001 <= self.journal_poll_s <= 60:
+            raise ConfigError(f"journal_poll_s: got {self.journal_poll_s!r}; expected seconds in 0.001..60")
+        object.__setattr__(self, "max_inflight", _inflight(self.max_inflight))
 
     @classmethod
     def from_mapping(cls, values: Mapping[str, Any]) -> ServerConfig:
@@ -118,7 +162,16 @@ class ServerConfig:
         kwargs = {k: v for k, v in values.items() if k in own and v is not None}
         if "run_dir" not in kwargs:
             raise ConfigError("run_dir: required; expected the run directory (--run RUN_DIR)")
-        for key in ("run_dir", "port_file", "tls_cert", "tls_key", "token_file", "student_model"):
+        for key in (
+            "run_dir",
+            "port_file",
+            "tls_cert",
+            "tls_key",
+            "token_file",
+            "write_token_file",
+            "student_model",
+            "journal",
+        ):
             if kwargs.get(key) is not None:
                 kwargs[key] = Path(kwargs[key])
         kwargs["limits"] = Limits(**{k: v for k, v in values.items() if k in lim and v is not None})
@@ -142,23 +195,48 @@ def load_config(path: str | os.PathLike[str]) -> dict[str, Any]:
             f"--config {p}: expected a YAML mapping of option: value, got {type(data).__name__}"
         )
     out = {str(k).replace("-", "_"): v for k, v in data.items()}
-    if "token" in out:
-        raise ConfigError(
-            f"--config {p}: 'token' is not read from config files; use token_file or TAGLLM_TOKEN"
-        )
+    for secret, instead in (("token", "token_file or TAGLLM_TOKEN"), ("write_token", "write_token_file")):
+        if secret in out:
+            raise ConfigError(f"--config {p}: {secret!r} is not read from config files; use {instead}")
     return out
+
+
+def _inflight(values: Mapping[str, int]) -> dict[str, int]:
+    """``max_inflight`` over the defaults; ConfigError naming an unknown method or a bad count."""
+    if not isinstance(values, Mapping):
+        raise ConfigError(f"max_inflight: got {values!r}; expected a mapping of method name -> count")
+    unknown = sorted(set(values) - set(METHODS))
+    if unknown:
+        raise ConfigError(f"max_inflight: unknown method(s) {unknown}; expected some of {list(METHODS)}")
+    out = dict(DEFAULT_MAX_INFLIGHT)
+    for name, n in values.items():
+        if isinstance(n, bool) or not isinstance(n, int) or n < 1:
+            raise ConfigError(f"max_inflight.{name}: got {n!r}; expected an integer >= 1")
+        out[name] = n
+    return out
+
+
+def _read_token(key: str, path: Path) -> str:
+    if not path.exists():
+        raise NotFoundError(f"{key}: {path} does not exist")
+    token = path.read_text(encoding="utf-8").strip()
+    if not token:
+        raise ConfigError(f"{key}: {path} is empty; expected one line with the token")
+    return token
 
 
 def resolve_token(config: ServerConfig) -> str | None:
     """The bearer token: token_file, else ``token``, else env TAGLLM_TOKEN, else None (no auth)."""
     if config.token_file is not None:
-        if not config.token_file.exists():
-            raise NotFoundError(f"token_file: {config.token_file} does not exist")
-        token = config.token_file.read_text(encoding="utf-8").strip()
-        if not token:
-            raise ConfigError(f"token_file: {config.token_file} is empty; expected one line with the token")
-        return token
+        return _read_token("token_file", config.token_file)
     return config.token or os.environ.get("TAGLLM_TOKEN") or None
+
+
+def resolve_write_token(config: ServerConfig) -> str | None:
+    """The write token (TagNotes): write_token_file, else ``write_token``, else env TAGLLM_WRITE_TOKEN."""
+    if config.write_token_file is not None:
+        return _read_token("write_token_file", config.write_token_file)
+    return config.write_token or os.environ.get("TAGLLM_WRITE_TOKEN") or None
 
 
 def merge_options(

@@ -54,9 +54,22 @@ def _status_name(context: grpc.aio.ServicerContext, fallback: str) -> str:
 class Gate(grpc.aio.ServerInterceptor):
     """Request id, auth, deadline, error mapping, access log and metrics for every call."""
 
-    def __init__(self, token: str | None, metrics: ServerMetrics) -> None:
+    def __init__(
+        self,
+        token: str | None,
+        metrics: ServerMetrics,
+        *,
+        write_token: str | None = None,
+        open_writes: bool = False,
+        max_inflight: Mapping[str, int] | None = None,
+        max_response_bytes: int | None = None,
+    ) -> None:
         self._expected = f"Bearer {token}".encode() if token else None
         self.metrics = metrics
+        self.write_token = write_token
+        self.open_writes = open_writes
+        self.max_inflight = dict(max_inflight or {})
+        self.max_response_bytes = max_response_bytes
 
     def _authorize(self, metadata: Mapping[str, str]) -> None:
         if self._expected is None:

@@ -36,7 +36,7 @@ import grpc
 
 from features.errors import ConfigError
 from features.io import RunDir
-from serving.config import ServerConfig, load_config, merge_options, resolve_token
+from serving.config import ServerConfig, load_config, merge_options, resolve_token, resolve_write_token
 from serving.core import FeatureSink, ServingCore, Tagger
 from serving.interceptor import Gate
 from serving.metrics import ServerMetrics
@@ -193,7 +193,16 @@ async def start_server(
     metrics = ServerMetrics()
     pushes = PushQueue(core.features, metrics)
     server = grpc.aio.server(
-        interceptors=[Gate(token, metrics)],
+        interceptors=[
+            Gate(
+                token,
+                metrics,
+                write_token=resolve_write_token(cfg),
+                open_writes=cfg.open_writes,
+                max_inflight=cfg.max_inflight,
+                max_response_bytes=cfg.max_message_bytes,
+            )
+        ],
         options=[
             ("grpc.max_receive_message_length", cfg.max_message_bytes),
             ("grpc.max_send_message_length", cfg.max_message_bytes),
