@@ -135,6 +135,8 @@ def start(run: Path, **kwargs: Any) -> Served:
 
     loop = LoopThread()
     kwargs.setdefault("port", 0)
+    kwargs.setdefault("open_writes", True)  # the write-permission tests turn it off
+    kwargs.setdefault("journal", run / "journals" / f"{id(loop)}.journal")  # no test sees another's notes
     tagger = kwargs.get("tagger")
     sink = kwargs.get("features")
     running = loop.run(start_server(run, **kwargs))
