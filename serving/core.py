@@ -1,13 +1,16 @@
 """The serving core behind the gRPC servicers: each RPC over the recommender (requests checked by
 :mod:`serving.validation` against the :class:`~serving.config.Limits`), the in-process tag store and
-the TagNotes flow. No grpc here (protobuf messages only); errors are :mod:`features.errors` classes that
-know their status code, mapped once by the server's interceptor.
+the TagNotes steps (tag → journal notes → apply). No grpc here (protobuf messages only); errors are
+:mod:`features.errors` classes that know their status code, mapped once by the server's interceptor.
 
-Hot path: ``GetNoteTags`` is dict lookups of prebuilt ``NoteTags`` messages plus one response build;
-``GetUserInterests`` caches each user's strongest tags (as messages) on first use. Everything else
-delegates to :class:`~ranking.recommend.Recommender`, which is not thread-safe: call this class from
-one thread (the server's event loop). Only the tagger and the Feast push run in worker threads, and
-they touch no shared state.
+One source of truth for a note's tags: the tag store (``note_tags_by_id``, what GetNoteTags serves) and
+the recommender's catalog (what Recommend embeds and Rank's reasons cite) are built from the same rows at
+start (the run's tag table, or the Feast online store with ``tags_from="feast"``, where a note whose
+online tags differ is re-embedded) and changed together, by :meth:`ServingCore.apply` only.
+
+Threads: ``GetNoteTags`` and cached ``GetUserInterests`` read dicts and run on the event loop;
+everything that touches the :class:`~ranking.recommend.Recommender` (not thread-safe) runs on one thread
+(the servicers' recommender thread); the tagger runs on its own thread and touches no shared state.
 
 Example::
 
@@ -20,7 +23,6 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any, Protocol
 
@@ -29,8 +31,9 @@ from ranking.recommend import Recommendation, Recommender
 from serving.api.v1 import common_pb2, recommendation_pb2, tag_features_pb2, tagging_pb2
 from serving.config import Limits  # re-exported: ServingCore's limits
 from serving.errors import DeadlineError, FailedPreconditionError, UnauthenticatedError, UnavailableError
+from serving.journal import JournalEntry, JournalNote
 from serving.validation import check_filters, check_ids, check_int, check_notes, missing_error
-from tagging.types import NoteInput, TagResult
+from tagging.types import NoteInput, Tag, TagResult
 
 __all__ = [
     "DeadlineError",
@@ -40,6 +43,7 @@ __all__ = [
     "ServingCore",
     "UnauthenticatedError",
     "UnavailableError",
+    "push_records",
 ]
 
 log = logging.getLogger(__name__)
@@ -91,15 +95,6 @@ def _scored(r: Recommendation) -> common_pb2.ScoredNote:
     )
 
 
-@dataclass(frozen=True)
-class TaggedBatch:
-    """TagNotes after the in-memory update: the reply's notes, the records to push, the index size."""
-
-    notes: list[common_pb2.NoteTags]
-    records: list[dict[str, Any]]
-    index_size: int
-
-
 class ServingCore:
     """Validation + the in-process stores over one :class:`Recommender`.
 
@@ -108,8 +103,9 @@ class ServingCore:
         tagger: tags fresh notes for TagNotes; None: TagNotes answers FAILED_PRECONDITION with
             ``tagger_problem``.
         tagger_problem: why there is no tagger (shown to callers).
-        features: the Feast online store to load tags from and push fresh tags to (None: the tags come
-            from the recommender's catalog and TagNotes does not push).
+        features: the Feast online store fresh tags are pushed to (by the servicers; None: no push).
+        tags_from: ``catalog`` (the recommender's catalog) or ``feast`` (read ``features`` now; a note whose
+            online tag texts differ from the catalog's is re-embedded with the online tags).
         limits: per-call limits.
     """
 
@@ -120,8 +116,13 @@ class ServingCore:
         tagger: Tagger | None = None,
         tagger_problem: str = "the server has no tagger",
         features: FeatureSink | None = None,
+        tags_from: str = "catalog",
         limits: Limits | None = None,
     ) -> None:
+        if tags_from not in ("catalog", "feast"):
+            raise ConfigError(f"tags_from: got {tags_from!r}; expected catalog or feast")
+        if tags_from == "feast" and features is None:
+            raise ConfigError("tags_from: 'feast' needs a Feast store; the run has none (use catalog)")
         self.rec = recommender
         self.tagger = tagger
         self.tagger_problem = tagger_problem
@@ -129,7 +130,7 @@ class ServingCore:
         self.limits = limits or Limits()
         self._interests: dict[str, tuple[list[common_pb2.WeightedTag], int]] = {}
         t0 = time.perf_counter()
-        self.note_tags_by_id, self.tags_source = self._load_note_tags()
+        self.note_tags_by_id, self.tags_source = self._load_note_tags(tags_from == "feast")
         log.info(
             "note tags ready: %d notes from %s in %.2fs",
             len(self.note_tags_by_id),
@@ -143,30 +144,40 @@ class ServingCore:
         c = self.rec.catalog
         return str(c.categories[int(c.category[i]) - 1])
 
-    def _load_note_tags(self) -> tuple[dict[str, common_pb2.NoteTags], str]:
-        """note_id -> prebuilt NoteTags: from the Feast online store when given, else the catalog.
-        Notes the store lacks fall back to the catalog (counted in the log line)."""
+    def _load_note_tags(self, from_feast: bool) -> tuple[dict[str, common_pb2.NoteTags], str]:
+        """note_id -> prebuilt NoteTags from the catalog, or from the Feast online store (``from_feast``):
+        then a note whose online tag texts differ from the catalog's is re-embedded with the online tags,
+        and notes the store lacks keep the catalog's (both counted in the log line)."""
         c = self.rec.catalog
         ids = [str(n) for n in c.note_ids]
         out: dict[str, common_pb2.NoteTags] = {}
         source = f"catalog ({c.tag_source})"
-        if self.features is not None:
+        if from_feast and self.features is not None:
+            changed = 0
             for i, row in enumerate(self.features.note_tags(ids)):
                 if row is None:
                     continue
+                tags = [
+                    Tag(t, d, float(x))
+                    for t, d, x in zip(row.tag_texts, row.tag_dimensions, row.tag_confidences, strict=False)
+                ]
+                if sorted(t.text for t in tags) != sorted(t.text for t in self.rec.note_tags(ids[i])):
+                    self.rec.add_note(ids[i], self._category(i), tags)
+                    changed += 1
                 out[ids[i]] = common_pb2.NoteTags(
                     note_id=ids[i],
                     tags=[
-                        common_pb2.Tag(text=t, dimension=d, confidence=float(x))
-                        for t, d, x in zip(
-                            row.tag_texts, row.tag_dimensions, row.tag_confidences, strict=False
-                        )
+                        common_pb2.Tag(text=t.text, dimension=t.dimension, confidence=t.confidence)
+                        for t in tags
                     ],
                     tagger=_tagger_name(row.tagger_version, "feast"),
                     tagger_version=row.tagger_version,
                     category=self._category(i),
                 )
-            source = f"feast online store ({len(out)}), catalog ({len(ids) - len(out)} missing online)"
+            source = (
+                f"feast online store ({len(out)}; {changed} differed from the catalog and were re-embedded), "
+                f"catalog ({len(ids) - len(out)} missing online)"
+            )
         for i, nid in enumerate(ids):
             if nid not in out:
                 out[nid] = self._catalog_tags(nid, i)
@@ -204,6 +215,10 @@ class ServingCore:
             hit = ([common_pb2.WeightedTag(text=t, dimension=d, weight=w) for t, d, w in tags], n)
             self._interests[user_id] = hit
         return hit
+
+    def interests_cached(self, user_ids: Sequence[str]) -> bool:
+        """Whether every user's interests are cached (then GetUserInterests is dict reads only)."""
+        return all(u in self._interests for u in user_ids)
 
     def get_user_interests(
         self, req: tag_features_pb2.GetUserInterestsRequest
@@ -273,7 +288,7 @@ class ServingCore:
         return out
 
     def tag(self, notes: Sequence[NoteInput]) -> list[TagResult]:
-        """Run the tagger (thread-safe: reads no shared state; call it in a worker thread).
+        """Run the tagger (reads no shared state; the servicer runs it on its one tagger thread).
 
         Raises:
             UnavailableError: the tagger failed on a note (nothing was changed).
@@ -290,40 +305,82 @@ class ServingCore:
                 )
         return results
 
-    def add_tagged(self, req: tagging_pb2.TagNotesRequest, results: Sequence[TagResult]) -> TaggedBatch:
-        """Add the tagged notes to the recommender (embedded + indexed) and the tag store."""
+    def journal_notes(
+        self, req: tagging_pb2.TagNotesRequest, results: Sequence[TagResult]
+    ) -> tuple[list[JournalNote], list[str]]:
+        """The notes to journal, and the ids of re-tags that found no tags (unchanged: not journaled).
+        No state changes."""
         tagger = self.tagger
         name = str(getattr(tagger, "name", type(tagger).__name__))
-        version = str(getattr(tagger, "version", ""))
+        version = str(getattr(tagger, "version", "")) or name
         now_ms = int(time.time() * 1000)
-        replies, records = [], []
-        size = 0
+        notes, unchanged = [], []
         for note, result in zip(req.notes, results, strict=True):
-            created_s = note.created_at_ms / 1000.0 if note.created_at_ms else None
-            added = self.rec.add_note(note.note_id, note.category, result.tags, created_s=created_s)
-            size = added.index_size
-            if added.replaced:
-                self._interests.clear()  # profiles of users who engaged with the note changed
-            msg = common_pb2.NoteTags(
-                note_id=note.note_id,
-                tags=[
-                    common_pb2.Tag(text=t.text, dimension=t.dimension, confidence=float(t.confidence))
-                    for t in result.tags
-                ],
-                tagger=name,
-                tagger_version=version,
-                generated_at_ms=now_ms,
-                category=note.category,
+            if not result.tags and note.note_id in self.note_tags_by_id:
+                unchanged.append(note.note_id)
+                continue
+            notes.append(
+                JournalNote(
+                    note_id=note.note_id,
+                    category=note.category,
+                    tags=tuple(Tag(t.text, t.dimension, float(t.confidence)) for t in result.tags),
+                    created_at_ms=int(note.created_at_ms),
+                    tagger=name,
+                    tagger_version=version,
+                    generated_at_ms=now_ms,
+                )
             )
-            self.note_tags_by_id[note.note_id] = msg
-            replies.append(msg)
-            created = datetime.fromtimestamp(note.created_at_ms / 1000.0, UTC) if note.created_at_ms else None
-            records.append(
-                {
-                    "note_id": note.note_id,
-                    "tags": [t.as_record() for t in result.tags],
-                    "tagger_version": version or name,
-                    "created_at": created,
-                }
-            )
-        return TaggedBatch(replies, records, size)
+        return notes, unchanged
+
+    def apply(self, entries: Sequence[JournalEntry]) -> int:
+        """Apply journaled TagNotes calls in order: each note is added (or re-tagged: tags and embedding
+        replaced, creation time kept) in the recommender and the tag store. Returns the index size.
+
+        Call it on the recommender's thread. A note whose category this run does not know (written by a
+        server on another run) is skipped with an ERROR log line: validation refuses such notes, so it
+        only happens when journals are mixed up.
+        """
+        size = self.rec.num_notes
+        categories = set(self.rec.catalog.categories)
+        for entry in entries:
+            for n in entry.notes:
+                if n.category not in categories:
+                    log.error("journal note %r: unknown category %r; skipped", n.note_id, n.category)
+                    continue
+                created_s = n.created_at_ms / 1000.0 if n.created_at_ms else None
+                added = self.rec.add_note(n.note_id, n.category, n.tags, created_s=created_s)
+                size = added.index_size
+                if added.replaced:
+                    self._interests.clear()  # profiles of users who engaged with the note changed
+                self.note_tags_by_id[n.note_id] = _note_tags(n)
+        return size
+
+    def reply(self, req: tagging_pb2.TagNotesRequest) -> list[common_pb2.NoteTags]:
+        """The TagNotes reply's notes, in request order, as now served (after :meth:`apply`)."""
+        return [self.note_tags_by_id[n.note_id] for n in req.notes]
+
+
+def _note_tags(n: JournalNote) -> common_pb2.NoteTags:
+    return common_pb2.NoteTags(
+        note_id=n.note_id,
+        tags=[
+            common_pb2.Tag(text=t.text, dimension=t.dimension, confidence=float(t.confidence)) for t in n.tags
+        ],
+        tagger=n.tagger,
+        tagger_version=n.tagger_version,
+        generated_at_ms=n.generated_at_ms,
+        category=n.category,
+    )
+
+
+def push_records(notes: Sequence[JournalNote]) -> list[dict[str, Any]]:
+    """Feast ``note_tags`` push records of journaled notes."""
+    return [
+        {
+            "note_id": n.note_id,
+            "tags": [t.as_record() for t in n.tags],
+            "tagger_version": n.tagger_version,
+            "created_at": datetime.fromtimestamp(n.created_at_ms / 1000.0, UTC) if n.created_at_ms else None,
+        }
+        for n in notes
+    ]

@@ -27,6 +27,7 @@ import gc
 import logging
 import os
 import signal
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -39,14 +40,21 @@ from features.io import RunDir
 from serving.config import ServerConfig, load_config, merge_options, resolve_token, resolve_write_token
 from serving.core import FeatureSink, ServingCore, Tagger
 from serving.interceptor import Gate
+from serving.journal import Journal
 from serving.metrics import ServerMetrics
-from serving.servicers import PushQueue, RecommendationServicer, TagFeaturesServicer, TaggingServicer
+from serving.servicers import (
+    Backend,
+    PushQueue,
+    RecommendationServicer,
+    TagFeaturesServicer,
+    TaggingServicer,
+    replay,
+)
 from tagging.student.files import WEIGHTS
 
 if TYPE_CHECKING:
     from grpc_health.v1.health import aio as health_aio
 
-    from features.client import FeatureClient
     from ranking.recommend import Recommender
 
 __all__ = [
@@ -67,17 +75,35 @@ SERVICE_NAMES = ("tagllm.v1.TagFeatures", "tagllm.v1.Recommendation", "tagllm.v1
 # ---- assembling the parts -------------------------------------------------------------------------
 
 
-def _feature_sink(config: ServerConfig) -> FeatureClient | None:
-    """The Feast client per ``tags_from`` (None: use the catalog)."""
-    if config.tags_from == "catalog":
-        return None
-    registry = RunDir(config.run_dir).feast_registry_for(config.online)
-    if config.tags_from == "auto" and not registry.exists():
-        log.info("no Feast store at %s: note tags come from the recommender's catalog", registry.parent)
-        return None
-    from features.client import FeatureClient
+def _feature_sink(
+    config: ServerConfig, features: Any
+) -> tuple[FeatureSink | None, Callable[[], FeatureSink] | None, str]:
+    """(a loaded sink, or a factory that loads one later, and the core's ``tags_from``) per ``tags_from``.
 
-    return FeatureClient(config.run_dir, online=config.online, redis=config.redis)  # type: ignore[arg-type]
+    Loading Feast takes seconds, so unless the tags are read from it at start (``feast``) the online
+    store is only the push target and loads in the background after the server is SERVING."""
+    if features is not _DEFAULT:  # given by the caller (tests): read at start with tags_from feast/auto
+        use = "feast" if features is not None and config.tags_from != "catalog" else "catalog"
+        return features, None, use
+    registry = RunDir(config.run_dir).feast_registry_for(config.online)
+    has_store = registry.exists()
+    if config.tags_from == "feast" and not has_store:
+        raise ConfigError(
+            f"tags_from: 'feast' but the run has no Feast store ({registry} is missing); "
+            f"run `tagllm features --run {config.run_dir}` or use tags_from catalog"
+        )
+    if not has_store:
+        log.info("no Feast store at %s: fresh notes are journaled and served, not pushed", registry.parent)
+        return None, None, "catalog"
+
+    def load() -> FeatureSink:
+        from features.client import FeatureClient
+
+        return FeatureClient(config.run_dir, online=config.online, redis=config.redis)  # type: ignore[arg-type]
+
+    if config.tags_from in ("feast", "auto"):
+        return load(), None, "feast"
+    return None, load, "catalog"
 
 
 def _student(config: ServerConfig) -> tuple[Tagger | None, str]:
@@ -123,12 +149,20 @@ class RunningServer:
     server: grpc.aio.Server
     config: ServerConfig
     port: int
-    core: ServingCore
+    backend: Backend
     metrics: ServerMetrics
     health: health_aio.HealthServicer
-    pushes: PushQueue
+    startup_s: float = 0.0
     metrics_port: int | None = None
     _stopped: bool = False
+
+    @property
+    def core(self) -> ServingCore:
+        return self.backend.get()
+
+    @property
+    def pushes(self) -> PushQueue:
+        return self.backend.pushes
 
     @property
     def target(self) -> str:
@@ -137,7 +171,8 @@ class RunningServer:
 
     async def stop(self, grace: float | None = None) -> None:
         """Graceful stop: health NOT_SERVING, refuse new calls, let in-flight ones finish for ``grace``
-        seconds (default ``config.grace_s``), flush pending Feast pushes, close the metrics endpoint."""
+        seconds (default ``config.grace_s``), flush pending Feast pushes, close the journal and the
+        metrics endpoint. Every acknowledged TagNotes is already in the journal."""
         if self._stopped:
             return
         self._stopped = True
@@ -147,10 +182,8 @@ class RunningServer:
         await self.server.stop(grace)
         await self.pushes.drain(timeout=max(grace, 1.0))
         self.pushes.close()
+        await self.backend.close()
         self.metrics.stop_http()
-        close = getattr(self.core.features, "close", None)
-        if callable(close):
-            close()
         if self.config.port_file is not None:
             self.config.port_file.unlink(missing_ok=True)
         log.info("stopped")
@@ -169,9 +202,11 @@ async def start_server(
     recommender: Recommender | None = None,
     tagger: Tagger | None = _DEFAULT,
     features: FeatureSink | None = _DEFAULT,
+    reuse_port: bool = False,
     **options: Any,
 ) -> RunningServer:
-    """Load the run and start serving; returns once the port is bound.
+    """Bind the port, answer health NOT_SERVING while the run loads (in a worker thread), replay the
+    journal, then turn SERVING; returns once serving.
 
     Args:
         run_dir: the run (or ``config.run_dir``).
@@ -180,24 +215,23 @@ async def start_server(
         tagger: anything with ``tag(list[NoteInput]) -> list[TagResult]`` (default: the run's student;
             None: TagNotes answers FAILED_PRECONDITION).
         features: a :class:`~features.client.FeatureClient`-like sink (default per ``tags_from``; None: none).
+        reuse_port: share the port with other processes (SO_REUSEPORT; the ``workers`` supervisor).
 
     Raises:
-        ConfigError / NotFoundError: bad options, a missing run part, a port that cannot be bound.
+        ConfigError / NotFoundError: bad options, a missing run part, a port that cannot be bound, a
+        damaged journal.
     """
-    import torch
-
+    t0 = time.perf_counter()
     cfg = merge_options(run_dir, config, options)
-    torch.set_num_threads(1)
-    token = resolve_token(cfg)
-    core = _core(cfg, recommender, tagger, features)
+    token, write_token = resolve_token(cfg), resolve_write_token(cfg)
     metrics = ServerMetrics()
-    pushes = PushQueue(core.features, metrics)
+    backend = Backend(metrics, offload=cfg.offload, journal_poll_s=cfg.journal_poll_s)
     server = grpc.aio.server(
         interceptors=[
             Gate(
                 token,
                 metrics,
-                write_token=resolve_write_token(cfg),
+                write_token=write_token,
                 open_writes=cfg.open_writes,
                 max_inflight=cfg.max_inflight,
                 max_response_bytes=cfg.max_message_bytes,
@@ -206,37 +240,60 @@ async def start_server(
         options=[
             ("grpc.max_receive_message_length", cfg.max_message_bytes),
             ("grpc.max_send_message_length", cfg.max_message_bytes),
-            ("grpc.so_reuseport", 0),  # a port already in use is a startup error, not a silent share
+            # a port already in use is a startup error, not a silent share (unless sharing is the point)
+            ("grpc.so_reuseport", 1 if reuse_port else 0),
         ],
     )
-    health_servicer = _add_services(server, core, pushes, metrics)
+    health_servicer = _add_services(server, backend)
+    await _set_health(health_servicer, loaded=False)
     port = _bind(server, cfg)
     await server.start()
-    await _set_health(health_servicer, tagging=core.tagger is not None)
-    running = RunningServer(server, cfg, port, core, metrics, health_servicer, pushes)
+    log.info("listening on %s:%d; health NOT_SERVING while the run loads", cfg.host, port)
+    try:
+        core, journal, pushes, records = await asyncio.to_thread(
+            _load, cfg, recommender, tagger, features, metrics
+        )
+    except BaseException:
+        await server.stop(0)
+        await backend.close()
+        raise
+    backend.ready(core, journal, pushes)
+    pushes.submit(records)
+    pushes.warm()
+    await _set_health(health_servicer, loaded=True, tagging=core.tagger is not None)
+    startup_s = time.perf_counter() - t0
+    running = RunningServer(server, cfg, port, backend, metrics, health_servicer, startup_s)
     if cfg.metrics_port is not None:
         running.metrics_port = metrics.start_http(cfg.metrics_host, cfg.metrics_port)
     if cfg.port_file is not None:
         _write_port_file(cfg.port_file, port)
     log.info(
-        "serving %s on %s:%d (%s, auth %s, tagger %s)",
+        "SERVING %s on %s:%d after %.1fs (%s, auth %s, writes %s, tagger %s, journal %s)",
         ", ".join(SERVICE_NAMES),
         cfg.host,
         port,
+        startup_s,
         "tls" if cfg.tls_cert else "plaintext",
         "on" if token else "off",
+        "token" if write_token else "open" if cfg.open_writes else "off",
         type(core.tagger).__name__ if core.tagger is not None else "none",
+        journal.path if journal is not None else "none",
     )
     return running
 
 
-def _core(
+def _load(
     cfg: ServerConfig,
     recommender: Recommender | None,
     tagger: Tagger | None,
     features: FeatureSink | None,
-) -> ServingCore:
-    """The serving core; ``_DEFAULT`` tagger / features are loaded from the run per ``cfg``."""
+    metrics: ServerMetrics,
+) -> tuple[ServingCore, Journal | None, PushQueue, list[dict[str, Any]]]:
+    """Everything the server needs, loaded in a worker thread: the core, the journal (replayed into the
+    core), the push queue and the push records of the journaled notes (re-pushed once serving)."""
+    import torch
+
+    torch.set_num_threads(1)
     from ranking.recommend import Recommender
 
     rec = recommender or Recommender.from_run(
@@ -246,25 +303,42 @@ def _core(
         cold_candidates=cfg.cold_candidates,
         cold_slot_every=cfg.cold_slot_every,
     )
-    sink = _feature_sink(cfg) if features is _DEFAULT else features
+    sink, factory, tags_from = _feature_sink(cfg, features)
     problem = "the server was started without a tagger"
     if tagger is _DEFAULT:
         tagger, problem = _student(cfg)
-    return ServingCore(rec, tagger=tagger, tagger_problem=problem, features=sink, limits=cfg.limits)
+    core = ServingCore(
+        rec, tagger=tagger, tagger_problem=problem, features=sink, tags_from=tags_from, limits=cfg.limits
+    )
+    journal = _journal(cfg, writable=tagger is not None)
+    records = replay(core, journal) if journal is not None else []
+    return core, journal, PushQueue(sink, metrics, factory=factory), records
 
 
-def _add_services(
-    server: grpc.aio.Server, core: ServingCore, pushes: PushQueue, metrics: ServerMetrics
-) -> health_aio.HealthServicer:
-    """Register the TagLLM services, health and reflection on ``server``; returns the health servicer."""
+def _journal(cfg: ServerConfig, *, writable: bool) -> Journal | None:
+    """The run's journal; a server without a tagger that cannot open it serves the batch notes only."""
+    path = cfg.journal or RunDir(cfg.run_dir).journal
+    if not writable and not path.exists():
+        return None
+    try:
+        return Journal(path)
+    except ConfigError:
+        if writable:
+            raise
+        log.warning("no journal at %s (not writable): serving the run's notes only", path)
+        return None
+
+
+def _add_services(server: grpc.aio.Server, backend: Backend) -> health_aio.HealthServicer:
+    """Register the TagLLM services, health and reflection on ``server``."""
     from grpc_health.v1 import health, health_pb2, health_pb2_grpc
     from grpc_reflection.v1alpha import reflection
 
     from serving.api.v1 import recommendation_pb2_grpc, tag_features_pb2_grpc, tagging_pb2_grpc
 
-    tag_features_pb2_grpc.add_TagFeaturesServicer_to_server(TagFeaturesServicer(core), server)
-    recommendation_pb2_grpc.add_RecommendationServicer_to_server(RecommendationServicer(core), server)
-    tagging_pb2_grpc.add_TaggingServicer_to_server(TaggingServicer(core, pushes, metrics), server)
+    tag_features_pb2_grpc.add_TagFeaturesServicer_to_server(TagFeaturesServicer(backend), server)
+    recommendation_pb2_grpc.add_RecommendationServicer_to_server(RecommendationServicer(backend), server)
+    tagging_pb2_grpc.add_TaggingServicer_to_server(TaggingServicer(backend), server)
     health_servicer = health.aio.HealthServicer()
     health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
     names = (
@@ -276,14 +350,17 @@ def _add_services(
     return health_servicer
 
 
-async def _set_health(health_servicer: health_aio.HealthServicer, *, tagging: bool) -> None:
-    """The server and every service SERVING, except Tagging (NOT_SERVING) when there is no tagger."""
+async def _set_health(
+    health_servicer: health_aio.HealthServicer, *, loaded: bool, tagging: bool = True
+) -> None:
+    """Not ``loaded``: the server and every service NOT_SERVING. Loaded: all SERVING, except Tagging
+    (NOT_SERVING) when there is no tagger."""
     from grpc_health.v1 import health_pb2
 
     serving, not_serving = health_pb2.HealthCheckResponse.SERVING, health_pb2.HealthCheckResponse.NOT_SERVING
-    await health_servicer.set("", serving)
+    await health_servicer.set("", serving if loaded else not_serving)
     for name in SERVICE_NAMES:
-        ok = name != "tagllm.v1.Tagging" or tagging
+        ok = loaded and (name != "tagllm.v1.Tagging" or tagging)
         await health_servicer.set(name, serving if ok else not_serving)
 
 

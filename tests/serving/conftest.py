@@ -150,6 +150,7 @@ def server(serving_run: Path) -> Iterator[Served]:
         serving_run,
         tagger=TitleTagger(),
         features=StubSink(),
+        tags_from="feast",
         metrics_port=0,
         max_message_bytes=256 * 1024,
         max_ids_per_call=100,

@@ -32,7 +32,9 @@ def test_note_tags_in_request_order_from_online_store_then_catalog(server, clien
     assert got[1].tags == [{"text": "online:tag", "dimension": "online", "confidence": 0.5}]
     assert got[1].tagger == "student" and got[1].tagger_version == "student-0123456789ab"
     assert got[0].tags and got[0].tagger == "ground_truth" and got[0].category
-    assert "feast online store (5)" in server.running.core.tags_source
+    assert "feast online store (5; 5 differed from the catalog" in server.running.core.tags_source
+    # one source of truth: the recommender (Rank's reasons, the note's embedding) holds the same tags
+    assert [t.text for t in server.running.core.rec.note_tags(notes[0])] == ["online:tag"]
 
 
 def test_note_tags_allow_missing_lists_unknown_ids(client, server):

@@ -132,7 +132,8 @@ def _run_clients(target: str, work: _Workload, clients: int, seconds: float, see
 def soak(run: Path, *, clients: int, seconds: float) -> dict[str, Any]:
     """Start a server, warm it up, run ``clients`` mixed clients for ``seconds``; return the figures."""
     sink = _CountingSink()
-    served = start(run, tagger=TitleTagger(), features=sink)
+    # one TagNotes per client may be in flight: admission control is tested elsewhere, not here
+    served = start(run, tagger=TitleTagger(), features=sink, max_inflight={"TagNotes": clients})
     try:
         rec = served.running.core.rec
         notes = [str(n) for n in rec.catalog.note_ids]

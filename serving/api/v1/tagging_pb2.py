@@ -25,7 +25,7 @@ _sym_db = _symbol_database.Default()
 from serving.api.v1 import common_pb2 as tagllm_dot_v1_dot_common__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x17tagllm/v1/tagging.proto\x12\ttagllm.v1\x1a\x16tagllm/v1/common.proto\"1\n\x0fTagNotesRequest\x12\x1e\n\x05notes\x18\x01 \x03(\x0b\x32\x0f.tagllm.v1.Note\"J\n\x10TagNotesResponse\x12\"\n\x05notes\x18\x01 \x03(\x0b\x32\x13.tagllm.v1.NoteTags\x12\x12\n\nindex_size\x18\x02 \x01(\x03\x32N\n\x07Tagging\x12\x43\n\x08TagNotes\x12\x1a.tagllm.v1.TagNotesRequest\x1a\x1b.tagllm.v1.TagNotesResponseB\x16P\x01Z\x12tagllm/v1;tagllmv1b\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x17tagllm/v1/tagging.proto\x12\ttagllm.v1\x1a\x16tagllm/v1/common.proto\"1\n\x0fTagNotesRequest\x12\x1e\n\x05notes\x18\x01 \x03(\x0b\x32\x0f.tagllm.v1.Note\"f\n\x10TagNotesResponse\x12\"\n\x05notes\x18\x01 \x03(\x0b\x32\x13.tagllm.v1.NoteTags\x12\x12\n\nindex_size\x18\x02 \x01(\x03\x12\x1a\n\x12unchanged_note_ids\x18\x03 \x03(\t2N\n\x07Tagging\x12\x43\n\x08TagNotes\x12\x1a.tagllm.v1.TagNotesRequest\x1a\x1b.tagllm.v1.TagNotesResponseB\x16P\x01Z\x12tagllm/v1;tagllmv1b\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -36,7 +36,7 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_TAGNOTESREQUEST']._serialized_start=62
   _globals['_TAGNOTESREQUEST']._serialized_end=111
   _globals['_TAGNOTESRESPONSE']._serialized_start=113
-  _globals['_TAGNOTESRESPONSE']._serialized_end=187
-  _globals['_TAGGING']._serialized_start=189
-  _globals['_TAGGING']._serialized_end=267
+  _globals['_TAGNOTESRESPONSE']._serialized_end=215
+  _globals['_TAGGING']._serialized_start=217
+  _globals['_TAGGING']._serialized_end=295
 # @@protoc_insertion_point(module_scope)

@@ -14,9 +14,11 @@ class TagNotesRequest(_message.Message):
     def __init__(self, notes: _Optional[_Iterable[_Union[_common_pb2.Note, _Mapping]]] = ...) -> None: ...
 
 class TagNotesResponse(_message.Message):
-    __slots__ = ("notes", "index_size")
+    __slots__ = ("notes", "index_size", "unchanged_note_ids")
     NOTES_FIELD_NUMBER: _ClassVar[int]
     INDEX_SIZE_FIELD_NUMBER: _ClassVar[int]
+    UNCHANGED_NOTE_IDS_FIELD_NUMBER: _ClassVar[int]
     notes: _containers.RepeatedCompositeFieldContainer[_common_pb2.NoteTags]
     index_size: int
-    def __init__(self, notes: _Optional[_Iterable[_Union[_common_pb2.NoteTags, _Mapping]]] = ..., index_size: _Optional[int] = ...) -> None: ...
+    unchanged_note_ids: _containers.RepeatedScalarFieldContainer[str]
+    def __init__(self, notes: _Optional[_Iterable[_Union[_common_pb2.NoteTags, _Mapping]]] = ..., index_size: _Optional[int] = ..., unchanged_note_ids: _Optional[_Iterable[str]] = ...) -> None: ...

@@ -45,9 +45,13 @@ class TaggingServicer:
     """Missing associated documentation comment in .proto file."""
 
     def TagNotes(self, request, context):
-        """All or nothing: the notes are validated and tagged first; only then are they added (re-tagged when the
-        note_id exists). Unknown category: INVALID_ARGUMENT; the server has no tagger: FAILED_PRECONDITION;
-        the tagger failed on a note: UNAVAILABLE (nothing was added; retry).
+        """All or nothing: the notes are validated and tagged first; only then are they journaled (appended and
+        fsync'd), added (re-tagged when the note_id exists: its tags and embedding are replaced, its creation
+        time kept) and answered OK, so an acknowledged note survives any restart. A re-tag whose tagging finds
+        no tags changes nothing: the note keeps its tags and is listed in unchanged_note_ids.
+        Unknown category or a field over its limit: INVALID_ARGUMENT; no write permission: PERMISSION_DENIED;
+        the server has no tagger: FAILED_PRECONDITION; the tagger failed on a note: UNAVAILABLE (nothing was
+        added; retry). A note accepted by one worker is visible on the others within journal_poll_s.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
