@@ -6,13 +6,32 @@ from __future__ import annotations
 
 from features.errors import TagLLMError
 
-__all__ = ["DeadlineError", "FailedPreconditionError", "UnauthenticatedError", "UnavailableError"]
+__all__ = [
+    "DeadlineError",
+    "FailedPreconditionError",
+    "PermissionDeniedError",
+    "ResourceExhaustedError",
+    "UnauthenticatedError",
+    "UnavailableError",
+]
 
 
 class UnauthenticatedError(TagLLMError):
     """Missing or wrong bearer token."""
 
     grpc_status = "UNAUTHENTICATED"
+
+
+class PermissionDeniedError(TagLLMError):
+    """The caller is known but may not do this (a write without the write token; writes disabled)."""
+
+    grpc_status = "PERMISSION_DENIED"
+
+
+class ResourceExhaustedError(TagLLMError):
+    """Too much at once: too many calls in flight, or a response larger than ``max_message_bytes``."""
+
+    grpc_status = "RESOURCE_EXHAUSTED"
 
 
 class DeadlineError(TagLLMError):

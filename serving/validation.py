@@ -18,21 +18,42 @@ from serving.api.v1 import common_pb2, recommendation_pb2
 from serving.config import Limits
 from tagging.types import NoteInput
 
-__all__ = ["check_filters", "check_ids", "check_int", "check_notes", "missing_error"]
+__all__ = ["MAX_EPOCH_MS", "check_filters", "check_ids", "check_int", "check_notes", "missing_error"]
+
+#: The latest ``created_at_ms`` a note may have: 9999-12-31T23:59:59.999Z (what datetime can represent).
+MAX_EPOCH_MS = 253_402_300_799_999
 
 
-def check_ids(field: str, ids: Sequence[str], limits: Limits, *, allow_empty: bool = False) -> list[str]:
-    """``ids`` as a list, or ConfigError naming ``field``: 1..max_ids_per_call non-empty short strings."""
+def check_ids(
+    field: str, ids: Sequence[str], limits: Limits, *, allow_empty: bool = False, unique: bool = False
+) -> list[str]:
+    """``ids`` as a list, or ConfigError naming ``field``: 1..max_ids_per_call non-empty short strings.
+
+    Args:
+        field: the request field, named in the message (``note_ids``).
+        ids: the ids as sent.
+        limits: the server's limits (``max_ids_per_call``, ``max_id_length``).
+        allow_empty: accept no ids at all.
+        unique: reject an id that appears twice, naming both positions.
+
+    Raises:
+        ConfigError: too many or too few ids, an empty or overlong id, or (``unique``) a repeated one.
+    """
     n = len(ids)
     if n > limits.max_ids_per_call or (n == 0 and not allow_empty):
         raise ConfigError(f"{field}: got {n} ids; expected 1..{limits.max_ids_per_call} (max_ids_per_call)")
     out = list(ids)
+    first: dict[str, int] = {}
     for i, value in enumerate(out):
         if not value or len(value) > limits.max_id_length:
             raise ConfigError(
                 f"{field}[{i}]: got {value[:40]!r} (length {len(value)}); "
                 f"expected a non-empty id of at most {limits.max_id_length} characters"
             )
+        if unique:
+            j = first.setdefault(value, i)
+            if j != i:
+                raise ConfigError(f"{field}[{i}]: {value!r} repeats {field}[{j}]; expected unique ids")
     return out
 
 
@@ -72,7 +93,8 @@ def check_filters(f: recommendation_pb2.Filters, categories: Collection[str], li
 def check_notes(
     notes: Sequence[common_pb2.Note], limits: Limits, categories: Collection[str]
 ) -> list[NoteInput]:
-    """TagNotes' notes as tagger inputs: 1..max_notes_per_call, unique ids, known categories.
+    """TagNotes' notes as tagger inputs: 1..max_notes_per_call, unique ids, known categories, text of at
+    most ``max_text_chars`` per field, at most ``max_captions`` captions, ``created_at_ms`` in 0..MAX_EPOCH_MS.
 
     Raises:
         ConfigError: a bad note, naming ``notes[i].field``.
@@ -83,18 +105,39 @@ def check_notes(
             f"notes: got {n} notes; expected 1..{limits.max_notes_per_call} (max_notes_per_call)"
         )
     known = set(categories)
-    seen: set[str] = set()
+    first: dict[str, int] = {}
     out = []
     for i, note in enumerate(notes):
         check_ids(f"notes[{i}].note_id", [note.note_id], limits)
-        if note.note_id in seen:
-            raise ConfigError(f"notes[{i}].note_id: {note.note_id!r} repeats; expected unique note ids")
-        seen.add(note.note_id)
+        j = first.setdefault(note.note_id, i)
+        if j != i:
+            raise ConfigError(
+                f"notes[{i}].note_id: {note.note_id!r} repeats notes[{j}].note_id; expected unique note ids"
+            )
         if note.category not in known:
             raise ConfigError(f"notes[{i}].category: got {note.category!r}; expected one of {sorted(known)}")
-        if note.created_at_ms < 0:
+        if not 0 <= note.created_at_ms <= MAX_EPOCH_MS:
             raise ConfigError(
-                f"notes[{i}].created_at_ms: got {note.created_at_ms}; expected epoch ms >= 0 (0 = now)"
+                f"notes[{i}].created_at_ms: got {note.created_at_ms}; expected epoch ms in "
+                f"0..{MAX_EPOCH_MS} (0 = now; the largest is 9999-12-31T23:59:59.999Z)"
             )
-        out.append(NoteInput(note.note_id, note.category, note.title, note.body, tuple(note.image_captions)))
+        _check_text(f"notes[{i}].title", note.title, limits)
+        _check_text(f"notes[{i}].body", note.body, limits)
+        captions = note.image_captions
+        if len(captions) > limits.max_captions:
+            raise ConfigError(
+                f"notes[{i}].image_captions: got {len(captions)} captions; "
+                f"expected at most {limits.max_captions} (max_captions)"
+            )
+        for c, caption in enumerate(captions):
+            _check_text(f"notes[{i}].image_captions[{c}]", caption, limits)
+        out.append(NoteInput(note.note_id, note.category, note.title, note.body, tuple(captions)))
     return out
+
+
+def _check_text(field: str, text: str, limits: Limits) -> None:
+    if len(text) > limits.max_text_chars:
+        raise ConfigError(
+            f"{field}: got {len(text)} characters ({text[:20]!r}...); "
+            f"expected at most {limits.max_text_chars} (max_text_chars)"
+        )

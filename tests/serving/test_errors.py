@@ -194,6 +194,27 @@ def test_invalid_argument_details_name_the_field_and_limit(stubs, name, request_
     assert field in err.value.details()
 
 
+@pytest.mark.parametrize(
+    ("fields", "expected"),
+    [
+        (
+            {"created_at_ms": 2**63 - 1},
+            "notes[0].created_at_ms: got 9223372036854775807; expected epoch ms in 0..253402300799999",
+        ),
+        ({"body": "b" * 10_001}, "notes[0].body: got 10001 characters"),
+        ({"image_captions": ["c"] * 17}, "notes[0].image_captions: got 17 captions; expected at most 16"),
+    ],
+)
+def test_tag_notes_text_and_date_limits_are_invalid_argument(server, stubs, known, fields, expected):
+    size = server.running.core.rec.num_notes
+    note = common_pb2.Note(note_id="limits", category=known["category"], **fields)
+    with pytest.raises(grpc.RpcError) as err:
+        stubs.tagging.TagNotes(tagging_pb2.TagNotesRequest(notes=[note]), timeout=10)
+    assert err.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+    assert err.value.details().startswith(expected), err.value.details()
+    assert server.running.core.rec.num_notes == size
+
+
 def test_oversized_message_is_resource_exhausted(stubs, known):
     huge = tag_features_pb2.GetNoteTagsRequest(note_ids=["n" * (300 * 1024)])  # server limit: 256 KiB
     with pytest.raises(grpc.RpcError) as err:
