@@ -3,10 +3,13 @@
 from __future__ import annotations
 
 import logging
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import click
+
+from serving.config import DEFAULT_MAX_INFLIGHT, METHODS  # stdlib only: keeps --help fast
 
 if TYPE_CHECKING:
     from serving.server import RunningServer
@@ -14,6 +17,19 @@ if TYPE_CHECKING:
 __all__ = ["serve"]
 
 _PATH = click.Path(path_type=Path)
+_INFLIGHT_FORM = f"METHOD=N with METHOD one of {', '.join(METHODS)} and N an integer >= 1"
+
+
+def _max_inflight(ctx: click.Context, param: click.Parameter, values: Sequence[str]) -> dict[str, int] | None:
+    """``--max-inflight Recommend=8 --max-inflight Rank=8`` as {"Recommend": 8, "Rank": 8} (None: not given)."""
+    out: dict[str, int] = {}
+    for value in values:
+        name, sep, count = value.partition("=")
+        name, count = name.strip(), count.strip()
+        if not sep or name not in METHODS or not count.isdigit() or int(count) < 1:
+            raise click.BadParameter(f"got {value!r}; expected {_INFLIGHT_FORM}", ctx, param)
+        out[name] = int(count)
+    return out or None
 
 
 @click.command("serve", context_settings={"help_option_names": ["-h", "--help"]})
@@ -29,7 +45,22 @@ _PATH = click.Path(path_type=Path)
 @click.option("--tls-cert", type=_PATH, help="PEM certificate (with --tls-key): serve TLS.")
 @click.option("--tls-key", type=_PATH, help="PEM private key (with --tls-cert).")
 @click.option(
-    "--token-file", type=_PATH, help="Bearer token file (else env TAGLLM_TOKEN); health stays open."
+    "--token-file",
+    type=_PATH,
+    help="Read bearer token file (else env TAGLLM_TOKEN; none: reads are open); health stays open.",
+)
+@click.option(
+    "--write-token-file",
+    type=_PATH,
+    help="Write token file (else env TAGLLM_WRITE_TOKEN): TagNotes needs 'authorization: Bearer <write "
+    "token>'; it grants reads too. Without one TagNotes is PERMISSION_DENIED unless --open-writes.",
+)
+@click.option(
+    "--open-writes",
+    is_flag=True,
+    default=None,
+    help="Without a write token, let every caller that passes the read check use TagNotes "
+    "(trusted networks only).",
 )
 @click.option(
     "--metrics-port", type=int, help="Serve Prometheus /metrics on this port (off by default; 0 = free)."
@@ -47,7 +78,43 @@ _PATH = click.Path(path_type=Path)
 @click.option("--max-top-k", type=int, help="Largest GetUserInterests top_k.  [default: 200]")
 @click.option("--max-notes-per-call", type=int, help="Most notes per TagNotes call.  [default: 64]")
 @click.option(
-    "--tags-from", type=click.Choice(["auto", "feast", "catalog"]), help="Where GetNoteTags' tags come from."
+    "--max-text-chars",
+    type=click.IntRange(min=1),
+    help="Longest TagNotes title, body or image caption, in characters.  [default: 10000]",
+)
+@click.option(
+    "--max-captions", type=click.IntRange(min=1), help="Most image captions per TagNotes note.  [default: 16]"
+)
+@click.option(
+    "--max-inflight",
+    multiple=True,
+    callback=_max_inflight,
+    metavar="METHOD=N",
+    help="Calls of METHOD in flight on one worker before new ones get RESOURCE_EXHAUSTED; repeatable.  "
+    f"[default: {', '.join(f'{k}={v}' for k, v in DEFAULT_MAX_INFLIGHT.items())}]",
+)
+@click.option(
+    "--workers",
+    type=click.IntRange(1, 64),
+    help="Server processes sharing the port, each with its own copy of the models.  [default: 1]",
+)
+@click.option(
+    "--offload/--no-offload",
+    default=None,
+    help="Run Recommend, Rank and user-interest misses on a worker thread, off the event loop.  "
+    "[default: offload]",
+)
+@click.option("--journal", type=_PATH, help="The TagNotes journal.  [default: RUN/serving/tagnotes.journal]")
+@click.option(
+    "--journal-poll-s",
+    type=click.FloatRange(0.001, 60),
+    help="Seconds between reads of notes other workers appended to the journal.  [default: 0.1]",
+)
+@click.option(
+    "--tags-from",
+    type=click.Choice(["catalog", "feast", "auto"]),
+    help="Where the batch notes' tags come from: catalog (the run's tag table; fast start), feast (the "
+    "online store, read at start), auto (feast when the run has a store).  [default: catalog]",
 )
 @click.option(
     "--online", type=click.Choice(["sqlite", "redis"]), help="Feast online store.  [default: sqlite]"
@@ -85,6 +152,10 @@ def serve(config_path: Path | None, access_log: bool, **flags: Any) -> None:
     from serving.server import serve as run_server
 
     values = load_config(config_path) if config_path is not None else {}
+    inflight = flags.pop("max_inflight")
+    if inflight is not None:  # the flags override the config file's entries method by method
+        configured = values.get("max_inflight")
+        values["max_inflight"] = {**configured, **inflight} if isinstance(configured, Mapping) else inflight
     values.update({k: v for k, v in flags.items() if v is not None})
     if not values.get("run_dir"):
         raise click.UsageError("--run RUN_DIR is required (or run_dir in --config)")

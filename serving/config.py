@@ -32,7 +32,13 @@ __all__ = [
 METHODS = ("GetNoteTags", "GetUserInterests", "Recommend", "Rank", "TagNotes")
 
 #: Calls of one method in flight on one worker before new ones get RESOURCE_EXHAUSTED.
-DEFAULT_MAX_INFLIGHT = {"GetNoteTags": 512, "GetUserInterests": 128, "Recommend": 16, "Rank": 16, "TagNotes": 4}
+DEFAULT_MAX_INFLIGHT = {
+    "GetNoteTags": 512,
+    "GetUserInterests": 128,
+    "Recommend": 16,
+    "Rank": 16,
+    "TagNotes": 4,
+}
 
 
 @dataclass(frozen=True)
@@ -71,7 +77,8 @@ class ServerConfig:
         token: the bearer token itself (not read from YAML files: keep secrets out of configs).
         write_token_file, write_token: the token TagNotes needs (else env ``TAGLLM_WRITE_TOKEN``); it also
             grants reads. Without one TagNotes answers PERMISSION_DENIED unless ``open_writes``.
-        open_writes: let any caller that passes the read check use TagNotes (trusted networks, tests).
+        open_writes: without a write token, let any caller that passes the read check use TagNotes
+            (trusted networks, tests); ignored when a write token is set.
         metrics_port: serve Prometheus /metrics on this port (None = off; 0 = a free port).
         metrics_host: bind address of the metrics endpoint.
         grace_s: seconds in-flight calls get to finish on shutdown.
@@ -145,6 +152,9 @@ class ServerConfig:
             raise ConfigError(f"workers: got {self.workers!r}; expected an integer in 1..64")
         if not isinstance(self.journal_poll_s, int | float) or not 0.001 <= self.journal_poll_s <= 60:
             raise ConfigError(f"journal_poll_s: got {self.journal_poll_s!r}; expected seconds in 0.001..60")
+        for name in ("open_writes", "offload", "use_ranker"):
+            if not isinstance(getattr(self, name), bool):
+                raise ConfigError(f"{name}: got {getattr(self, name)!r}; expected true or false")
         object.__setattr__(self, "max_inflight", _inflight(self.max_inflight))
 
     @classmethod
