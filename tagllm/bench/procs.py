@@ -1,6 +1,6 @@
 """The benchmarks' one helper for processes and timing: free loopback ports, waiting for a server to
-listen, stopping what we started (by pid: SIGTERM, then SIGKILL), a throwaway ``redis-server``, and
-latency percentiles."""
+listen (or to answer the gRPC health check SERVING), stopping what we started (by pid: SIGTERM, then
+SIGKILL), a throwaway ``redis-server``, the CPU seconds of a process tree, and latency percentiles."""
 
 from __future__ import annotations
 
@@ -14,7 +14,16 @@ import time
 from collections.abc import Callable, Iterator
 from typing import Any
 
-__all__ = ["free_port", "percentiles", "redis_server", "stop_process", "time_call", "wait_port"]
+__all__ = [
+    "free_port",
+    "percentiles",
+    "redis_server",
+    "stop_process",
+    "time_call",
+    "tree_cpu_s",
+    "wait_health",
+    "wait_port",
+]
 
 
 def percentiles(samples_s: list[float]) -> dict[str, float]:
@@ -90,3 +99,61 @@ def wait_port(port: int, proc: subprocess.Popen[Any], timeout: float) -> None:
         if proc.poll() is not None or time.monotonic() > deadline:
             raise RuntimeError(f"server on 127.0.0.1:{port} did not start (exit {proc.poll()})")
         time.sleep(0.1)
+
+
+def wait_health(target: str, proc: subprocess.Popen[Any], timeout: float, service: str = "") -> None:
+    """Block until ``grpc.health.v1.Health/Check(service)`` on ``target`` answers SERVING.
+
+    A server that refuses connections or answers NOT_SERVING / UNKNOWN while it loads is polled again
+    (every 50 ms, 1 s per check).
+
+    Raises:
+        RuntimeError: ``proc`` exited, or ``timeout`` seconds passed, first (names the last answer).
+    """
+    import grpc
+    from grpc_health.v1 import health_pb2, health_pb2_grpc
+
+    deadline = time.monotonic() + timeout
+    last = "no answer"
+    with grpc.insecure_channel(target) as channel:
+        stub = health_pb2_grpc.HealthStub(channel)
+        while True:
+            try:
+                resp = stub.Check(health_pb2.HealthCheckRequest(service=service), timeout=1.0)
+                if resp.status == health_pb2.HealthCheckResponse.SERVING:
+                    return
+                last = health_pb2.HealthCheckResponse.ServingStatus.Name(resp.status)
+            except grpc.RpcError as exc:
+                last = exc.code().name if isinstance(exc, grpc.Call) else type(exc).__name__
+            if proc.poll() is not None or time.monotonic() > deadline:
+                raise RuntimeError(
+                    f"server at {target} not SERVING after {timeout:.0f} s (exit {proc.poll()}, last {last})"
+                )
+            time.sleep(0.05)
+
+
+def tree_cpu_s(pid: int) -> float | None:
+    """User + system CPU seconds of process ``pid`` and its live descendants (Linux ``/proc``; None
+    elsewhere or when ``pid`` is gone). Descendants that already exited are not counted."""
+    tick = os.sysconf("SC_CLK_TCK") if hasattr(os, "sysconf") else 100
+    stats: dict[int, tuple[int, float]] = {}  # pid -> (parent pid, cpu seconds)
+    try:
+        entries = [e for e in os.listdir("/proc") if e.isdigit()]
+    except OSError:
+        return None
+    for entry in entries:
+        try:
+            with open(f"/proc/{entry}/stat", encoding="ascii", errors="replace") as f:
+                rest = f.read().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        # Fields after "(comm)": state, ppid, ..., utime (14th overall) and stime (15th).
+        stats[int(entry)] = (int(rest[1]), (int(rest[11]) + int(rest[12])) / tick)
+    if pid not in stats:
+        return None
+    total, todo = 0.0, [pid]
+    while todo:
+        p = todo.pop()
+        total += stats[p][1]
+        todo += [c for c, (parent, _) in stats.items() if parent == p]
+    return total
