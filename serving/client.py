@@ -83,6 +83,7 @@ class ScoredNoteResult:
 class TagNotesResult:
     notes: list[NoteTagsResult]
     index_size: int
+    unchanged_note_ids: tuple[str, ...] = ()  # re-tags that found no tags: the notes kept their tags
 
 
 def _note_tags(m: common_pb2.NoteTags) -> NoteTagsResult:
@@ -238,7 +239,9 @@ class TagLLMClient:
         author_id, created_at_ms."""
         req = tagging_pb2.TagNotesRequest(notes=[common_pb2.Note(**dict(n)) for n in notes])
         resp = self._call("TagNotes", self._tagging.TagNotes, req, timeout)
-        return TagNotesResult([_note_tags(m) for m in resp.notes], resp.index_size)
+        return TagNotesResult(
+            [_note_tags(m) for m in resp.notes], resp.index_size, tuple(resp.unchanged_note_ids)
+        )
 
     # ---- health --------------------------------------------------------------------------------------
 

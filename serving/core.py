@@ -264,7 +264,7 @@ class ServingCore:
         )
 
     def rank(self, req: recommendation_pb2.RankRequest) -> recommendation_pb2.RankResponse:
-        ids = check_ids("note_ids", req.note_ids, self.limits)
+        ids = check_ids("note_ids", req.note_ids, self.limits, unique=True)
         user = self._user(req.user_id)
         missing = [n for n in ids if not self.rec.has_note(n)]
         if missing:

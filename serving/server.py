@@ -15,8 +15,13 @@ or from Python (tests, benchmarks, the demo)::
     serve(ServerConfig(run_dir=Path("runs/demo")))                   # blocking, installs signal handlers
 
 The options are :mod:`serving.config` (re-exported here); every call goes through one interceptor,
-:class:`serving.interceptor.Gate` (request id, auth, deadline, error mapping, access log, metrics).
-Oversized messages are refused by gRPC itself with RESOURCE_EXHAUSTED (``max_message_bytes``).
+:class:`serving.interceptor.Gate` (request id, auth and write permission, undecodable bytes, admission
+control, deadline, error mapping, response size, access log, metrics). Oversized requests are refused by
+gRPC itself with RESOURCE_EXHAUSTED (``max_message_bytes``), oversized responses by the Gate.
+
+Start-up: the port is bound first and health answers NOT_SERVING while the run loads in a worker
+thread (imports, models, catalog, student), the journal is replayed, then everything turns SERVING;
+the Feast online store, when only pushed to, loads in the background after that.
 """
 
 from __future__ import annotations
@@ -371,9 +376,7 @@ def _write_port_file(path: Path, port: int) -> None:
         tmp.write_text(f"{port}\n", encoding="utf-8")
 
 
-async def _serve(
-    config: ServerConfig, ready: Callable[[RunningServer], None] | None = None, **kwargs: Any
-) -> None:
+async def _serve(config: ServerConfig, ready: Callable[[Any], None] | None = None, **kwargs: Any) -> None:
     running = await start_server(config=config, **kwargs)
     # The models and catalogs loaded at startup are millions of long-lived objects: move them out of
     # the collector's reach so full collections stop walking them (a source of tail latency).
@@ -395,12 +398,28 @@ async def _serve(
         await running.stop()
 
 
-def serve(config: ServerConfig, ready: Callable[[RunningServer], None] | None = None, **kwargs: Any) -> None:
+def serve(config: ServerConfig, ready: Callable[[Any], None] | None = None, **kwargs: Any) -> None:
     """Start the server and block until SIGTERM/SIGINT, then stop gracefully (``config.grace_s``).
+
+    With ``config.workers`` > 1, run that many server processes on the port (:mod:`serving.workers`).
 
     Args:
         config: the options.
-        ready: called with the RunningServer once it serves (the CLI prints the port).
-        kwargs: passed to :func:`start_server` (``recommender``, ``tagger``, ``features``).
+        ready: called once serving with the RunningServer (or the :class:`serving.workers.Workers`);
+            the CLI prints the port.
+        kwargs: passed to :func:`start_server` (``recommender``, ``tagger``, ``features``, ``reuse_port``).
+
+    Raises:
+        SystemExit: workers kept dying (status 1).
     """
+    if config.workers > 1:
+        objects = sorted(set(kwargs) - {"reuse_port"})
+        if objects:
+            raise ConfigError(f"workers: {config.workers} processes load the run themselves; got {objects}")
+        from serving.workers import serve_workers
+
+        status = serve_workers(config, ready)
+        if status:
+            raise SystemExit(status)
+        return
     asyncio.run(_serve(config, ready, **kwargs))

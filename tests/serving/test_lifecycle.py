@@ -59,7 +59,9 @@ def test_cli_serve_port_file_config_and_sigterm(serving_run, tmp_path):
     token_file = tmp_path / "token"
     token_file.write_text("tok-123\n")
     config = tmp_path / "serve.yaml"
-    config.write_text(f"run_dir: {serving_run}\nport: 1\ngrace-s: 2\nmax_k: 7\nopen_writes: true\n")  # --port 0 wins
+    config.write_text(
+        f"run_dir: {serving_run}\nport: 1\ngrace-s: 2\nmax_k: 7\nopen_writes: true\n"
+    )  # --port 0 wins
     env = {**os.environ, "TAGLLM_QUIET": ""}
     env.pop("TAGLLM_TOKEN", None)
     proc = subprocess.Popen(

@@ -71,6 +71,9 @@ def test_recommend_and_rank(client, server):
     assert not excluded & {r.note_id for r in client.recommend(users[3], k=5, exclude_note_ids=excluded)}
     ranked = client.rank(users[3], notes[:10])
     assert sorted(r.note_id for r in ranked) == sorted(notes[:10])
+    with pytest.raises(TagLLMClientError) as err:
+        client.rank(users[3], [notes[1], notes[2], notes[1]])
+    assert err.value.code == "INVALID_ARGUMENT" and "note_ids[2]" in err.value.details
     assert [r.score for r in ranked] == sorted((r.score for r in ranked), reverse=True)
 
 

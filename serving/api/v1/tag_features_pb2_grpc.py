@@ -27,9 +27,13 @@ if _version_not_supported:
 
 class TagFeaturesStub:
     """Errors (every RPC of the API): INVALID_ARGUMENT (a field breaks its documented form or a server limit;
-    the details name the field, echo the value and state the limit), NOT_FOUND (unknown ids, listed),
-    UNAUTHENTICATED (token required and missing/wrong), RESOURCE_EXHAUSTED (message over the server's
-    size limit), DEADLINE_EXCEEDED, FAILED_PRECONDITION (the server lacks a part, e.g. no student).
+    the details name the field, echo the value and state the limit; or the request bytes do not decode),
+    NOT_FOUND (unknown ids, listed), UNAUTHENTICATED (token required and missing/wrong), PERMISSION_DENIED
+    (TagNotes without the write token, or writes disabled), RESOURCE_EXHAUSTED (a request or response over
+    max_message_bytes, or too many calls of the method in flight: max_inflight; retry with backoff),
+    DEADLINE_EXCEEDED (also when the deadline passes while the call waits its turn), UNAVAILABLE (the server
+    is still loading: health is NOT_SERVING until it is ready), FAILED_PRECONDITION (the server lacks a
+    part, e.g. no student).
     Every response carries the trailing metadata `x-request-id` (echoed from the request when sent).
     """
 
@@ -53,9 +57,13 @@ class TagFeaturesStub:
 
 class TagFeaturesServicer:
     """Errors (every RPC of the API): INVALID_ARGUMENT (a field breaks its documented form or a server limit;
-    the details name the field, echo the value and state the limit), NOT_FOUND (unknown ids, listed),
-    UNAUTHENTICATED (token required and missing/wrong), RESOURCE_EXHAUSTED (message over the server's
-    size limit), DEADLINE_EXCEEDED, FAILED_PRECONDITION (the server lacks a part, e.g. no student).
+    the details name the field, echo the value and state the limit; or the request bytes do not decode),
+    NOT_FOUND (unknown ids, listed), UNAUTHENTICATED (token required and missing/wrong), PERMISSION_DENIED
+    (TagNotes without the write token, or writes disabled), RESOURCE_EXHAUSTED (a request or response over
+    max_message_bytes, or too many calls of the method in flight: max_inflight; retry with backoff),
+    DEADLINE_EXCEEDED (also when the deadline passes while the call waits its turn), UNAVAILABLE (the server
+    is still loading: health is NOT_SERVING until it is ready), FAILED_PRECONDITION (the server lacks a
+    part, e.g. no student).
     Every response carries the trailing metadata `x-request-id` (echoed from the request when sent).
     """
 
@@ -96,9 +104,13 @@ def add_TagFeaturesServicer_to_server(servicer, server):
  # This class is part of an EXPERIMENTAL API.
 class TagFeatures:
     """Errors (every RPC of the API): INVALID_ARGUMENT (a field breaks its documented form or a server limit;
-    the details name the field, echo the value and state the limit), NOT_FOUND (unknown ids, listed),
-    UNAUTHENTICATED (token required and missing/wrong), RESOURCE_EXHAUSTED (message over the server's
-    size limit), DEADLINE_EXCEEDED, FAILED_PRECONDITION (the server lacks a part, e.g. no student).
+    the details name the field, echo the value and state the limit; or the request bytes do not decode),
+    NOT_FOUND (unknown ids, listed), UNAUTHENTICATED (token required and missing/wrong), PERMISSION_DENIED
+    (TagNotes without the write token, or writes disabled), RESOURCE_EXHAUSTED (a request or response over
+    max_message_bytes, or too many calls of the method in flight: max_inflight; retry with backoff),
+    DEADLINE_EXCEEDED (also when the deadline passes while the call waits its turn), UNAVAILABLE (the server
+    is still loading: health is NOT_SERVING until it is ready), FAILED_PRECONDITION (the server lacks a
+    part, e.g. no student).
     Every response carries the trailing metadata `x-request-id` (echoed from the request when sent).
     """
 
