@@ -74,8 +74,9 @@ def _timed(fn: Callable[[], T]) -> tuple[T, float]:
     return out, round((time.perf_counter() - t0) * 1000, 2)
 
 
-def _serve_command(run: RunDir, port_file: Path) -> list[str]:
-    """``tagllm serve`` on the run, on a free port written to ``port_file``."""
+def _serve_command(run: RunDir, port_file: Path, write_token_file: Path) -> list[str]:
+    """``tagllm serve`` on the run, on a free port written to ``port_file``; TagNotes needs the token in
+    ``write_token_file`` (which also grants reads)."""
     return [
         sys.executable,
         "-m",
@@ -87,6 +88,8 @@ def _serve_command(run: RunDir, port_file: Path) -> list[str]:
         "0",
         "--port-file",
         str(port_file),
+        "--write-token-file",
+        str(write_token_file),
     ]
 
 
@@ -158,35 +161,67 @@ def _fresh_note(
     }
 
 
+def _start(
+    run: RunDir, tmp: Path, token_file: Path, timeout_s: float
+) -> tuple[subprocess.Popen[bytes], str, float]:
+    port_file = tmp / f"port-{time.monotonic_ns()}"
+    t0 = time.perf_counter()
+    proc = subprocess.Popen(
+        _serve_command(run, port_file, token_file), env={**os.environ, "PYTHONUNBUFFERED": "1"}
+    )
+    try:
+        port = _wait_for_port(port_file, proc, timeout_s)
+    except BaseException:
+        _stop(proc)
+        raise
+    return proc, f"127.0.0.1:{port}", round(time.perf_counter() - t0, 2)
+
+
 def serving_stage(run_dir: str | Path, *, startup_timeout_s: float = 300.0) -> dict[str, Any]:
-    """Start the server as a subprocess, call each RPC, time the cold-start path, stop.
+    """Start the server as a subprocess, call each RPC, time the cold-start path, stop; start it again
+    and check the fresh note is still served (the TagNotes journal), stop.
 
     Returns:
         the ``serving`` summary section: startup seconds, per-RPC latency (ms) and a short answer,
-        freshness (ms from TagNotes returning to the note appearing in Recommend), shutdown code.
+        freshness (ms from TagNotes returning to the note appearing in Recommend), shutdown code, and
+        ``after_restart`` (start-up seconds, whether the fresh note came back with the same tags).
     """
+    import secrets
+
     from serving.client import TagLLMClient
 
     run = RunDir(run_dir).require()
     user, template = _pick_user(run)
-    with tempfile.TemporaryDirectory(prefix="tagllm-serve-") as tmp:
-        port_file = Path(tmp) / "port"
-        t0 = time.perf_counter()
-        proc = subprocess.Popen(_serve_command(run, port_file), env={**os.environ, "PYTHONUNBUFFERED": "1"})
+    with tempfile.TemporaryDirectory(prefix="tagllm-serve-") as tmp_name:
+        tmp = Path(tmp_name)
+        token = secrets.token_hex(16)
+        token_file = tmp / "write-token"
+        token_file.write_text(token + "\n", encoding="utf-8")
+        token_file.chmod(0o600)
+        proc, target, startup_s = _start(run, tmp, token_file, startup_timeout_s)
         try:
-            port = _wait_for_port(port_file, proc, startup_timeout_s)
-            startup_s = round(time.perf_counter() - t0, 2)
-            target = f"127.0.0.1:{port}"
             log.info("server up on %s after %.1f s", target, startup_s)
             figures: dict[str, Any] = {"target": target, "startup_s": startup_s, "user": user, "calls": {}}
-            with TagLLMClient(target, timeout=30.0) as client:
+            with TagLLMClient(target, token=token, timeout=30.0) as client:
                 figures["calls"] = _read_calls(client, user)
                 figures["freshness"] = _fresh_note(client, user, template, figures["calls"])
         finally:
             code = _stop(proc)
-    figures["shutdown_code"] = code
+        figures["shutdown_code"] = code
+        fresh = figures["freshness"]
+        proc, target, again_s = _start(run, tmp, token_file, startup_timeout_s)
+        try:
+            with TagLLMClient(target, token=token, timeout=30.0) as client:
+                back = client.note_tags([fresh["note_id"]], allow_missing=True)
+        finally:
+            _stop(proc)
+        same = bool(back) and [t["text"] for t in back[0].tags] == fresh["tags"]
+        figures["after_restart"] = {"startup_s": again_s, "fresh_note_served": bool(back), "same_tags": same}
     for name, c in figures["calls"].items():
         log.info("%-16s %7.1f ms  %s", name, c["ms"], str(c["answer"])[:160])
-    log.info("fresh note %s: %s", figures["freshness"]["note_id"], figures["freshness"])
+    log.info("fresh note %s: %s", fresh["note_id"], fresh)
+    log.info(
+        "after a restart (%.1f s to SERVING): fresh note served %s, same tags %s", again_s, bool(back), same
+    )
     run.update_summary("serving", figures)
     return figures
