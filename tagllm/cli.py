@@ -32,6 +32,7 @@ GROUPS: dict[str, tuple[str, str]] = {
     "demo": ("tagllm.demo:demo", "Run the main job end to end on the synthetic community."),
     "serve": ("serving.cli:serve", "Serve tag features, recommendations and tagging over gRPC."),
     "client": ("serving.client_cli:client", "Call a running gRPC server; print JSON (or a table)."),
+    "journal": ("serving.journal_cli:journal", "Show or compact a run's TagNotes journal (fresh notes)."),
 }
 
 # Commands that another package contributes to a group (the group's package must not import it:

@@ -254,3 +254,26 @@ def test_workers_share_the_port_and_follow_the_journal(serving_run, tmp_path):
     finally:
         if server.proc.poll() is None:
             server.stop(signal.SIGKILL)
+
+
+def test_journal_cli_show_and_compact(tmp_path):
+    import json
+
+    from click.testing import CliRunner
+
+    from serving.journal_cli import journal
+
+    path = tmp_path / "tagnotes.journal"
+    runner = CliRunner()
+    missing = runner.invoke(journal, ["show", "--journal", str(path)])
+    assert missing.exit_code != 0 and "no such file" in missing.output
+    j = Journal(path, hold=False)
+    j.append(JournalEntry(1, (_note("n1"),)))
+    j.append(JournalEntry(2, (_note("n1", ("b:y",)),)))
+    j.close()
+    shown = runner.invoke(journal, ["show", "--journal", str(path), "--json"])
+    assert shown.exit_code == 0, shown.output
+    assert json.loads(shown.output)["calls"] == 2 and json.loads(shown.output)["notes"] == 1
+    done = runner.invoke(journal, ["compact", "--journal", str(path)])
+    assert done.exit_code == 0 and "2 lines -> 1 notes" in done.output
+    assert runner.invoke(journal, ["show"]).exit_code == 2  # neither --run nor --journal
