@@ -1,7 +1,7 @@
 """Load benchmark: the TagLLM server under C concurrent clients with a mixed workload, per configuration.
 
     python -m tagllm.bench.load --run RUN [--clients 50] [--seconds 30] [--warmup 3]
-        [--configs before,after_1,after_2] [--client-procs 1] [--json]
+        [--configs before,after_1,after_2] [--repeats 1] [--client-procs 1] [--server-flag FLAG ...] [--json]
 
 Configurations (``tagllm serve --run COPY --port 0 --port-file F --no-access-log`` plus):
 
@@ -25,11 +25,14 @@ the TagNotes calls send it (``authorization: Bearer``); reads stay open (no read
    5 % TagNotes (one new note: a unique id, category, title and body of a random note of the run);
 4. the server is stopped by pid (SIGTERM, SIGKILL after 15 s), on errors too.
 
-One JSON object on stdout: per configuration and method the calls, OK calls/s, p50/p99 (ms) of the OK
-calls and the calls per status code (RESOURCE_EXHAUSTED is admission control at work); totals; client and
-server CPU seconds in the measured window (a client near ``client_procs`` full cores was the bottleneck);
-start-up seconds; tracebacks in the server log. Then the ratios between configurations and the issue-15
-goals. Progress goes to stderr.
+One JSON object on stdout. Per configuration its flags, ``runs`` (``--repeats`` of them, interleaved
+with the other configurations) and ``median`` (of the headline figures over the runs). Per run and
+method: calls, OK calls/s, p50/p99 (ms) of the OK calls and the calls per status code
+(RESOURCE_EXHAUSTED is admission control at work); totals; client and server CPU seconds in the measured
+window (a client near ``client_procs`` full cores was the bottleneck); start-up seconds; tracebacks and
+ERROR lines in the server log (or ``error`` when the server or a client process failed). Then the
+ratios between configurations and the issue-15 goals, on the medians. Progress goes to stderr; the exit
+status is 1 when a run failed.
 """
 
 from __future__ import annotations
@@ -46,6 +49,7 @@ import re
 import secrets
 import shlex
 import shutil
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -444,10 +448,37 @@ def _ratio(a: float | None, b: float | None) -> float | None:
     return round(a / b, 3) if a is not None and b else None
 
 
+def median_figures(runs: list[dict[str, Any]]) -> dict[str, Any]:
+    """The median over repeats of the headline figures (runs that failed are left out; {} if all did)."""
+    done = [r for r in runs if "total" in r]
+    if not done:
+        return {}
+
+    def med(values: list[Any]) -> float | None:
+        values = [v for v in values if v is not None]
+        return round(statistics.median(values), 3) if values else None
+
+    return {
+        "runs": len(done),
+        "startup_s": med([r["startup_s"] for r in done]),
+        "total": {k: med([r["total"][k] for r in done]) for k in ("calls_per_s", "error_share")},
+        "methods": {
+            m: {k: med([r["methods"][m].get(k) for r in done]) for k in ("ok_per_s", "p50_ms", "p99_ms")}
+            for m in MIX
+        },
+        "client_cores_busy": med([r["client"]["cores_busy"] for r in done]),
+        "server_cores_busy": med([r.get("server_cpu", {}).get("cores_busy") for r in done]),
+    }
+
+
 def ratios_and_goals(configs: dict[str, Any]) -> tuple[dict[str, Any], dict[str, Any]]:
-    """after_1 vs before, after_2 vs after_1, and the issue-15 goals on the configurations measured."""
+    """after_1 vs before, after_2 vs after_1, and the issue-15 goals on the configurations measured
+    (``configs``: name -> figures with ``methods``, ``total`` and ``startup_s``, e.g. the medians).
+
+    OK calls/s alone flatters a server that refuses its expensive calls (admission control), so the
+    OK calls/s ratios are also given per method."""
     qps = {c: configs[c]["total"]["calls_per_s"] for c in configs if "total" in configs[c]}
-    ratios = {
+    ratios: dict[str, Any] = {
         "get_note_tags_p99_after_1_over_before": _ratio(
             _p99(configs, "after_1", "GetNoteTags"), _p99(configs, "before", "GetNoteTags")
         ),
@@ -457,6 +488,12 @@ def ratios_and_goals(configs: dict[str, Any]) -> tuple[dict[str, Any], dict[str,
         "calls_per_s_after_1_over_before": _ratio(qps.get("after_1"), qps.get("before")),
         "calls_per_s_after_2_over_after_1": _ratio(qps.get("after_2"), qps.get("after_1")),
     }
+    for a, b in (("after_1", "before"), ("after_2", "after_1")):
+        if a in qps and b in qps:
+            ratios[f"ok_per_s_{a}_over_{b}_per_method"] = {
+                m: _ratio(configs[a]["methods"][m]["ok_per_s"], configs[b]["methods"][m]["ok_per_s"])
+                for m in MIX
+            }
     goals: dict[str, Any] = {}
     after = [c for c in ("after_1", "after_2") if c in qps]
     for key, method, limit in (
@@ -496,6 +533,16 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--configs", default="before,after_1,after_2", help=f"comma-separated, some of {','.join(CONFIGS)}"
     )
+    parser.add_argument(
+        "--server-flag",
+        action="append",
+        default=[],
+        metavar="FLAG",
+        help="extra `tagllm serve` flag for every configuration, repeatable (--server-flag=--max-inflight=Rank=4)",
+    )
+    parser.add_argument(
+        "--repeats", type=int, default=1, help="measure every configuration this often (interleaved); medians"
+    )
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--json", action="store_true", help="compact JSON (default: indented)")
     args = parser.parse_args(argv)
@@ -507,6 +554,8 @@ def main(argv: list[str] | None = None) -> int:
         parser.error(
             f"--clients {args.clients} / --client-procs {args.client_procs}: expected 1 <= procs <= clients"
         )
+    if args.repeats < 1:
+        parser.error(f"--repeats {args.repeats}: expected an integer >= 1")
     if args.seconds <= 0 or args.warmup < 0:
         parser.error(f"--seconds {args.seconds} / --warmup {args.warmup}: expected seconds > 0, warmup >= 0")
     run = args.run.resolve()
@@ -525,9 +574,11 @@ def main(argv: list[str] | None = None) -> int:
         print(f"tagllm.bench.load: {type(exc).__name__}: {exc}", file=sys.stderr)
         return 1
     print(json.dumps(result, indent=None if args.json else 2))
-    failed = [c for c, v in result["configs"].items() if "error" in v]
+    failed = [c for c, v in result["configs"].items() if any("error" in r for r in v.get("runs", []))]
     if failed:
-        print(f"tagllm.bench.load: configuration(s) {failed} failed; see their 'error'", file=sys.stderr)
+        print(
+            f"tagllm.bench.load: configuration(s) {failed} failed; see 'error' in their runs", file=sys.stderr
+        )
         return 1
     return 0
 
@@ -581,17 +632,31 @@ def _bench(run: Path, configs: list[str], args: argparse.Namespace, command: str
         },
         "configs": {},
     }
+    entries: dict[str, dict[str, Any]] = {}
     for name in configs:
         flags, note = config_flags(name, known)
         if flags is None:
             log.info("%s: skipped (%s)", name, note)
-            result["configs"][name] = {"skipped": note}
-            continue
-        entry = measure_config(name, run, work, flags=flags, client_procs=args.client_procs, tmp=tmp)
-        if note:
-            entry["note"] = note
-        result["configs"][name] = entry
-    measured = {c: v for c, v in result["configs"].items() if "total" in v}
+            entries[name] = {"skipped": note}
+        else:
+            entries[name] = {
+                "flags": flags + args.server_flag,
+                "runs": [],
+                **({"note": note} if note else {}),
+            }
+    for rep in range(args.repeats):  # interleaved, so slow drifts of the machine's load hit every config
+        for name, entry in entries.items():
+            if "runs" in entry:
+                log.info("%s: repeat %d/%d", name, rep + 1, args.repeats)
+                figures = measure_config(
+                    name, run, work, flags=entry["flags"], client_procs=args.client_procs, tmp=tmp
+                )
+                entry["runs"].append({k: v for k, v in figures.items() if k != "flags"})
+    for entry in entries.values():
+        if "runs" in entry:
+            entry["median"] = median_figures(entry["runs"])
+    result["configs"] = entries
+    measured = {c: v["median"] for c, v in entries.items() if v.get("median")}
     result["ratios"], result["goals"] = ratios_and_goals(measured)
     result["machine"]["load_avg_at_end"] = [round(x, 2) for x in os.getloadavg()]
     return result

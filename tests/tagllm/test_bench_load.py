@@ -112,20 +112,24 @@ def test_run_clients_counts_codes_sends_the_write_token_and_uses_one_connection_
     assert len(fake.peers) == 4  # every client has its own TCP connection
 
 
-def test_ratios_and_goals() -> None:
-    def cfg(qps: float, nt: float, rec: float, startup: float) -> dict[str, Any]:
-        methods = {"GetNoteTags": {"p99_ms": nt}, "Recommend": {"p99_ms": rec}}
-        return {"methods": methods, "total": {"calls_per_s": qps}, "startup_s": startup}
+def _figures(qps: float, nt: float, rec: float, startup: float, rec_ok: float = 10.0) -> dict[str, Any]:
+    methods: dict[str, Any] = {m: {"ok_per_s": 1.0} for m in load.MIX}
+    methods["GetNoteTags"] = {"ok_per_s": 50.0, "p99_ms": nt}
+    methods["Recommend"] = {"ok_per_s": rec_ok, "p99_ms": rec}
+    return {"methods": methods, "total": {"calls_per_s": qps}, "startup_s": startup}
 
+
+def test_ratios_and_goals() -> None:
     configs = {
-        "before": cfg(100, 400, 800, 12),
-        "after_1": cfg(150, 10, 90, 14),
-        "after_2": cfg(200, 30, 120, 16),
+        "before": _figures(100, 400, 800, 12),
+        "after_1": _figures(150, 10, 90, 14),
+        "after_2": _figures(200, 30, 120, 16, rec_ok=25.0),
     }
     ratios, goals = load.ratios_and_goals(configs)
     assert ratios["get_note_tags_p99_after_1_over_before"] == 0.025
     assert ratios["calls_per_s_after_1_over_before"] == 1.5
     assert ratios["calls_per_s_after_2_over_after_1"] == 1.333
+    assert ratios["ok_per_s_after_2_over_after_1_per_method"]["Recommend"] == 2.5
     assert goals["get_note_tags_p99_le_20ms"] == {
         "after_1": {"p99_ms": 10, "met": True},
         "after_2": {"p99_ms": 30, "met": False},
@@ -134,10 +138,28 @@ def test_ratios_and_goals() -> None:
     assert goals["calls_per_s_2_workers_ge_1_6x_1_worker"] == {"ratio": 1.333, "met": False}
     assert goals["startup_to_serving_le_15s"]["after_2"] == {"startup_s": 16, "met": False}
     ratios, goals = load.ratios_and_goals({"before": configs["before"]})
-    assert (
-        ratios["calls_per_s_after_1_over_before"] is None
-        and "calls_per_s_2_workers_ge_1_6x_1_worker" not in goals
-    )
+    assert ratios["calls_per_s_after_1_over_before"] is None
+    assert "calls_per_s_2_workers_ge_1_6x_1_worker" not in goals
+
+
+def test_median_figures_skip_failed_runs_and_missing_latencies() -> None:
+    def run(qps: float, p99: float | None) -> dict[str, Any]:
+        methods = {m: {"ok_per_s": qps / 5} for m in load.MIX}
+        if p99 is not None:
+            methods["Recommend"]["p99_ms"] = p99
+        return {
+            "startup_s": qps / 10,
+            "methods": methods,
+            "total": {"calls_per_s": qps, "error_share": 0.1},
+            "client": {"cores_busy": 0.2},
+            "server_cpu": {"cores_busy": 1.0},
+        }
+
+    med = load.median_figures([run(100, 50), {"error": "server did not start"}, run(300, None), run(200, 70)])
+    assert med["runs"] == 3 and med["total"]["calls_per_s"] == 200 and med["startup_s"] == 20
+    assert med["methods"]["Recommend"]["p99_ms"] == 60  # median of the two runs that had OK calls
+    assert med["methods"]["Rank"]["p99_ms"] is None
+    assert load.median_figures([{"error": "x"}]) == {}
 
 
 def test_config_flags_follow_what_the_server_knows() -> None:
