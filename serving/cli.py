@@ -111,6 +111,11 @@ def _max_inflight(ctx: click.Context, param: click.Parameter, values: Sequence[s
     help="Seconds between reads of notes other workers appended to the journal.  [default: 0.1]",
 )
 @click.option(
+    "--switch-interval-ms",
+    type=click.FloatRange(0.05, 50),
+    help="GIL switch interval of the server process (Python's default is 5).  [default: 0.5]",
+)
+@click.option(
     "--tags-from",
     type=click.Choice(["catalog", "feast", "auto"]),
     help="Where the batch notes' tags come from: catalog (the run's tag table; fast start), feast (the "

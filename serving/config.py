@@ -102,6 +102,8 @@ class ServerConfig:
             RESOURCE_EXHAUSTED; missing methods keep their default.
         journal: the TagNotes journal (default RUN/serving/tagnotes.journal).
         journal_poll_s: how often a worker reads notes other workers appended to the journal.
+        switch_interval_ms: the interpreter's GIL switch interval in the server process (Python's default
+            is 5 ms; see :func:`serving.server.start_server`).
         limits: per-call limits (YAML: the :class:`Limits` field names at top level).
     """
 
@@ -133,6 +135,7 @@ class ServerConfig:
     max_inflight: Mapping[str, int] = field(default_factory=lambda: dict(DEFAULT_MAX_INFLIGHT))
     journal: Path | None = None
     journal_poll_s: float = 0.1
+    switch_interval_ms: float = 0.5
     limits: Limits = field(default_factory=Limits)
 
     def __post_init__(self) -> None:
@@ -152,6 +155,9 @@ class ServerConfig:
             raise ConfigError(f"workers: got {self.workers!r}; expected an integer in 1..64")
         if not isinstance(self.journal_poll_s, int | float) or not 0.001 <= self.journal_poll_s <= 60:
             raise ConfigError(f"journal_poll_s: got {self.journal_poll_s!r}; expected seconds in 0.001..60")
+        ms = self.switch_interval_ms
+        if isinstance(ms, bool) or not isinstance(ms, int | float) or not 0.05 <= ms <= 50:
+            raise ConfigError(f"switch_interval_ms: got {ms!r}; expected milliseconds in 0.05..50")
         for name in ("open_writes", "offload", "use_ranker"):
             if not isinstance(getattr(self, name), bool):
                 raise ConfigError(f"{name}: got {getattr(self, name)!r}; expected true or false")

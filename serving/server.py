@@ -32,6 +32,7 @@ import gc
 import logging
 import os
 import signal
+import sys
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -228,6 +229,10 @@ async def start_server(
     """
     t0 = time.perf_counter()
     cfg = merge_options(run_dir, config, options)
+    # The loop thread is busy with cheap calls while the recommender and tagger threads drop the GIL in
+    # every faiss / LightGBM / torch call; at the default 5 ms switch interval each of those threads
+    # waits up to 5 ms to get it back, per call into C (a convoy). A short interval bounds that wait.
+    sys.setswitchinterval(cfg.switch_interval_ms / 1000.0)
     token, write_token = resolve_token(cfg), resolve_write_token(cfg)
     metrics = ServerMetrics()
     backend = Backend(metrics, offload=cfg.offload, journal_poll_s=cfg.journal_poll_s)

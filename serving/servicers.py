@@ -9,7 +9,10 @@ Where the work runs (:class:`Backend`):
 - the event loop: gRPC I/O, ``GetNoteTags`` and cached ``GetUserInterests`` (dict reads);
 - one **recommender thread**: Recommend, Rank, uncached GetUserInterests and applying journaled notes —
   the Recommender is not thread-safe, and faiss, LightGBM and numpy release the GIL, so the loop keeps
-  answering cheap calls while it works (``offload=False`` runs these on the loop, the old behaviour);
+  answering cheap calls while it works (``offload=False`` runs these on the loop, the old behaviour).
+  Its queue is ordered by priority (:class:`Lane`): applying journaled notes first (a TagNotes is
+  already durable and its caller waits), then user interests (~0.1 ms), then Recommend and Rank; a
+  queued call whose caller gave up (cancelled, deadline passed) is dropped without running;
 - one **tagger thread**: the student, one batch at a time even when a caller gives up (a cancelled call
   cannot start a second, concurrent tagger run);
 - one **journal thread**: the fsync'd append;
@@ -23,10 +26,13 @@ from __future__ import annotations
 
 import asyncio
 import functools
+import itertools
 import logging
+import queue
+import threading
 import time
 from collections.abc import Callable, Mapping, Sequence
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Future, ThreadPoolExecutor
 from typing import Any, TypeVar
 
 import grpc
@@ -46,6 +52,7 @@ from serving.metrics import ServerMetrics
 
 __all__ = [
     "Backend",
+    "Lane",
     "PushQueue",
     "RecommendationServicer",
     "TagFeaturesServicer",
@@ -147,6 +154,53 @@ class PushQueue:
             close()
 
 
+class Lane:
+    """One thread running submitted jobs by priority (lower first), first-come within a priority.
+
+    A job whose future was cancelled before it started is skipped (an abandoned call costs nothing).
+    """
+
+    def __init__(self, name: str) -> None:
+        self._q: queue.PriorityQueue[tuple[int, int, Future[Any] | None, Callable[[], Any] | None]] = (
+            queue.PriorityQueue()
+        )
+        self._seq = itertools.count()
+        self._closed = False
+        self._thread = threading.Thread(target=self._run, name=name, daemon=True)
+        self._thread.start()
+
+    def submit(self, priority: int, fn: Callable[[], T]) -> Future[T]:
+        if self._closed:
+            raise UnavailableError("the server is stopping")
+        f: Future[T] = Future()
+        self._q.put((priority, next(self._seq), f, fn))
+        return f
+
+    def _run(self) -> None:
+        while True:
+            _, _, f, fn = self._q.get()
+            if f is None or fn is None:
+                break
+            if not f.set_running_or_notify_cancel():
+                continue
+            try:
+                f.set_result(fn())
+            except BaseException as exc:
+                f.set_exception(exc)
+        while not self._q.empty():  # stopping: what is still queued will not run
+            _, _, f, _ = self._q.get_nowait()
+            if f is not None:
+                f.cancel()
+
+    def shutdown(self) -> None:
+        self._closed = True
+        self._q.put((-1, next(self._seq), None, None))
+
+
+#: :class:`Lane` priorities on the recommender thread.
+APPLY, INTERESTS, RECOMMEND = 0, 1, 2
+
+
 class Backend:
     """The core (once loaded), the journal and the threads every servicer shares (module docstring).
 
@@ -163,7 +217,7 @@ class Backend:
         self.core: ServingCore | None = None
         self.journal: Journal | None = None
         self.pushes = PushQueue(None, metrics)
-        self._rec = ThreadPoolExecutor(max_workers=1, thread_name_prefix="recommender")
+        self._rec = Lane("recommender")
         self._tagger = ThreadPoolExecutor(max_workers=1, thread_name_prefix="tagger")
         self._writer = ThreadPoolExecutor(max_workers=1, thread_name_prefix="journal")
         self._order = asyncio.Lock()  # journal order = apply order within this process
@@ -181,15 +235,17 @@ class Backend:
             raise UnavailableError("the server is starting (loading models and stores); retry shortly")
         return core
 
-    async def on_recommender(self, context: grpc.aio.ServicerContext, fn: Callable[..., T], *args: Any) -> T:
-        """``fn(*args)`` on the recommender thread (or inline without offload); a call whose deadline
-        passes while it waits is answered DEADLINE_EXCEEDED without running."""
+    async def on_recommender(
+        self, context: grpc.aio.ServicerContext, priority: int, fn: Callable[..., T], *args: Any
+    ) -> T:
+        """``fn(*args)`` on the recommender thread at ``priority`` (or inline without offload); a call
+        whose deadline passes while it waits is answered DEADLINE_EXCEEDED without running."""
         if not self.offload:
             return fn(*args)
         left = context.time_remaining()
         until = None if left is None else time.monotonic() + left
-        return await asyncio.get_running_loop().run_in_executor(
-            self._rec, functools.partial(_before, until, fn, *args)
+        return await asyncio.wrap_future(
+            self._rec.submit(priority, functools.partial(_before, until, fn, *args))
         )
 
     async def run_tagger(self, fn: Callable[..., T], *args: Any) -> T:
@@ -198,7 +254,7 @@ class Backend:
     async def _apply(self, core: ServingCore, entries: list[JournalEntry]) -> int:
         if not self.offload:
             return core.apply(entries)
-        return await asyncio.get_running_loop().run_in_executor(self._rec, core.apply, entries)
+        return await asyncio.wrap_future(self._rec.submit(APPLY, functools.partial(core.apply, entries)))
 
     async def commit(self, core: ServingCore, entry: JournalEntry) -> int:
         """Journal ``entry`` (fsync), then apply it and anything other workers journaled before it.
@@ -240,7 +296,8 @@ class Backend:
         if self._follower is not None:
             self._follower.cancel()
             await asyncio.gather(self._follower, return_exceptions=True)
-        for pool in (self._rec, self._tagger, self._writer):
+        self._rec.shutdown()
+        for pool in (self._tagger, self._writer):
             pool.shutdown(wait=False, cancel_futures=True)
         if self.journal is not None:
             self.journal.close()
@@ -286,7 +343,7 @@ class TagFeaturesServicer(tag_features_pb2_grpc.TagFeaturesServicer):
         core = self.backend.get()
         if core.interests_cached(request.user_ids):
             return core.get_user_interests(request)
-        return await self.backend.on_recommender(context, core.get_user_interests, request)
+        return await self.backend.on_recommender(context, INTERESTS, core.get_user_interests, request)
 
 
 class RecommendationServicer(recommendation_pb2_grpc.RecommendationServicer):
@@ -297,13 +354,13 @@ class RecommendationServicer(recommendation_pb2_grpc.RecommendationServicer):
         self, request: recommendation_pb2.RecommendRequest, context: grpc.aio.ServicerContext
     ) -> recommendation_pb2.RecommendResponse:
         core = self.backend.get()
-        return await self.backend.on_recommender(context, core.recommend, request)
+        return await self.backend.on_recommender(context, RECOMMEND, core.recommend, request)
 
     async def Rank(
         self, request: recommendation_pb2.RankRequest, context: grpc.aio.ServicerContext
     ) -> recommendation_pb2.RankResponse:
         core = self.backend.get()
-        return await self.backend.on_recommender(context, core.rank, request)
+        return await self.backend.on_recommender(context, RECOMMEND, core.rank, request)
 
 
 class TaggingServicer(tagging_pb2_grpc.TaggingServicer):
