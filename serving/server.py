@@ -87,7 +87,8 @@ def _feature_sink(
     """(a loaded sink, or a factory that loads one later, and the core's ``tags_from``) per ``tags_from``.
 
     Loading Feast takes seconds, so unless the tags are read from it at start (``feast``) the online
-    store is only the push target and loads in the background after the server is SERVING."""
+    store is only the push target, reached through a helper process (:mod:`serving.pusher`) started
+    in the background after the server is SERVING."""
     if features is not _DEFAULT:  # given by the caller (tests): read at start with tags_from feast/auto
         use = "feast" if features is not None and config.tags_from != "catalog" else "catalog"
         return features, None, use
@@ -102,14 +103,18 @@ def _feature_sink(
         log.info("no Feast store at %s: fresh notes are journaled and served, not pushed", registry.parent)
         return None, None, "catalog"
 
-    def load() -> FeatureSink:
+    if config.tags_from in ("feast", "auto"):
         from features.client import FeatureClient
 
-        return FeatureClient(config.run_dir, online=config.online, redis=config.redis)  # type: ignore[arg-type]
+        client = FeatureClient(config.run_dir, online=config.online, redis=config.redis)  # type: ignore[arg-type]
+        return client, None, "feast"
 
-    if config.tags_from in ("feast", "auto"):
-        return load(), None, "feast"
-    return None, load, "catalog"
+    def pusher() -> FeatureSink:  # Feast in a helper process: its imports and pushes never hold our GIL
+        from serving.pusher import ProcessSink
+
+        return ProcessSink(config.run_dir, online=config.online, redis=config.redis)
+
+    return None, pusher, "catalog"
 
 
 def _student(config: ServerConfig) -> tuple[Tagger | None, str]:

@@ -112,7 +112,9 @@ class PushQueue:
 
     def _warm(self) -> None:
         try:
-            self._get()
+            warm = getattr(self._get(), "warm", None)
+            if callable(warm):
+                warm()
         except Exception:
             log.exception("loading the Feast online store failed; fresh notes are served, not pushed")
 
