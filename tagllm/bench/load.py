@@ -55,7 +55,7 @@ import sys
 import tempfile
 import time
 from collections import Counter
-from collections.abc import Iterator
+from collections.abc import Awaitable, Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -100,6 +100,10 @@ class Workload:
         clients: concurrent clients in all.
         warmup_s, seconds: unrecorded warm-up, then the measured window.
         seed: the clients' random choices.
+        rate: 0: closed loop (each client sends its next call when the last one answered: the load
+            adapts to the server, latency is in-flight / throughput). > 0: open loop at ``rate`` calls/s
+            in all (Poisson arrivals split over the clients, a call never waits for the previous one):
+            the latency a caller sees at that offered load.
         write_token: the server's write token (TagNotes sends it).
     """
 
@@ -110,6 +114,7 @@ class Workload:
     warmup_s: float = 3.0
     seconds: float = 30.0
     seed: int = 0
+    rate: float = 0.0
     write_token: str = field(default_factory=lambda: secrets.token_hex(16), repr=False)
 
 
@@ -202,8 +207,7 @@ async def _drive(target: str, work: Workload, proc: int, n: int, label: str, con
             )
             return tagging.TagNotes, tagging_pb2.TagNotesRequest(notes=[note]), write_auth
 
-        await asyncio.sleep(max(0.0, start - time.time()))
-        while (now := time.time()) < stop_at:
+        async def one(now: float) -> None:
             method = rng.choices(names, weights)[0]
             call, req, metadata = request(method)
             t = time.perf_counter()
@@ -218,6 +222,12 @@ async def _drive(target: str, work: Workload, proc: int, n: int, label: str, con
                 if code == "OK":
                     tally.ok_s[method].append(dt)
 
+        await asyncio.sleep(max(0.0, start - time.time()))
+        if work.rate <= 0:
+            await _closed_loop(one, stop_at)
+        else:
+            await _open_loop(one, work.rate / work.clients, rng, stop_at)
+
     async def cpu_window() -> None:
         await asyncio.sleep(max(0.0, measure_from - time.time()))
         cpu0 = time.process_time()
@@ -228,6 +238,28 @@ async def _drive(target: str, work: Workload, proc: int, n: int, label: str, con
     for c in channels:
         await c.close()
     return tally
+
+
+async def _closed_loop(one: Callable[[float], Awaitable[None]], stop_at: float) -> None:
+    """Each call right after the previous answer."""
+    while (now := time.time()) < stop_at:
+        await one(now)
+
+
+async def _open_loop(
+    one: Callable[[float], Awaitable[None]], rate: float, rng: random.Random, stop_at: float
+) -> None:
+    """Calls at Poisson arrival times of ``rate`` per second, never waiting for earlier answers."""
+    pending: set[asyncio.Task[None]] = set()
+    due = time.time() + rng.expovariate(rate)
+    while due < stop_at:
+        await asyncio.sleep(max(0.0, due - time.time()))
+        task = asyncio.get_running_loop().create_task(one(due))
+        pending.add(task)
+        task.add_done_callback(pending.discard)
+        due += rng.expovariate(rate)
+    if pending:
+        await asyncio.gather(*pending)
 
 
 def _client_process(target: str, work: Workload, proc: int, n: int, label: str, conn: Any) -> None:
@@ -543,6 +575,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--repeats", type=int, default=1, help="measure every configuration this often (interleaved); medians"
     )
+    parser.add_argument(
+        "--rate",
+        type=float,
+        default=0.0,
+        help="open loop: calls/s offered in all (Poisson); 0 = closed loop (each client waits for its answer)",
+    )
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--json", action="store_true", help="compact JSON (default: indented)")
     args = parser.parse_args(argv)
@@ -599,7 +637,7 @@ def _bench(run: Path, configs: list[str], args: argparse.Namespace, command: str
     from importlib.metadata import version
 
     work = load_workload(
-        run, clients=args.clients, warmup_s=args.warmup, seconds=args.seconds, seed=args.seed
+        run, clients=args.clients, warmup_s=args.warmup, seconds=args.seconds, seed=args.seed, rate=args.rate
     )
     known = server_flags()
     tmp = Path(tempfile.mkdtemp(prefix="tagllm-load-bench-"))
@@ -618,6 +656,7 @@ def _bench(run: Path, configs: list[str], args: argparse.Namespace, command: str
         + str(tmp),
         "workload": {
             "clients": work.clients,
+            "loop": f"open, {work.rate:g} calls/s offered (Poisson)" if work.rate > 0 else "closed",
             "client_procs": args.client_procs,
             "warmup_s": work.warmup_s,
             "seconds": work.seconds,
