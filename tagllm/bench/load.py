@@ -55,7 +55,7 @@ import sys
 import tempfile
 import time
 from collections import Counter
-from collections.abc import Awaitable, Callable, Iterator
+from collections.abc import Callable, Coroutine, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -240,14 +240,14 @@ async def _drive(target: str, work: Workload, proc: int, n: int, label: str, con
     return tally
 
 
-async def _closed_loop(one: Callable[[float], Awaitable[None]], stop_at: float) -> None:
+async def _closed_loop(one: Callable[[float], Coroutine[Any, Any, None]], stop_at: float) -> None:
     """Each call right after the previous answer."""
     while (now := time.time()) < stop_at:
         await one(now)
 
 
 async def _open_loop(
-    one: Callable[[float], Awaitable[None]], rate: float, rng: random.Random, stop_at: float
+    one: Callable[[float], Coroutine[Any, Any, None]], rate: float, rng: random.Random, stop_at: float
 ) -> None:
     """Calls at Poisson arrival times of ``rate`` per second, never waiting for earlier answers."""
     pending: set[asyncio.Task[None]] = set()
