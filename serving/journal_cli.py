@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import Any
 
 import click
 
@@ -48,21 +49,22 @@ def show(run_dir: Path | None, journal_path: Path | None, as_json: bool) -> None
     finally:
         j.close()
     notes = latest_notes(entries)
-    out = {
+    latest = [
+        {"note_id": n.note_id, "category": n.category, "tags": [t.text for t in n.tags]}
+        for n in list(notes.values())[-5:]
+    ]
+    out: dict[str, Any] = {
         "journal": str(path),
         "bytes": path.stat().st_size,
         "calls": len(entries),
         "notes": len(notes),
-        "latest": [
-            {"note_id": n.note_id, "category": n.category, "tags": [t.text for t in n.tags]}
-            for n in list(notes.values())[-5:]
-        ],
+        "latest": latest,
     }
     if as_json:
         click.echo(json.dumps(out, indent=2, ensure_ascii=False))
         return
     click.echo(f"{path}: {out['calls']} TagNotes calls, {out['notes']} notes, {out['bytes']} bytes")
-    for n in out["latest"]:
+    for n in latest:
         click.echo(f"  {n['note_id']:<24} {n['category']:<12} {', '.join(n['tags'])}")
 
 
