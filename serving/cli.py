@@ -113,7 +113,7 @@ def _max_inflight(ctx: click.Context, param: click.Parameter, values: Sequence[s
 @click.option(
     "--switch-interval-ms",
     type=click.FloatRange(0.05, 50),
-    help="GIL switch interval of the server process (Python's default is 5).  [default: 0.5]",
+    help="GIL switch interval of the server process (Python's default is 5).  [default: 0.1]",
 )
 @click.option(
     "--tags-from",

@@ -135,7 +135,7 @@ class ServerConfig:
     max_inflight: Mapping[str, int] = field(default_factory=lambda: dict(DEFAULT_MAX_INFLIGHT))
     journal: Path | None = None
     journal_poll_s: float = 0.1
-    switch_interval_ms: float = 0.5
+    switch_interval_ms: float = 0.1
     limits: Limits = field(default_factory=Limits)
 
     def __post_init__(self) -> None:
