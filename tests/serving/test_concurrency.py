@@ -121,3 +121,61 @@ def test_cancelled_tag_notes_never_overlaps_the_next(slow):
     assert tagger.overlaps == 0
     # the abandoned call was tagged but never journaled: its deadline had passed ("nothing was added")
     assert "n-gives-up" not in served.running.core.note_tags_by_id
+
+
+def test_health_is_not_serving_while_the_run_loads(serving_run, monkeypatch):
+    """The port answers from the start: health NOT_SERVING and calls UNAVAILABLE ("starting") while the
+    run loads, SERVING once it is loaded."""
+    import socket
+
+    from grpc_health.v1 import health_pb2, health_pb2_grpc
+
+    from ranking.recommend import Recommender
+    from serving.server import start_server
+    from tests.serving.conftest import LoopThread
+
+    original = Recommender.from_run.__func__
+
+    def slow_from_run(cls, *args, **kwargs):
+        time.sleep(3.0)
+        return original(cls, *args, **kwargs)
+
+    monkeypatch.setattr(Recommender, "from_run", classmethod(slow_from_run))
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    loop = LoopThread()
+    import asyncio
+
+    future = asyncio.run_coroutine_threadsafe(
+        start_server(serving_run, port=port, tagger=None, features=None, journal=serving_run / "j-health"),
+        loop.loop,
+    )
+    seen: list[str] = []
+    try:
+        with grpc.insecure_channel(f"127.0.0.1:{port}") as ch:
+            check = health_pb2_grpc.HealthStub(ch).Check
+            tags = tag_features_pb2_grpc.TagFeaturesStub(ch).GetNoteTags
+            deadline = time.monotonic() + 120
+            while not future.done() and time.monotonic() < deadline:
+                try:
+                    status = check(health_pb2.HealthCheckRequest(service=""), timeout=1).status
+                except grpc.RpcError:
+                    time.sleep(0.05)  # not bound yet
+                    continue
+                name = health_pb2.HealthCheckResponse.ServingStatus.Name(status)
+                seen.append(name)
+                if name == "NOT_SERVING":
+                    with pytest.raises(grpc.RpcError) as err:
+                        tags(tag_features_pb2.GetNoteTagsRequest(note_ids=["n000000"]), timeout=5)
+                    assert (
+                        err.value.code() == grpc.StatusCode.UNAVAILABLE and "starting" in err.value.details()
+                    )
+                time.sleep(0.1)
+            running = future.result(timeout=120)
+            final = check(health_pb2.HealthCheckRequest(service=""), timeout=5).status
+            assert health_pb2.HealthCheckResponse.ServingStatus.Name(final) == "SERVING"
+        assert "NOT_SERVING" in seen, seen
+        loop.run(running.stop(0.5))
+    finally:
+        loop.close()
