@@ -23,7 +23,7 @@ def test_process_sink_pushes_through_a_helper_process(applied_run):
         with FeatureClient(applied_run) as client:
             got = client.note_tags(["pushed-by-helper"])[0]
         assert got is not None and got.tag_texts == ["ramen"] and got.tagger_version == "student-9"
-        with pytest.raises(RuntimeError, match="note_id|tags|KeyError|ConfigError"):
+        with pytest.raises(RuntimeError, match=r"note_id|tags|KeyError|ConfigError"):
             sink.push_note_tags([{"tags": []}])  # the child's error comes back; the child lives on
         assert sink.push_note_tags([{**rec, "note_id": "pushed-again"}]) == 1
         sink._proc.kill()
