@@ -28,6 +28,8 @@ import threading
 from collections.abc import Mapping, Sequence
 from typing import Any
 
+from features.errors import ConfigError
+
 __all__ = ["ProcessSink"]
 
 log = logging.getLogger(__name__)
@@ -99,7 +101,10 @@ class ProcessSink:
         self._ready = True
 
     def note_tags(self, note_ids: Sequence[str]) -> Sequence[Any]:
-        raise NotImplementedError("ProcessSink only pushes; read the online store with features.client")
+        raise ConfigError(
+            "tags_from: the Feast helper process only pushes; tags are read at start with tags_from feast, "
+            "which uses features.client.FeatureClient in the server"
+        )
 
     def push_note_tags(self, records: Sequence[Mapping[str, Any]]) -> int:
         """Push ``records`` in the child; raises what the child reported (or when it died)."""
