@@ -281,7 +281,7 @@ async def start_server(
     if cfg.metrics_port is not None:
         running.metrics_port = metrics.start_http(cfg.metrics_host, cfg.metrics_port)
     if cfg.port_file is not None:
-        _write_port_file(cfg.port_file, port)
+        write_port_file(cfg.port_file, port)
     log.info(
         "SERVING %s on %s:%d after %.1fs (%s, auth %s, writes %s, tagger %s, journal %s)",
         ", ".join(SERVICE_NAMES),
@@ -379,7 +379,8 @@ async def _set_health(
         await health_servicer.set(name, serving if ok else not_serving)
 
 
-def _write_port_file(path: Path, port: int) -> None:
+def write_port_file(path: Path, port: int) -> None:
+    """Write ``port`` to ``path`` atomically (readers never see a partial file)."""
     from features.io import atomic_path
 
     with atomic_path(path) as tmp:

@@ -29,7 +29,6 @@ import socket
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field, replace
-from pathlib import Path
 from typing import Any
 
 from features.errors import ConfigError
@@ -206,7 +205,9 @@ def serve_workers(config: ServerConfig, ready: Callable[[Workers], None] | None 
         sup.wait_ready(set(range(config.workers)))
         if not sup.stopping:
             if config.port_file is not None:
-                _write_port_file(config.port_file, port)
+                from serving.server import write_port_file
+
+                write_port_file(config.port_file, port)
             if ready is not None:
                 ready(Workers(config, port, [p.pid for p in sup.procs.values() if p.pid is not None]))
         return sup.watch()
@@ -217,10 +218,3 @@ def serve_workers(config: ServerConfig, ready: Callable[[Workers], None] | None 
         reserved.close()
         if config.port_file is not None:
             config.port_file.unlink(missing_ok=True)
-
-
-def _write_port_file(path: Path, port: int) -> None:
-    from features.io import atomic_path
-
-    with atomic_path(path) as tmp:
-        tmp.write_text(f"{port}\n", encoding="utf-8")
