@@ -239,6 +239,14 @@ class Journal:
             self._offset = len(data)
         return entries
 
+    def read(self) -> list[JournalEntry]:
+        """Every complete entry from the start, strictly (a damaged line raises JournalError naming it);
+        takes no lock and changes nothing (for tools that look while servers run)."""
+        with self._lock:
+            data, _ = self._read_from(0)
+            self.lines = 0
+            return self._parse(data, 1, strict=True)
+
     def poll(self) -> list[JournalEntry]:
         """Entries other processes appended since the last read (complete lines only; no lock taken)."""
         with self._lock:

@@ -45,7 +45,7 @@ def show(run_dir: Path | None, journal_path: Path | None, as_json: bool) -> None
         raise click.ClickException(f"--journal {path}: no such file (no TagNotes accepted yet?)")
     j = Journal(path, hold=False)
     try:
-        entries = j.poll()  # complete lines only; takes no lock
+        entries = j.read()  # complete lines only, strict; takes no lock
     finally:
         j.close()
     notes = latest_notes(entries)

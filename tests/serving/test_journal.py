@@ -277,3 +277,7 @@ def test_journal_cli_show_and_compact(tmp_path):
     done = runner.invoke(journal, ["compact", "--journal", str(path)])
     assert done.exit_code == 0 and "2 lines -> 1 notes" in done.output
     assert runner.invoke(journal, ["show"]).exit_code == 2  # neither --run nor --journal
+    bad = tmp_path / "bad.journal"
+    bad.write_bytes(b"garbage line\n")
+    damaged = runner.invoke(journal, ["show", "--journal", str(bad)])
+    assert damaged.exit_code != 0 and "line 1: checksum mismatch" in str(damaged.exception)
