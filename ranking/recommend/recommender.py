@@ -33,6 +33,7 @@ import numpy as np
 from features.errors import ConfigError
 from features.io import RunDir
 from ranking.data import NoteCatalog, RunData
+from ranking.recommend.exploration import Exploration, check_click_probabilities, exploration_keys
 from ranking.recommend.live_catalog import LiveCatalog
 from ranking.recommend.load import file_version, load_ranker, load_retrieval
 from ranking.recommend.results import Slate, slates
@@ -56,6 +57,19 @@ def _check_count(name: str, value: object, expected: str) -> int:
     if isinstance(value, bool) or not isinstance(value, int) or value < 0:
         raise ConfigError(f"{name}: got {value!r}; expected {expected}")
     return value
+
+
+def _policy(exploration: Exploration | str | None, cold_slot_every: int) -> Exploration:
+    """The policy from the ``exploration`` and ``cold_slot_every`` arguments (the latter: a quota)."""
+    policy = Exploration.of(exploration)
+    if not cold_slot_every:
+        return policy
+    if policy.policy == "none" or policy == Exploration("quota", slot_every=cold_slot_every):
+        return Exploration("quota", slot_every=cold_slot_every)
+    raise ConfigError(
+        f"cold_slot_every: got {cold_slot_every!r} with exploration {policy.policy!r}; expected 0 (the "
+        "fresh-note quota is its own policy: exploration=Exploration('quota', slot_every=N))"
+    )
 
 
 def _after_last_event(data: RunData) -> float:
@@ -95,9 +109,19 @@ class Recommender:
             best-ranked cold-start candidate not yet listed (0 = off; the ``quota`` pool of
             :mod:`ranking.retrieval.evaluate` measures this policy offline). Cold notes may take the
             other slots too; a slot falls back to the ranker's order when no cold candidate is left,
-            so use it with ``cold_candidates``.
+            so use it with ``cold_candidates``. The same as ``exploration=Exploration("quota",
+            slot_every=N)``.
         explain: False leaves ``reasons`` empty (callers that never show them, e.g. the simulator,
             skip a profile lookup per returned note).
+        exploration: how fresh and little-shown notes earn slots in Recommend and Rank lists
+            (:class:`~ranking.recommend.exploration.Exploration` or a policy name: ``none``,
+            ``quota``, ``ucb``, ``thompson``); ``ucb``/``thompson`` order by the note's Beta posterior
+            around the ranker's click probability, narrowing with the impressions :meth:`observe`
+            counts, and need a binary-objective ranker. The returned ``score`` stays the ranker's.
+
+    Raises:
+        ConfigError: a bad count or policy, ``cold_slot_every`` with a policy other than the quota,
+            or ``ucb``/``thompson`` without a binary ranker.
     """
 
     def __init__(
@@ -113,6 +137,7 @@ class Recommender:
         cold_candidates: int = 0,
         cold_slot_every: int = 0,
         explain: bool = True,
+        exploration: Exploration | str | None = None,
     ) -> None:
         import torch
 
@@ -123,7 +148,8 @@ class Recommender:
         self.version = version or "in-memory"
         self.history_len = max(history_len, tower_history)
         self.cold_candidates = _check_count("cold_candidates", cold_candidates, "an integer >= 0")
-        self.cold_slot_every = _check_count("cold_slot_every", cold_slot_every, "an integer >= 0 (0 = off)")
+        every = _check_count("cold_slot_every", cold_slot_every, "an integer >= 0 (0 = off)")
+        self.exploration = _policy(exploration, every)
         self.explain = explain
         base = model.data
         self.now_s = float(now_s) if now_s is not None else _after_last_event(base)
@@ -156,8 +182,10 @@ class Recommender:
         use_ranker: bool = True,
         cold_candidates: int = 0,
         cold_slot_every: int = 0,
+        exploration: Exploration | str | None = None,
     ) -> Recommender:
-        """Load the run's retrieval model (RUN/retrieval/model.pt) and ranker (RUN/ranker/model.txt)."""
+        """Load the run's retrieval model (RUN/retrieval/model.pt) and ranker (RUN/ranker/model.txt);
+        the options are the constructor's."""
         run = RunDir(run_dir).require()
         model = load_retrieval(run.path)
         ranker = load_ranker(run.path) if use_ranker else None
@@ -169,7 +197,36 @@ class Recommender:
             version=version,
             cold_candidates=cold_candidates,
             cold_slot_every=cold_slot_every,
+            exploration=exploration,
         )
+
+    # ---- the serving policy --------------------------------------------------------------------
+
+    @property
+    def exploration(self) -> Exploration:
+        """The exploration policy (settable; setting it restarts ``thompson``'s generator at its seed)."""
+        return self._exploration
+
+    @exploration.setter
+    def exploration(self, value: Exploration | str | None) -> None:
+        policy = Exploration.of(value)
+        check_click_probabilities(policy, self.ranker)
+        self._exploration = policy
+        self._rng = np.random.default_rng(policy.seed)
+
+    @property
+    def cold_slot_every(self) -> int:
+        """The fresh-note quota's N (0 unless the policy is ``quota``); setting N > 0 makes the policy
+        the quota, 0 turns a quota off."""
+        return self._exploration.slot_every
+
+    @cold_slot_every.setter
+    def cold_slot_every(self, value: int) -> None:
+        every = _check_count("cold_slot_every", value, "an integer >= 0 (0 = off)")
+        if every:
+            self.exploration = Exploration("quota", slot_every=every)
+        elif self._exploration.policy == "quota":
+            self.exploration = Exploration()
 
     # ---- lookups -------------------------------------------------------------------------------
 
@@ -216,7 +273,8 @@ class Recommender:
 
     def observe(self, user_id: str, note_id: str, event: str, ts: float | None = None) -> None:
         """Feed one live event: engagements extend the user's history (their embedding and profile are
-        recomputed on the next request); impressions and clicks update the note's counts."""
+        recomputed on the next request); impressions and clicks update the note's counts (the ranker's
+        note features, and the impressions that narrow the ``ucb``/``thompson`` posterior)."""
         u = self.users.row(user_id)
         n = int(self.live.rows([note_id])[0])
         self.live.count(n, event)
@@ -241,14 +299,17 @@ class Recommender:
     def _slates(
         self, users: list[int], lens: np.ndarray, notes: np.ndarray, rscores: np.ndarray, k: int
     ) -> list[list[Recommendation]]:
-        """Rank ``notes`` (``lens[i]`` consecutive candidates for ``users[i]``); each user's top ``k``."""
+        """Rank ``notes`` (``lens[i]`` consecutive candidates for ``users[i]``); each user's top ``k``
+        in the exploration policy's order."""
         hist = self.users.examples(users, self.history_len, self.now_s)
         stats = self.live.note_stats
         scores = ranker_scores(
             self.ranker, self.data, hist, lens, notes, rscores, now_s=self.now_s, note_stats=stats
         )
-        slate = Slate(k, self.cold_slot_every, self.explain)
-        return slates(self.live, self.users, users, lens, notes, rscores, scores, slate)
+        policy = self._exploration
+        keys = exploration_keys(policy, scores, stats[0][notes], self._rng) if policy.bandit else None
+        slate = Slate(k, policy.slot_every, self.explain)
+        return slates(self.live, self.users, users, lens, notes, rscores, scores, slate, keys)
 
     def recommend(
         self, user_id: str, k: int = 50, *, candidates: int = 300, filters: Filters | None = None

@@ -1,5 +1,5 @@
-"""From scored candidates to the returned lists: the order (with the fresh-note quota) and the reasons
-(the user's strongest profile tags that a note carries)."""
+"""From scored candidates to the returned lists: the order (the exploration policy's keys, with the
+fresh-note quota) and the reasons (the user's strongest profile tags that a note carries)."""
 
 from __future__ import annotations
 
@@ -46,11 +46,13 @@ def recommendations(
     rscores: np.ndarray,
     scores: np.ndarray,
     slate: Slate,
+    keys: np.ndarray | None = None,
 ) -> list[Recommendation]:
-    """The top ``slate.k`` of ``notes`` (C,) for user ``u`` by ``scores`` (C,); ties keep the candidate
-    order. ``rscores`` (C,): the retrieval scores, returned alongside."""
+    """The top ``slate.k`` of ``notes`` (C,) for user ``u`` by ``keys`` (C,; default ``scores``); ties
+    keep the candidate order. ``rscores`` and ``scores`` (C,): the retrieval and ranker scores,
+    returned alongside (an exploration policy orders by its keys; the scores stay the model's)."""
     k = slate.k
-    order = np.argsort(-scores, kind="stable")
+    order = np.argsort(-(scores if keys is None else keys), kind="stable")
     cold = live.cold
     if slate.cold_slot_every and len(order):
         cold_order = order[cold[notes[order]]]
@@ -78,11 +80,13 @@ def slates(
     rscores: np.ndarray,
     scores: np.ndarray,
     slate: Slate,
+    keys: np.ndarray | None = None,
 ) -> list[list[Recommendation]]:
     """:func:`recommendations` per user: ``lens[i]`` consecutive candidates belong to ``user_rows[i]``."""
     out, lo = [], 0
     for u, n in zip(user_rows, lens.tolist(), strict=True):
         part = slice(lo, lo + n)
-        out.append(recommendations(live, users, u, notes[part], rscores[part], scores[part], slate))
+        key = None if keys is None else keys[part]
+        out.append(recommendations(live, users, u, notes[part], rscores[part], scores[part], slate, key))
         lo += n
     return out
