@@ -144,6 +144,28 @@ def _max_inflight(ctx: click.Context, param: click.Parameter, values: Sequence[s
     "use with --cold-candidates).  [default: 0 = off]",
 )
 @click.option(
+    "--exploration",
+    type=click.Choice(["none", "quota", "ucb", "thompson"]),
+    help="How fresh and little-shown notes earn Recommend/Rank slots: none, quota (every "
+    "--cold-slot-every-th slot), ucb or thompson (a Beta posterior around the ranker's click "
+    "probability that narrows as the note collects impressions; use with --cold-candidates).  "
+    "[default: none, or quota with --cold-slot-every]",
+)
+@click.option(
+    "--exploration-prior-impressions",
+    type=click.FloatRange(min=0, min_open=True),
+    help="ucb/thompson: impressions' worth of evidence in the ranker's estimate for a note never "
+    "shown (larger = less exploration).  [default: 20]",
+)
+@click.option(
+    "--exploration-ucb-beta",
+    type=click.FloatRange(min=0),
+    help="ucb: the bonus in posterior standard deviations.  [default: 1]",
+)
+@click.option(
+    "--exploration-seed", type=click.IntRange(min=0), help="thompson: the seed of the draws.  [default: 0]"
+)
+@click.option(
     "--access-log/--no-access-log", default=True, show_default=True, help="One JSON line per request."
 )
 def serve(config_path: Path | None, access_log: bool, **flags: Any) -> None:

@@ -14,9 +14,12 @@ import os
 from collections.abc import Mapping
 from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from features.errors import ConfigError, NotFoundError
+
+if TYPE_CHECKING:
+    from ranking.recommend.exploration import Exploration
 
 __all__ = [
     "METHODS",
@@ -93,7 +96,15 @@ class ServerConfig:
         index_kind: ANN index (``exact``, ``ivf``, ``hnsw``).
         use_ranker: rank with the LightGBM ranker when the run has one.
         cold_candidates: extra Recommend candidates from cold-start notes (the cold-start channel; 0 = off).
-        cold_slot_every: every N-th Recommend slot goes to the best-ranked cold-start candidate (0 = off).
+        cold_slot_every: every N-th Recommend slot goes to the best-ranked cold-start candidate (0 = off;
+            the ``quota`` exploration policy).
+        exploration: how fresh and little-shown notes earn Recommend/Rank slots: ``none``, ``quota`` (needs
+            ``cold_slot_every``), ``ucb`` or ``thompson`` (a Beta posterior around the ranker's click
+            probability, narrowing with the note's impressions; see :mod:`ranking.recommend.exploration`).
+        exploration_prior_impressions: ``ucb``/``thompson``: impressions' worth of evidence in the ranker's
+            estimate for a note never shown (n0; larger = less exploration).
+        exploration_ucb_beta: ``ucb``: the bonus in posterior standard deviations.
+        exploration_seed: ``thompson``: the seed of the draws.
         workers: server processes sharing the port (SO_REUSEPORT), each with its own copy of the models;
             fresh notes reach the other workers through the journal within ``journal_poll_s``.
         offload: run Recommend, Rank and user-interest misses on a worker thread, off the event loop
@@ -130,6 +141,10 @@ class ServerConfig:
     use_ranker: bool = True
     cold_candidates: int = 0
     cold_slot_every: int = 0
+    exploration: str = "none"
+    exploration_prior_impressions: float = 20.0
+    exploration_ucb_beta: float = 1.0
+    exploration_seed: int = 0
     workers: int = 1
     offload: bool = True
     max_inflight: Mapping[str, int] = field(default_factory=lambda: dict(DEFAULT_MAX_INFLIGHT))
@@ -162,6 +177,36 @@ class ServerConfig:
             if not isinstance(getattr(self, name), bool):
                 raise ConfigError(f"{name}: got {getattr(self, name)!r}; expected true or false")
         object.__setattr__(self, "max_inflight", _inflight(self.max_inflight))
+        self.exploration_policy()
+
+    def exploration_policy(self) -> Exploration:
+        """The recommender's :class:`~ranking.recommend.exploration.Exploration` from ``exploration``,
+        its parameters and ``cold_slot_every`` (alone, a quota as before).
+
+        Raises:
+            ConfigError: a bad policy or parameter, ``quota`` without ``cold_slot_every``, or
+                ``cold_slot_every`` with ``ucb``/``thompson``.
+        """
+        from ranking.recommend.exploration import Exploration
+
+        policy, every = self.exploration, self.cold_slot_every
+        if policy == "quota" and not every:
+            raise ConfigError(
+                f"cold_slot_every: got {every!r} with exploration 'quota'; expected an integer >= 1 "
+                "(--cold-slot-every N)"
+            )
+        if policy in ("ucb", "thompson") and every:
+            raise ConfigError(
+                f"cold_slot_every: got {every!r} with exploration {policy!r}; expected 0 (the fresh-note "
+                "quota is its own policy: --exploration quota)"
+            )
+        return Exploration(
+            "quota" if every and policy in ("none", "quota") else policy,
+            slot_every=every if policy in ("none", "quota") else 0,
+            prior_impressions=self.exploration_prior_impressions,
+            ucb_beta=self.exploration_ucb_beta,
+            seed=self.exploration_seed,
+        )
 
     @classmethod
     def from_mapping(cls, values: Mapping[str, Any]) -> ServerConfig:

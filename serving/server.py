@@ -316,7 +316,7 @@ def _load(
         index_kind=cfg.index_kind,
         use_ranker=cfg.use_ranker,
         cold_candidates=cfg.cold_candidates,
-        cold_slot_every=cfg.cold_slot_every,
+        exploration=cfg.exploration_policy(),
     )
     sink, factory, tags_from = _feature_sink(cfg, features)
     problem = "the server was started without a tagger"
