@@ -1,13 +1,16 @@
-"""The two arms, trained the same way on the same data with the same seed; only the tags differ.
+"""The arms: two trained variants (control without tags, the tag models) and the serving policies.
 
 - control: two-tower ``category`` feature set and the ranker without tag features, over a catalog
   with no tags at all (so no tag-derived signal, ``note_n_tags`` included, reaches it);
-- treatment: two-tower ``tags`` feature set on the run's (student) tags and the full ranker.
+- treatment: two-tower ``tags`` feature set on the run's (student) tags and the full ranker;
+- tags_explore, tags_quota: the treatment's trained models (trained once, shared) behind their own
+  :class:`~ranking.recommend.Recommender` (own live catalog, counts and user states), with the
+  exploration policy (UCB by default) or the fixed fresh-note quota.
 
-Each arm follows :func:`ranking.pipeline.ranker_stage`'s recipe: the serving two-tower model is
-trained on clicks before the cold-start cutoff; the ranker on impressions of the ``window_days``
-before the cutoff, with the retrieval-score feature from a second two-tower model trained before
-that window (so the score is out-of-sample for the ranker's rows).
+Both trained variants follow :func:`ranking.pipeline.ranker_stage`'s recipe with the same data and
+seed: the serving two-tower model is trained on clicks before the cold-start cutoff; the ranker on
+impressions of the ``window_days`` before the cutoff, with the retrieval-score feature from a second
+two-tower model trained before that window (so the score is out-of-sample for the ranker's rows).
 """
 
 from __future__ import annotations
@@ -20,20 +23,33 @@ from typing import Any
 from features.io import RunDir
 from ranking.data import RunData, build_training_examples, load_catalog
 from ranking.pipeline import available_tag_sources
+from ranking.recommend.exploration import Exploration
 from tagllm.simulate.config import SimConfig
 
-__all__ = ["Arm", "resolve_treatment_tags", "train_arms"]
+__all__ = ["Arm", "arm_policy", "resolve_treatment_tags", "train_arms"]
 
 log = logging.getLogger(__name__)
 
 
 @dataclass
 class Arm:
-    """A variant: its name, what it is (for the manifest), and its live recommender."""
+    """A variant: its name, what it is (for the manifest), its live recommender, and whether its
+    notes carry tags (fresh notes are published to it with their tags)."""
 
     name: str
     description: dict[str, Any]
     recommender: Any
+    tagged: bool = True
+
+
+def arm_policy(name: str, cfg: SimConfig) -> Exploration:
+    """The serving policy of arm ``name``: none for control and treatment, ``cfg.exploration`` (seeded
+    by ``cfg.seed``) for tags_explore, the quota for tags_quota."""
+    if name == "tags_explore":
+        return replace(cfg.exploration, seed=cfg.seed)
+    if name == "tags_quota":
+        return Exploration("quota", slot_every=cfg.quota_slot_every)
+    return Exploration()
 
 
 def resolve_treatment_tags(run: RunDir, wanted: str) -> str:
@@ -50,7 +66,6 @@ def resolve_treatment_tags(run: RunDir, wanted: str) -> str:
 
 def _train_arm(name: str, data: RunData, feature_set: str, features: tuple[str, ...], cfg: SimConfig) -> Arm:
     from ranking.ranker import ranker_features, ranking_examples, train_ranker
-    from ranking.recommend import Recommender
     from ranking.retrieval.train import train
 
     t0 = time.perf_counter()
@@ -63,14 +78,7 @@ def _train_arm(name: str, data: RunData, feature_set: str, features: tuple[str, 
     scorer = train(data, early, tcfg)
     rex = ranking_examples(data, window_start, data.cutoff_s, replace(rcfg, seed=cfg.seed))
     ranker = train_ranker(ranker_features(data, rex, scorer), rex, replace(rcfg, seed=cfg.seed), features)
-    rec = Recommender(
-        serving,
-        ranker,
-        version=f"sim-{name}",
-        explain=False,
-        cold_candidates=cfg.cold_candidates,
-        cold_slot_every=cfg.cold_slot_every,
-    )
+    rec = _recommender(name, serving, ranker, cfg)
     seconds = round(time.perf_counter() - t0, 2)
     log.info(
         "arm %s trained in %.1fs (%s tags, two-tower %s)", name, seconds, data.catalog.tag_source, feature_set
@@ -84,14 +92,52 @@ def _train_arm(name: str, data: RunData, feature_set: str, features: tuple[str, 
             "train_examples": {"retrieval": len(examples), "ranker": len(rex)},
             "train_seconds": seconds,
             "cold_candidates": cfg.cold_candidates,
-            "cold_slot_every": cfg.cold_slot_every,
+            "cold_slot_every": rec.cold_slot_every,
+            "exploration": rec.exploration.describe(),
         },
         rec,
+        tagged=feature_set != "category",
     )
 
 
+def _recommender(name: str, model: Any, ranker: Any, cfg: SimConfig) -> Any:
+    from ranking.recommend import Recommender
+
+    return Recommender(
+        model,
+        ranker,
+        version=f"sim-{name}",
+        explain=False,
+        cold_candidates=cfg.cold_candidates,
+        exploration=arm_policy(name, cfg),
+    )
+
+
+def _policy_arm(name: str, treatment: Arm, cfg: SimConfig) -> Arm:
+    """Arm ``name``: the treatment's trained models behind a recommender of its own with its policy."""
+    t0 = time.perf_counter()
+    old = treatment.recommender
+    rec = _recommender(name, old.model, old.ranker, cfg)
+    what = {
+        "tags_explore": f"treatment + exploration ({rec.exploration.policy}: fresh and little-shown notes earn "
+        "slots by the ranker's click probability plus its posterior uncertainty)",
+        "tags_quota": f"treatment + the fixed fresh-note quota (every {rec.cold_slot_every}th slot: the "
+        "best-ranked cold-start candidate)",
+    }[name]
+    desc = {
+        **{k: v for k, v in treatment.description.items() if k not in ("train_seconds", "what")},
+        "models": "the treatment's (trained once; only the serving policy differs)",
+        "cold_slot_every": rec.cold_slot_every,
+        "exploration": rec.exploration.describe(),
+        "setup_seconds": round(time.perf_counter() - t0, 2),
+        "what": what,
+    }
+    return Arm(name, desc, rec, tagged=True)
+
+
 def train_arms(run: RunDir, cfg: SimConfig) -> dict[str, Arm]:
-    """Train control and treatment (see the module docstring) and wrap each in a Recommender."""
+    """Train control and treatment (see the module docstring), wrap each in a Recommender, and add
+    the policy arms of ``cfg.arms`` over the treatment's models; in ``cfg.arms`` order."""
     from ranking.data import load_run_data
     from ranking.ranker import FEATURES, TAG_FEATURES
 
@@ -106,4 +152,6 @@ def train_arms(run: RunDir, cfg: SimConfig) -> dict[str, Arm]:
     )
     treatment = _train_arm("treatment", tagged, "tags", tuple(FEATURES), cfg)
     treatment.description["what"] = f"recommender with {source} tags (two-tower with tags; full ranker)"
-    return {"control": control, "treatment": treatment}
+    arms = {"control": control, "treatment": treatment}
+    arms |= {name: _policy_arm(name, treatment, cfg) for name in cfg.arms if name not in arms}
+    return {name: arms[name] for name in cfg.arms}

@@ -1,4 +1,4 @@
-"""The simulator's settings: one frozen dataclass, validated on construction."""
+"""The simulator's settings: one frozen dataclass, validated on construction, and the arms it knows."""
 
 from __future__ import annotations
 
@@ -7,11 +7,23 @@ from typing import Any
 
 from features.errors import ConfigError
 from ranking.ranker import RankerConfig
+from ranking.recommend.exploration import Exploration
 from ranking.retrieval.train import TrainConfig
 
-__all__ = ["TREATMENT_TAG_SOURCES", "SimConfig"]
+__all__ = ["ARMS", "DEFAULT_QUOTA_SLOT_EVERY", "POLICY_ARMS", "TREATMENT_TAG_SOURCES", "SimConfig"]
 
 TREATMENT_TAG_SOURCES = ("student", "teacher", "ground_truth", "reference")
+
+#: Every arm the simulator can run, in assignment order (a user's hash bucket picks one of the arms
+#: in this order). ``control``: no tags; ``treatment``: the tags (today's treatment, no exploration);
+#: ``tags_explore``: the tags + the exploration policy (``exploration``, UCB by default);
+#: ``tags_quota``: the tags + the fixed fresh-note quota (``cold_slot_every``). The three tag arms share
+#: one trained two-tower model and ranker; only the serving policy differs.
+ARMS = ("control", "treatment", "tags_explore", "tags_quota")
+#: The arms that differ from ``treatment`` only by their serving policy.
+POLICY_ARMS = ("tags_explore", "tags_quota")
+#: The quota of ``tags_quota`` when ``cold_slot_every`` is not given: 2 of K = 10 slots.
+DEFAULT_QUOTA_SLOT_EVERY = 5
 
 
 def _int_at_least(name: str, value: Any, low: int) -> None:
@@ -24,7 +36,7 @@ class SimConfig:
     """How the simulated online A/B test runs.
 
     Args:
-        days: experiment days (users randomized 50/50 to control and treatment).
+        days: experiment days (users randomized evenly to the ``arms``).
         pre_days: pre-period days before the experiment, everyone on control (CUPED covariates);
             0 disables CUPED.
         users: cap on simulated users (a random subset chosen by a salted hash); None = every user.
@@ -47,10 +59,16 @@ class SimConfig:
             simulation less than this many days before it (the ``pv_ctr_cold_start`` segment);
             without fresh notes, cold start falls back to the catalog's notes published after the
             training cutoff.
-        cold_candidates: both arms: extra candidates per session from the cold-start notes
-            (:class:`~ranking.recommend.Recommender` ``cold_candidates``; 0 = off).
-        cold_slot_every: both arms: every N-th slot of the slate goes to the best-ranked cold-start
-            candidate (the fresh-note quota; 0 = off).
+        cold_candidates: every arm: extra candidates per session from the cold-start notes
+            (:class:`~ranking.recommend.Recommender` ``cold_candidates``, the cold-start channel of
+            candidate generation, the same in every arm; 0 = off).
+        arms: the arms users are hashed into evenly (:data:`ARMS`; ``control`` and ``treatment``
+            always, in any order); events of the experiment days reach only the recommender of the arm
+            that served them, so each arm keeps its own note counts and histories.
+        cold_slot_every: ``tags_quota``: every N-th slot of the slate goes to the best-ranked
+            cold-start candidate (None = :data:`DEFAULT_QUOTA_SLOT_EVERY`; only with a ``tags_quota`` arm).
+        exploration: ``tags_explore``'s policy, ``ucb`` or ``thompson``
+            (:class:`~ranking.recommend.Exploration`; Thompson draws are seeded by ``seed``).
     """
 
     days: int = 7
@@ -68,8 +86,10 @@ class SimConfig:
     progress: bool = False
     fresh_notes_per_day: int = 60
     cold_start_days: float = 3.0
-    cold_candidates: int = 0
-    cold_slot_every: int = 0
+    cold_candidates: int = 20
+    arms: tuple[str, ...] = ("control", "treatment")
+    cold_slot_every: int | None = None
+    exploration: Exploration = field(default_factory=lambda: Exploration("ucb"))
 
     def __post_init__(self) -> None:
         _int_at_least("days", self.days, 1)
@@ -89,7 +109,7 @@ class SimConfig:
         _int_at_least("seed", self.seed, 0)
         _int_at_least("batch_sessions", self.batch_sessions, 1)
         _int_at_least("cold_candidates", self.cold_candidates, 0)
-        _int_at_least("cold_slot_every", self.cold_slot_every, 0)
+        self._check_arms()
         _int_at_least("fresh_notes_per_day", self.fresh_notes_per_day, 0)
         if self.fresh_notes_per_day > 10_000:
             raise ConfigError(
@@ -109,3 +129,30 @@ class SimConfig:
             raise ConfigError(f"retrieval: got {type(self.retrieval).__name__}; expected a TrainConfig")
         if not isinstance(self.ranker, RankerConfig):
             raise ConfigError(f"ranker: got {type(self.ranker).__name__}; expected a RankerConfig")
+
+    def _check_arms(self) -> None:
+        arms = self.arms
+        expected = f"distinct names among {', '.join(ARMS)}, with control and treatment"
+        if isinstance(arms, str) or not isinstance(arms, tuple | list):
+            raise ConfigError(f"arms: got {arms!r}; expected a tuple of {expected}")
+        unknown = [a for a in arms if a not in ARMS]
+        if unknown or len(set(arms)) != len(arms) or not {"control", "treatment"} <= set(arms):
+            raise ConfigError(f"arms: got {tuple(arms)!r}; expected {expected}")
+        object.__setattr__(self, "arms", tuple(a for a in ARMS if a in arms))  # the assignment order
+        if self.cold_slot_every is not None:
+            _int_at_least("cold_slot_every", self.cold_slot_every, 1)
+            if "tags_quota" not in self.arms:
+                raise ConfigError(
+                    f"cold_slot_every: got {self.cold_slot_every!r} without a tags_quota arm; expected None "
+                    "(only the tags_quota arm has the fresh-note quota: add it to arms)"
+                )
+        if not isinstance(self.exploration, Exploration) or not self.exploration.bandit:
+            raise ConfigError(
+                f"exploration: got {self.exploration!r}; expected Exploration('ucb', ...) or "
+                "Exploration('thompson', ...) (tags_explore's policy)"
+            )
+
+    @property
+    def quota_slot_every(self) -> int:
+        """``tags_quota``'s N: every N-th slot goes to the best-ranked cold-start candidate."""
+        return DEFAULT_QUOTA_SLOT_EVERY if self.cold_slot_every is None else self.cold_slot_every

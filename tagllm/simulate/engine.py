@@ -2,9 +2,15 @@
 
 Day 0 starts at the first UTC midnight after the run's last interaction. Days ``0 .. pre_days-1`` are the
 pre-period (everyone served by control), the next ``days`` the experiment (each user served by
-their arm). Each day's fresh notes (:mod:`tagllm.simulate.fresh`) are added to both arms at their
-publication time, between session batches. Every event is fed to both arms' recommenders, as a shared feature store would: note
-impression/click counts are global, and a user's history holds whatever they engaged with.
+their arm). Each day's fresh notes (:mod:`tagllm.simulate.fresh`) are added to every arm at their
+publication time, between session batches (with their tags to the tag arms, the category only to
+control).
+
+Every arm keeps its own serving state. Pre-period events reach every arm's recommender (a common
+history: user histories and note counts are the same in every arm at assignment); an experiment event
+reaches only the recommender of the arm that served it, so an arm's note impression/click counts (the
+ranker's note features and the exploration policy's evidence) come from its own traffic and one arm's
+exploration cannot leak into another arm's ranking.
 
 Randomness is keyed, not sequential: a user's sessions on a day and each session's responses draw
 from generators seeded by (seed, day, user, session), so capping the population or changing one
@@ -35,8 +41,10 @@ __all__ = ["VARIANTS", "assign", "bucket", "run_sessions", "select_users"]
 
 log = logging.getLogger(__name__)
 
+#: The two-arm experiment's variants (the default arms).
 VARIANTS = ("control", "treatment")
 DAY_S = 86_400.0
+_BUCKETS = 10_000
 
 
 def bucket(salt: str, user_id: str, buckets: int = 10_000) -> int:
@@ -54,10 +62,18 @@ def select_users(user_ids: Sequence[str], cap: int | None, seed: int) -> list[st
     return sorted(ranked[:cap])
 
 
-def assign(user_ids: Sequence[str], experiment: str, seed: int, assigned_at: pd.Timestamp) -> pd.DataFrame:
-    """50/50 assignment by a salted hash of user_id: columns user_id, experiment, variant, assigned_at."""
+def assign(
+    user_ids: Sequence[str],
+    experiment: str,
+    seed: int,
+    assigned_at: pd.Timestamp,
+    arms: Sequence[str] = VARIANTS,
+) -> pd.DataFrame:
+    """Even assignment to ``arms`` by a salted hash of user_id (bucket b of 10,000 -> ``arms[b * len(arms)
+    // 10,000]``; with two arms: b < 5,000 control): columns user_id, experiment, variant, assigned_at."""
     salt = f"{experiment}:{seed}"
-    variant = [VARIANTS[bucket(salt, u) >= 5_000] for u in user_ids]
+    n = len(arms)
+    variant = [arms[bucket(salt, u, _BUCKETS) * n // _BUCKETS] for u in user_ids]
     return pd.DataFrame(
         {
             "user_id": list(user_ids),
@@ -181,7 +197,7 @@ def run_sessions(
     fleet whose features refresh every few minutes), then its responses are fed back in time order.
 
     Args:
-        arms: ``control`` and ``treatment`` (their recommenders answer batches with ``recommend_many``).
+        arms: the arms by name (their recommenders answer batches with ``recommend_many``).
         truth: the synthetic users' response model.
         users: simulated user ids.
         variants: user id -> experiment variant.
@@ -195,13 +211,13 @@ def run_sessions(
         pending = deque(fresh.draw(day) if sim.published is not None and fresh is not None else [])
         sessions = _day_sessions(users, sim.truth_idx, truth.activity, day, cfg, start_s)
         for batch in _batches(sessions, cfg.batch_sessions):
-            _publish(pending, batch[0][0], sim.recs, sim.note_truth, sim.published)
+            _publish(pending, batch[0][0], sim)
             slates = _slates(sim, batch, day)
             for ts, i, j in batch:
                 arm, slate = slates[i]
                 if slate:
                     _session(sim, day, ts, i, j, arm, slate)
-        _publish(pending, np.inf, sim.recs, sim.note_truth, sim.published)
+        _publish(pending, np.inf, sim)
         if on_day is not None:
             on_day(day)
     return sim.logbook.frame()
@@ -217,6 +233,7 @@ class _Sim:
     variants: dict[str, str]
     cfg: SimConfig
     recs: dict[str, Recommender]
+    tagged: frozenset[str]  # the arms whose notes carry tags
     note_truth: dict[str, int]  # note id -> index in the response model (fresh notes added)
     shown: list[list[str]]  # per user: every note shown so far (never shown again)
     published: dict[str, float] | None  # fresh note id -> publication time (None: no fresh notes)
@@ -249,6 +266,7 @@ class _Sim:
             variants=variants,
             cfg=cfg,
             recs={name: arm.recommender for name, arm in arms.items()},
+            tagged=frozenset(name for name, arm in arms.items() if arm.tagged),
             note_truth=dict(zip(truth.note_index, range(len(truth.note_index)), strict=True)),
             shown=[[] for _ in users],
             published={} if with_fresh and cfg.fresh_notes_per_day > 0 else None,
@@ -263,7 +281,7 @@ def _slates(
 
     cfg = sim.cfg
     slates: dict[int, tuple[str, list[Recommendation]]] = {}
-    for arm in VARIANTS:
+    for arm in sim.recs:
         mine = [
             s for s in batch if ("control" if day < cfg.pre_days else sim.variants[sim.users[s[1]]]) == arm
         ]
@@ -291,28 +309,24 @@ def _session(sim: _Sim, day: int, ts: float, i: int, j: int, arm: str, slate: li
         horizon = cfg.cold_start_days * DAY_S
         published = sim.published
         cold = [ts - published.get(r.note_id, -np.inf) < horizon for r in slate]
-    _serve(slate, sim.users[i], t_user, t_notes, arm, ts, cold, key, sim.truth, sim.recs, sim.logbook)
+    # the pre-period is everyone's history; an experiment event reaches only its own arm
+    observers = list(sim.recs.values()) if day < cfg.pre_days else [sim.recs[arm]]
+    _serve(slate, sim.users[i], t_user, t_notes, arm, ts, cold, key, sim.truth, observers, sim.logbook)
     sim.shown[i].extend(r.note_id for r in slate)
 
 
-def _publish(
-    pending: deque[FreshNote],
-    until_s: float,
-    recs: dict[str, Recommender],
-    note_truth: dict[str, int],
-    published: dict[str, float] | None,
-) -> None:
-    """Add the pending notes published by ``until_s`` to every arm (treatment with its tags, control
-    with its category only) and advance the arms' serving clocks to their publication times."""
+def _publish(pending: deque[FreshNote], until_s: float, sim: _Sim) -> None:
+    """Add the pending notes published by ``until_s`` to every arm (the tag arms with their tags,
+    control with its category only) and advance the arms' serving clocks to their publication times."""
     while pending and pending[0].created_s <= until_s:
         note = pending.popleft()
-        for name, rec in recs.items():
-            tags = note.tags if name == "treatment" else ()
+        for name, rec in sim.recs.items():
+            tags = note.tags if name in sim.tagged else ()
             rec.add_note(note.note_id, note.category, tags, created_s=note.created_s)
             rec.now_s = max(rec.now_s, note.created_s)
-        note_truth[note.note_id] = note.truth_index
-        if published is not None:
-            published[note.note_id] = note.created_s
+        sim.note_truth[note.note_id] = note.truth_index
+        if sim.published is not None:
+            sim.published[note.note_id] = note.created_s
 
 
 def _serve(
@@ -325,7 +339,7 @@ def _serve(
     cold: list[bool],
     key: tuple[int, ...],
     truth: TrueModel,
-    recs: dict[str, Recommender],
+    observers: list[Recommender],
     logbook: _Log,
 ) -> None:
     rng = np.random.default_rng(list(key))
@@ -352,5 +366,5 @@ def _serve(
                     events.append((t_e, pos, name, np.nan))
     events.sort(key=lambda x: (x[0], x[1]))
     for t, pos, name, _ in events:
-        for rec in recs.values():
+        for rec in observers:
             rec.observe(uid, note_ids[pos], name, t)

@@ -1,4 +1,4 @@
-"""``simulate_stage``: train both arms, simulate, write the logs, analyse them, write the report.
+"""``simulate_stage``: train the arms, simulate, write the logs, analyse them, write the reports.
 
 Output folder (default RUN/ab_sim/; every file written atomically, manifest.json last)::
 
@@ -10,7 +10,9 @@ Output folder (default RUN/ab_sim/; every file written atomically, manifest.json
                          and user_segment
     users.parquet        the aggregated user-level table (what the report analysed)
     metrics.yaml         the paper's four metrics with their CUPED covariates
-    report.json/.md/.html
+    report.json/.md/.html  treatment vs control
+    arms.md              every arm's figures and every pairwise comparison (tagllm.simulate.compare)
+    compare/<arm>_vs_<baseline>.json   each comparison's ab_analysis report
     manifest.json        "simulation": true, seed, arms, days, users, counts, how to re-analyse
 
 The same report comes from the stock CLI::
@@ -36,44 +38,27 @@ from features.io import RunDir, atomic_path, write_json, write_parquet
 from tagllm.simulate.config import SimConfig
 from tagllm.simulate.engine import DAY_S, assign, run_sessions, select_users
 from tagllm.simulate.fresh import FRESH_PREFIX
+from tagllm.simulate.metrics import COMPARISON_METRICS, METRIC_NAMES, metric_defs, num, pct
+from tagllm.simulate.metrics import p_text as _p_text
 
 __all__ = ["METRIC_NAMES", "SIMULATION_LABEL", "simulate_stage"]
 
 log = logging.getLogger(__name__)
 
-METRIC_NAMES = ("view_duration_per_user", "interactions_per_user", "pv_ctr", "pv_ctr_cold_start")
 SIMULATION_LABEL = (
     "SIMULATION: synthetic users answering the real recommend pipeline with the data generator's "
     "click/dwell/engagement model; not a measurement on real traffic"
 )
-_COVARIATES = {
-    "view_duration_per_user": {"numerator": "pre_view_duration"},
-    "interactions_per_user": {"numerator": "pre_interactions"},
-    "pv_ctr": {"numerator": "pre_clicks", "denominator": "pre_impressions"},
-    "pv_ctr_cold_start": {"numerator": "pre_cold_start_clicks", "denominator": "pre_cold_start_impressions"},
-}
-
-
-def _metrics(cuped: bool) -> list[Any]:
-    """The paper's four metrics (ab_analysis defaults), with pre-period CUPED covariates when ``cuped``."""
-    from ab_analysis import default_metrics
-    from ab_analysis.metrics import parse_metrics
-
-    docs = [m.model_dump(exclude_none=True) for m in default_metrics() if m.name in METRIC_NAMES]
-    if cuped:
-        docs = [d | {"covariate": _COVARIATES[d["name"]]} for d in docs]
-    return parse_metrics(docs, source="simulator metrics")
 
 
 def _pre_covariates(events: pd.DataFrame, assignments: pd.DataFrame) -> pd.DataFrame:
-    """The four metrics' columns over the pre-period, per user, prefixed ``pre_``."""
+    """The comparison metrics' columns over the pre-period, per user, prefixed ``pre_``."""
     from ab_analysis.events import aggregate_events
 
+    defs = metric_defs(False, COMPARISON_METRICS)
     pre = events[events["ts"] < assignments["assigned_at"].min()]
-    table = aggregate_events(
-        pre, assignments[["user_id", "variant"]], _metrics(False), only_after_assignment=False
-    )
-    cols = [c.column for m in _metrics(False) for c in m.columns()]
+    table = aggregate_events(pre, assignments[["user_id", "variant"]], defs, only_after_assignment=False)
+    cols = list(dict.fromkeys(c.column for m in defs for c in m.columns()))
     return table.users[["user_id", *cols]].rename(columns={c: f"pre_{c}" for c in cols})
 
 
@@ -84,29 +69,21 @@ def _figures(report: Any, plain: Any) -> dict[str, Any]:
         x, y = r.result, p.result
         out[name] = {
             "status": x.status,
-            "control_mean": _num(x.control_mean),
-            "treatment_mean": _num(x.treatment_mean),
-            "lift": _num(x.rel_lift),
-            "ci": [_num(x.rel_ci_low), _num(x.rel_ci_high)],
-            "p_value": _num(x.p_value),
-            "p_adjusted": _num(r.p_adjusted),
+            "control_mean": num(x.control_mean),
+            "treatment_mean": num(x.treatment_mean),
+            "lift": num(x.rel_lift),
+            "ci": [num(x.rel_ci_low), num(x.rel_ci_high)],
+            "p_value": num(x.p_value),
+            "p_adjusted": num(r.p_adjusted),
             "significant": bool(r.significant),
             "cuped": bool(r.cuped),
             "without_cuped": {
-                "lift": _num(y.rel_lift),
-                "ci": [_num(y.rel_ci_low), _num(y.rel_ci_high)],
-                "p_value": _num(y.p_value),
+                "lift": num(y.rel_lift),
+                "ci": [num(y.rel_ci_low), num(y.rel_ci_high)],
+                "p_value": num(y.p_value),
             },
         }
     return out
-
-
-def _num(v: float) -> float | None:
-    return round(float(v), 6) if v is not None and np.isfinite(v) else None
-
-
-def _pct(v: float | None) -> str:
-    return "n/a" if v is None else f"{100 * v:+.2f}%"
 
 
 def _write_text(path: Path, text: str) -> None:
@@ -168,9 +145,11 @@ def simulate_stage(
 
         assignments, metrics = _write_logs(run, events, assignments, cfg, out_dir)
         report, plain = _analyze(assignments, metrics, out_dir)
+        per_arm, pairs = _compare(events, assignments, cfg, arms, out_dir)
         t_done, c_done = time.perf_counter(), time.process_time()
 
         figures = _summary(report, plain, cfg, arms, events, assignments, out_dir, users)
+        figures["per_arm"], figures["comparisons"] = per_arm, pairs
         figures["fresh_notes"] = fresh_info
         figures["seconds"] = _durations(t_start, t_trained, t_simulated, t_done)
         # CPU seconds of this process: the wall time it would take on an otherwise idle machine.
@@ -188,12 +167,12 @@ def _assignments(arms: dict, cfg: SimConfig) -> tuple[list[str], pd.DataFrame, f
     # Day 0 starts at the first UTC midnight after the run's last event: simulated days are calendar days.
     start_s = float(np.ceil(arms["control"].recommender.now_s / DAY_S) * DAY_S)
     assigned_at = pd.Timestamp((start_s + cfg.pre_days * DAY_S) * 1e9, tz="UTC")
-    assignments = assign(users, cfg.experiment, cfg.seed, assigned_at)
+    assignments = assign(users, cfg.experiment, cfg.seed, assigned_at, cfg.arms)
+    counts = assignments["variant"].value_counts()
     log.info(
-        "simulating %d users (%d control / %d treatment), %d pre-period + %d experiment days",
+        "simulating %d users (%s), %d pre-period + %d experiment days",
         len(users),
-        int((assignments["variant"] == "control").sum()),
-        int((assignments["variant"] == "treatment").sum()),
+        " / ".join(f"{int(counts.get(a, 0))} {a}" for a in cfg.arms),
         cfg.pre_days,
         cfg.days,
     )
@@ -214,7 +193,7 @@ def _write_logs(
     cuped = cfg.pre_days > 0
     if cuped:
         assignments = assignments.merge(_pre_covariates(events, assignments), on="user_id", how="left")
-    metrics = _metrics(cuped)
+    metrics = metric_defs(cuped)
     write_parquet(events, out_dir / "events.parquet")
     write_parquet(assignments, out_dir / "assignments.parquet")
     doc = {"metrics": [m.model_dump(exclude_none=True, exclude_defaults=True) for m in metrics]}
@@ -234,10 +213,27 @@ def _analyze(assignments: pd.DataFrame, metrics: list[Any], out_dir: Path) -> tu
         report, metadata={**(report.metadata or {}), "simulation": True, "label": SIMULATION_LABEL}
     )
     table = aggregate_events(out_dir / "events.parquet", assignments, metrics)
-    plain = analyze(table.users, _metrics(False))
+    plain = analyze(table.users, metric_defs(False))
     write_parquet(table.users, out_dir / "users.parquet")
     _write_report(report, out_dir)
     return report, plain
+
+
+def _compare(
+    events: pd.DataFrame, assignments: pd.DataFrame, cfg: SimConfig, arms: dict, out_dir: Path
+) -> tuple[dict[str, Any], dict[str, Any]]:
+    """Per-arm figures and the pairwise comparisons (:mod:`tagllm.simulate.compare`); writes arms.md and
+    compare/*.json."""
+    from tagllm.simulate.compare import arm_figures, comparisons, markdown
+
+    per_arm = arm_figures(events, assignments)
+    per_arm = {a: per_arm[a] for a in cfg.arms if a in per_arm}
+    pairs = comparisons(
+        out_dir / "events.parquet", assignments, cfg.arms, cuped=cfg.pre_days > 0, out_dir=out_dir / "compare"
+    )
+    what = {name: str(arm.description.get("what", "")) for name, arm in arms.items()}
+    _write_text(out_dir / "arms.md", markdown(per_arm, pairs, what, SIMULATION_LABEL))
+    return per_arm, pairs
 
 
 def _durations(start: float, trained: float, simulated: float, done: float) -> dict[str, float]:
@@ -334,10 +330,16 @@ def _summary(
         "days": cfg.days,
         "pre_days": cfg.pre_days,
         "k": cfg.k,
-        "users": {"control": int(s.counts[0]), "treatment": int(s.counts[1]), "total": len(users)},
+        "arms": list(cfg.arms),
+        "users": {
+            **{a: int((assignments["variant"] == a).sum()) for a in cfg.arms},
+            "control": int(s.counts[0]),
+            "treatment": int(s.counts[1]),
+            "total": len(users),
+        },
         "srm": {
             "status": "mismatch" if s.mismatch else s.status,
-            "p_value": _num(s.p_value),
+            "p_value": num(s.p_value),
             "counts": list(s.counts),
         },
         "ci_convention": f"relative lift T/C - 1 with a {100 * (1 - report.alpha):.0f}% CI (log-scale delta method), "
@@ -345,19 +347,19 @@ def _summary(
         + ("" if cfg.pre_days > 0 else " (off: no pre-period)"),
         "metrics": metrics,
         "headline": {
-            name: f"{_pct(m['lift'])} [{_pct(m['ci'][0])}, {_pct(m['ci'][1])}], " + _p_text(m["p_value"])
+            name: f"{pct(m['lift'])} [{pct(m['ci'][0])}, {pct(m['ci'][1])}], " + _p_text(m["p_value"])
             for name, m in metrics.items()
         },
         "true_ctr": {
-            arm: _num(float(imp.loc[imp["served_by"] == arm, "p_click"].mean()))
+            arm: num(float(imp.loc[imp["served_by"] == arm, "p_click"].mean()))
             if (imp["served_by"] == arm).any()
             else None
-            for arm in ("control", "treatment")
+            for arm in cfg.arms
         },
         "events": len(events),
         "experiment_impressions": len(imp),
-        "cold_start_impression_share": _num(float(imp["is_cold_start"].mean())) if len(imp) else None,
-        "fresh_impression_share": _num(float(imp["note_id"].str.startswith(FRESH_PREFIX).mean()))
+        "cold_start_impression_share": num(float(imp["is_cold_start"].mean())) if len(imp) else None,
+        "fresh_impression_share": num(float(imp["note_id"].str.startswith(FRESH_PREFIX).mean()))
         if len(imp)
         else None,
         "report": str(out_dir / "report.json"),
@@ -379,7 +381,10 @@ def _manifest(
         "label": SIMULATION_LABEL,
         "seed": cfg.seed,
         "experiment": cfg.experiment,
-        "assignment": f"sha256('{cfg.experiment}:{cfg.seed}:' + user_id) bucket of 10,000; < 5,000 control",
+        "assignment": f"sha256('{cfg.experiment}:{cfg.seed}:' + user_id) bucket b of 10,000 -> arm "
+        f"[{', '.join(cfg.arms)}][b * {len(cfg.arms)} // 10,000]",
+        "serving_state": "pre-period events reach every arm's recommender; experiment events only the arm "
+        "that served them (own note counts and histories per arm)",
         "arms": {name: arm.description for name, arm in arms.items()},
         "days": {
             "pre": cfg.pre_days,
@@ -397,12 +402,7 @@ def _manifest(
         "files": [*sorted(p.name for p in out_dir.iterdir() if not p.name.startswith(".")), "manifest.json"],
         "reanalyse": f"tagllm ab report --events {out_dir / 'events.parquet'} --assignments "
         f"{out_dir / 'assignments.parquet'} --metrics {out_dir / 'metrics.yaml'} --out DIR",
+        "reanalyse_pairs": "the same with --control BASELINE --treatment ARM for another pair (arms.md; "
+        "the pre_warm_* covariates of pv_ctr_warm are in assignments.parquet)",
         "figures": figures,
     }
-
-
-def _p_text(p: float | None) -> str:
-    """``p = 0.0123``; ``p < 1e-06`` when it underflows to 0 (never print "p = 0")."""
-    if p is None:
-        return "p = n/a"
-    return "p < 1e-06" if p < 1e-6 else f"p = {p:.3g}"

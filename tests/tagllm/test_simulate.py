@@ -14,9 +14,11 @@ import pytest
 from features.errors import ConfigError
 from features.io import RunDir
 from ranking.ranker import RankerConfig
+from ranking.recommend import Exploration
 from ranking.retrieval.train import TrainConfig
 from tagging.types import Tag
 from tagllm.simulate import METRIC_NAMES, SimConfig, simulate_stage
+from tagllm.simulate.config import ARMS
 from tagllm.simulate.engine import assign, bucket, select_users
 
 # Fast but real: every piece runs, with little training and few sessions.
@@ -48,9 +50,19 @@ def tiny_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return path
 
 
+# Every arm in one run; a strong quota (2 of the 5 slots) so that its effect shows on few users.
+FOUR = replace(FAST, arms=ARMS, users=120, cold_slot_every=2)
+
+
 @pytest.fixture(scope="module")
 def stage(tiny_run: Path) -> dict:
     return simulate_stage(tiny_run, FAST)
+
+
+@pytest.fixture(scope="module")
+def stage4(tiny_run: Path, tmp_path_factory: pytest.TempPathFactory) -> tuple[dict, Path]:
+    out = tmp_path_factory.mktemp("four")
+    return simulate_stage(tiny_run, FOUR, out=out), out
 
 
 # ---- configuration ------------------------------------------------------------------------------
@@ -77,6 +89,14 @@ def stage(tiny_run: Path) -> dict:
         ("retrieval", {"retrieval": {"epochs": 1}}),
         ("cold_candidates", {"cold_candidates": -1}),
         ("cold_slot_every", {"cold_slot_every": True}),
+        ("cold_slot_every", {"cold_slot_every": 0, "arms": ARMS}),
+        ("cold_slot_every", {"cold_slot_every": 3}),  # no tags_quota arm to use it
+        ("arms", {"arms": ("control",)}),
+        ("arms", {"arms": ("control", "treatment", "tags_greedy")}),
+        ("arms", {"arms": ("control", "treatment", "treatment")}),
+        ("arms", {"arms": "control,treatment"}),
+        ("exploration", {"exploration": Exploration("quota", slot_every=2)}),
+        ("exploration", {"exploration": "ucb"}),
     ],
 )
 def test_bad_options_raise_config_error_naming_them(option: str, kwargs: dict) -> None:
@@ -108,6 +128,24 @@ def test_assignment_is_a_salted_5050_hash() -> None:
     assert 0.4 < float((other["variant"] != a["variant"]).mean()) < 0.6
     assert list(a.columns) == ["user_id", "experiment", "variant", "assigned_at"]
     assert bucket("s", "u1") == bucket("s", "u1") and 0 <= bucket("s", "u1") < 10_000
+
+
+def test_multi_arm_assignment_is_even_and_keeps_the_two_arm_split() -> None:
+    ids = [f"u{i:06d}" for i in range(20_000)]
+    at = pd.Timestamp("2026-03-04", tz="UTC")
+    four = assign(ids, "exp", 0, at, ARMS)
+    shares = four["variant"].value_counts(normalize=True)
+    assert set(shares.index) == set(ARMS) and (abs(shares - 0.25) < 0.015).all()
+    two = assign(ids, "exp", 0, at)
+    # the two-arm split is the old rule: bucket < 5,000 is control
+    assert (two["variant"] == "control").tolist() == [bucket("exp:0", u) < 5_000 for u in ids]
+    # control's users in the four-arm split are the lowest quarter of the buckets
+    assert (four["variant"] == "control").tolist() == [bucket("exp:0", u) < 2_500 for u in ids]
+    assert SimConfig(arms=("tags_quota", "treatment", "control")).arms == (
+        "control",
+        "treatment",
+        "tags_quota",
+    )
 
 
 def test_user_cap_is_a_seeded_subset() -> None:
@@ -261,22 +299,139 @@ def test_without_fresh_notes_cold_start_is_the_catalogs(tiny_run: Path, tmp_path
     assert figures["fresh_notes"]["per_day"] == 0
 
 
-def test_cold_slots_raise_the_cold_start_share_of_impressions(tiny_run: Path, tmp_path: Path) -> None:
-    base = replace(FAST, days=1, pre_days=0)
-    shares = {}
-    for name, cfg in {
-        "off": base,
-        "slots": replace(base, cold_candidates=20, cold_slot_every=2),
-    }.items():
-        simulate_stage(tiny_run, cfg, out=tmp_path / name)
-        ev = pd.read_parquet(tmp_path / name / "events.parquet")
-        imp = ev[ev["event"] == "impression"]
-        shares[name] = float(imp["is_cold_start"].mean())
-        manifest = json.loads((tmp_path / name / "manifest.json").read_text())
-        assert manifest["arms"]["treatment"]["cold_slot_every"] == cfg.cold_slot_every
-    # 2 of every 5 slots go to cold notes (the simulation's fresh notes or the catalog's post-cutoff
-    # ones; only the fresh ones count as the cold-start segment)
-    assert shares["slots"] > 1.5 * shares["off"], shares
+def test_four_arms_in_one_run_share_users_days_and_fresh_notes(stage4: tuple[dict, Path]) -> None:
+    figures, out = stage4
+    a = pd.read_parquet(out / "assignments.parquet")
+    assert set(a["variant"]) == set(ARMS) and len(a) == FOUR.users
+    ev = pd.read_parquet(out / "events.parquet")
+    exp = ev[ev["ts"] >= a["assigned_at"].min()].merge(a[["user_id", "variant"]], on="user_id")
+    assert (exp["served_by"] == exp["variant"]).all()
+    fresh = exp["note_id"].str.startswith("sim")
+    assert set(exp.loc[fresh, "served_by"]) == set(ARMS)  # the same fresh notes reach every arm
+    manifest = json.loads((out / "manifest.json").read_text())
+    arms = manifest["arms"]
+    assert list(arms) == list(ARMS)
+    assert arms["tags_explore"]["exploration"] == {
+        "policy": "ucb",
+        "prior_impressions": 20.0,
+        "ucb_beta": 1.0,
+    }
+    assert arms["tags_quota"]["exploration"] == {"policy": "quota", "slot_every": 2}
+    assert arms["treatment"]["exploration"] == {"policy": "none"} == arms["control"]["exploration"]
+    assert all(arms[x]["cold_candidates"] == FOUR.cold_candidates for x in ARMS)
+    assert arms["tags_quota"]["two_tower_feature_set"] == "tags" and "train_seconds" not in arms["tags_quota"]
+    # the primary report stays treatment vs control, with the same summary keys
+    report = json.loads((out / "report.json").read_text())
+    assert (report["control"], report["treatment"]) == ("control", "treatment")
+    assert figures["users"]["control"] + figures["users"]["treatment"] == sum(
+        a["variant"].isin(["control", "treatment"])
+    )
+    assert sum(figures["users"][x] for x in ARMS) == figures["users"]["total"] == FOUR.users
+
+
+def test_quota_arm_gives_every_nth_slot_to_a_cold_note(tiny_run: Path, stage4: tuple[dict, Path]) -> None:
+    """tags_quota: slots 2 and 4 of 5 hold cold-start notes (published after the training cutoff or
+    during the simulation); treatment, with the same model and candidates, has no such rule."""
+    from ranking.data import load_run_data
+
+    figures, out = stage4
+    data = load_run_data(RunDir(tiny_run), "none")
+    cold = set(map(str, data.catalog.note_ids[data.cold]))
+    ev = pd.read_parquet(out / "events.parquet")
+    imp = ev[(ev["event"] == "impression") & (ev["ts"] >= pd.Timestamp(figures_start(out)))]
+    is_cold = imp["note_id"].str.startswith("sim") | imp["note_id"].isin(cold)
+    slots = imp["position"].isin([1, 3])
+    by_arm = is_cold[slots].groupby(imp.loc[slots, "served_by"]).mean()
+    assert by_arm["tags_quota"] == 1.0 and by_arm["treatment"] < 0.9, by_arm.to_dict()
+    per_arm = figures["per_arm"]
+    fresh = imp["note_id"].str.startswith("sim").groupby(imp["served_by"]).mean()
+    share = imp.groupby("served_by")["is_cold_start"].mean()
+    for arm in ARMS:
+        assert per_arm[arm]["fresh_share"]["value"] == pytest.approx(fresh[arm], abs=1e-6)
+        lo, hi = per_arm[arm]["fresh_share"]["ci"]
+        assert lo < fresh[arm] < hi
+        assert per_arm[arm]["cold_start_share"] == pytest.approx(share[arm], abs=1e-6)
+
+
+def figures_start(out: Path) -> str:
+    return json.loads((out / "manifest.json").read_text())["days"]["assigned_at"]
+
+
+def test_every_arm_is_compared_with_control_and_the_policy_arms_with_treatment(
+    stage4: tuple[dict, Path],
+) -> None:
+    figures, out = stage4
+    pairs = figures["comparisons"]
+    assert list(pairs) == [
+        "treatment_vs_control",
+        "tags_explore_vs_control",
+        "tags_quota_vs_control",
+        "tags_explore_vs_treatment",
+        "tags_quota_vs_treatment",
+    ]
+    a = pd.read_parquet(out / "assignments.parquet")
+    for name, c in pairs.items():
+        arm, base = name.split("_vs_")
+        assert (c["treatment"], c["control"]) == (arm, base)
+        assert c["users"] == [int((a["variant"] == base).sum()), int((a["variant"] == arm).sum())]
+        warm = c["metrics"]["pv_ctr_warm"]
+        assert {"lift", "ci", "p_value", "p_adjusted", "control_mean", "treatment_mean"} <= set(warm)
+        assert warm["cuped"] is True
+        assert (out / "compare" / f"{name}.json").exists()
+    # treatment vs control in the comparisons is the primary report's analysis (same table, same metrics)
+    primary = figures["metrics"]["pv_ctr"]
+    assert pairs["treatment_vs_control"]["metrics"]["pv_ctr"]["lift"] == pytest.approx(
+        primary["lift"], abs=1e-6
+    )
+    # the warm CTR means are clicks / impressions on non-cold impressions of each arm
+    ev = pd.read_parquet(out / "events.parquet")
+    exp = ev[(ev["ts"] >= a["assigned_at"].min()) & ~ev["is_cold_start"]]
+    for arm in ARMS:
+        mine = exp[exp["served_by"] == arm]
+        ctr = (mine["event"] == "click").sum() / (mine["event"] == "impression").sum()
+        assert figures["per_arm"][arm]["warm_ctr"]["value"] == pytest.approx(ctr, abs=1e-6)
+    md = (out / "arms.md").read_text()
+    assert "SIMULATION" in md
+    for arm in ARMS:
+        assert f"| {arm} |" in md
+    for name in pairs:
+        assert "| {} vs {} |".format(*name.split("_vs_")) in md
+
+
+def test_each_arm_keeps_its_own_serving_state(tiny_run: Path) -> None:
+    """Experiment events reach only the serving arm's recommender; the pre-period reaches all."""
+    from tagllm.simulate.arms import train_arms
+    from tagllm.simulate.engine import run_sessions
+    from tagllm.simulate.fresh import Publisher, truth_tags
+    from tagllm.simulate.truth import load_truth
+
+    cfg = replace(FOUR, users=40, days=1, pre_days=1)
+    arms = train_arms(RunDir(tiny_run), cfg)
+    recs = [arm.recommender for arm in arms.values()]
+    assert len({id(r) for r in recs}) == 4 and len({id(r.live) for r in recs}) == 4
+    assert arms["tags_explore"].recommender.model is arms["treatment"].recommender.model  # trained once
+    users = select_users(arms["control"].recommender.user_ids(), cfg.users, cfg.seed)
+    start = float(np.ceil(arms["control"].recommender.now_s / 86_400) * 86_400)
+    at = pd.Timestamp((start + 86_400) * 1e9, tz="UTC")
+    a = assign(users, cfg.experiment, cfg.seed, at, cfg.arms)
+    variants = dict(zip(a["user_id"], a["variant"], strict=True))
+    truth = load_truth(RunDir(tiny_run))
+    ev = run_sessions(
+        arms, truth, users, variants, cfg, start, fresh=Publisher(truth, truth_tags, cfg, start)
+    )
+    imp = ev[(ev["event"] == "impression") & ev["note_id"].str.startswith("sim")]
+    pre = imp["ts"] < at
+    for name, arm in arms.items():
+        rec = arm.recommender
+        counts = imp[pre | (imp["served_by"] == name)]["note_id"].value_counts()
+        got = rec.live.note_stats[0][rec.live.rows(list(counts.index))]
+        assert got.tolist() == counts.tolist(), name
+    # fresh notes reach the tag arms with their tags, control with none
+    note = str(imp["note_id"].iloc[0])
+    assert arms["control"].recommender.note_tags(note) == []
+    assert (
+        arms["tags_quota"].recommender.note_tags(note) == arms["treatment"].recommender.note_tags(note) != []
+    )
 
 
 # ---- the stage ----------------------------------------------------------------------------------
@@ -384,6 +539,15 @@ def test_cli_help_and_usage_errors(tiny_run: Path) -> None:
     assert res.exit_code == 2 and "--days" in res.output
     res = CliRunner().invoke(simulate, ["--run", str(tiny_run), "--k", "20", "--candidates", "10"])
     assert res.exit_code == 2 and "--candidates" in res.output
+    res = CliRunner().invoke(simulate, ["--help"])
+    assert "--arms" in res.output and "tags_explore" in res.output and "--explore-policy" in res.output
+    for arms in ("control", "control,treatment,tags_greedy", "control,treatment,treatment"):
+        res = CliRunner().invoke(simulate, ["--run", str(tiny_run), "--arms", arms])
+        assert res.exit_code == 2 and "--arms" in res.output and "tags_explore" in res.output, res.output
+    res = CliRunner().invoke(simulate, ["--run", str(tiny_run), "--cold-slot-every", "3"])
+    assert res.exit_code == 2 and "--cold-slot-every" in res.output and "tags_quota" in res.output
+    res = CliRunner().invoke(simulate, ["--run", str(tiny_run), "--explore-policy", "greedy"])
+    assert res.exit_code == 2 and "--explore-policy" in res.output
 
 
 def test_headline_p_values_never_print_zero():
@@ -392,3 +556,15 @@ def test_headline_p_values_never_print_zero():
     assert _p_text(0.0) == "p < 1e-06"
     assert _p_text(3.2e-4) == "p = 0.00032"
     assert _p_text(None) == "p = n/a"
+
+
+def test_simulate_help_imports_no_torch():
+    import subprocess
+    import sys
+
+    code = (
+        "import sys\nfrom tagllm.cli import cli\ntry:\n    cli(['ab', 'simulate', '--help'])\n"
+        "except SystemExit:\n    pass\nprint([m for m in ('torch', 'lightgbm') if m in sys.modules])"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert "--arms" in out.stdout and out.stdout.strip().splitlines()[-1] == "[]"
