@@ -88,12 +88,13 @@ def _arms(ctx: click.Context, param: click.Parameter, value: str) -> tuple[str, 
 )
 @click.option(
     "--arms",
-    default="control,treatment",
+    default=",".join(ARM_CHOICES),
     show_default=True,
     callback=_arms,
     help="Arms users are hashed into evenly, comma-separated: control (no tags), treatment (tags), "
     "tags_explore (tags + the exploration policy), tags_quota (tags + the fixed fresh-note quota). "
-    "The tag arms share one trained model; each arm keeps its own serving state.",
+    "The tag arms share one trained model; each arm keeps its own serving state. "
+    "control,treatment is the two-arm test.",
 )
 @click.option(
     "--cold-candidates",

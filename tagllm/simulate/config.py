@@ -62,8 +62,8 @@ class SimConfig:
         cold_candidates: every arm: extra candidates per session from the cold-start notes
             (:class:`~ranking.recommend.Recommender` ``cold_candidates``, the cold-start channel of
             candidate generation, the same in every arm; 0 = off).
-        arms: the arms users are hashed into evenly (:data:`ARMS`; ``control`` and ``treatment``
-            always, in any order); events of the experiment days reach only the recommender of the arm
+        arms: the arms users are hashed into evenly (default: all of :data:`ARMS`; ``control`` and
+            ``treatment`` always, in any order; ``("control", "treatment")`` is the two-arm test); events of the experiment days reach only the recommender of the arm
             that served them, so each arm keeps its own note counts and histories.
         cold_slot_every: ``tags_quota``: every N-th slot of the slate goes to the best-ranked
             cold-start candidate (None = :data:`DEFAULT_QUOTA_SLOT_EVERY`; only with a ``tags_quota`` arm).
@@ -87,7 +87,7 @@ class SimConfig:
     fresh_notes_per_day: int = 60
     cold_start_days: float = 3.0
     cold_candidates: int = 20
-    arms: tuple[str, ...] = ("control", "treatment")
+    arms: tuple[str, ...] = ARMS
     cold_slot_every: int | None = None
     exploration: Exploration = field(default_factory=lambda: Exploration("ucb"))
 

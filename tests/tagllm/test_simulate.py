@@ -35,6 +35,7 @@ FAST = SimConfig(
     ranker=RankerConfig(n_estimators=15),
     fresh_notes_per_day=12,
     cold_start_days=1.5,
+    arms=("control", "treatment"),
 )
 
 
@@ -90,7 +91,7 @@ def stage4(tiny_run: Path, tmp_path_factory: pytest.TempPathFactory) -> tuple[di
         ("cold_candidates", {"cold_candidates": -1}),
         ("cold_slot_every", {"cold_slot_every": True}),
         ("cold_slot_every", {"cold_slot_every": 0, "arms": ARMS}),
-        ("cold_slot_every", {"cold_slot_every": 3}),  # no tags_quota arm to use it
+        ("cold_slot_every", {"cold_slot_every": 3, "arms": ("control", "treatment")}),  # no quota arm
         ("arms", {"arms": ("control",)}),
         ("arms", {"arms": ("control", "treatment", "tags_greedy")}),
         ("arms", {"arms": ("control", "treatment", "treatment")}),
@@ -141,6 +142,7 @@ def test_multi_arm_assignment_is_even_and_keeps_the_two_arm_split() -> None:
     assert (two["variant"] == "control").tolist() == [bucket("exp:0", u) < 5_000 for u in ids]
     # control's users in the four-arm split are the lowest quarter of the buckets
     assert (four["variant"] == "control").tolist() == [bucket("exp:0", u) < 2_500 for u in ids]
+    assert SimConfig().arms == ARMS  # the demo's experiment: every arm
     assert SimConfig(arms=("tags_quota", "treatment", "control")).arms == (
         "control",
         "treatment",
@@ -544,7 +546,9 @@ def test_cli_help_and_usage_errors(tiny_run: Path) -> None:
     for arms in ("control", "control,treatment,tags_greedy", "control,treatment,treatment"):
         res = CliRunner().invoke(simulate, ["--run", str(tiny_run), "--arms", arms])
         assert res.exit_code == 2 and "--arms" in res.output and "tags_explore" in res.output, res.output
-    res = CliRunner().invoke(simulate, ["--run", str(tiny_run), "--cold-slot-every", "3"])
+    res = CliRunner().invoke(
+        simulate, ["--run", str(tiny_run), "--arms", "control,treatment", "--cold-slot-every", "3"]
+    )
     assert res.exit_code == 2 and "--cold-slot-every" in res.output and "tags_quota" in res.output
     res = CliRunner().invoke(simulate, ["--run", str(tiny_run), "--explore-policy", "greedy"])
     assert res.exit_code == 2 and "--explore-policy" in res.output
@@ -568,3 +572,23 @@ def test_simulate_help_imports_no_torch():
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert "--arms" in out.stdout and out.stdout.strip().splitlines()[-1] == "[]"
+
+
+def test_ratio_ci_is_the_delta_method_over_users():
+    from tagllm.simulate.compare import ratio_ci
+
+    assert ratio_ci(np.array([1.0, 2.0]), np.array([0.0, 0.0]))["value"] is None
+    assert ratio_ci(np.array([]), np.array([]))["n"] == 0
+    one = ratio_ci(np.array([2.0]), np.array([8.0]))
+    assert one["value"] == 0.25 and one["ci"] == [None, None]
+    # coverage: users with Poisson impressions and a per-user click rate; the CI holds the true ratio
+    rng = np.random.default_rng(0)
+    hits = 0
+    for _ in range(400):
+        imps = rng.poisson(20, 300).astype(float)
+        rate = rng.beta(2, 8, 300)
+        clicks = rng.binomial(imps.astype(int), rate).astype(float)
+        r = ratio_ci(clicks, imps)
+        assert r["value"] == pytest.approx(clicks.sum() / imps.sum(), abs=1e-6)
+        hits += r["ci"][0] <= 0.2 <= r["ci"][1]
+    assert 0.92 <= hits / 400 <= 0.98, hits / 400
