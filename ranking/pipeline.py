@@ -262,6 +262,7 @@ def _train_ablations(
             "train_s": round(result.train_seconds, 2),
             "examples_per_s": round(result.examples_per_s),
             "final_loss": round(float(np.mean(result.losses[-20:])), 4),
+            "freshness_scale": (result.calibration or {}).get("scale", np.nan),
         }
         pools.score(name, "two-tower", scorer, extra)
         if main is None and feature_set == "tags":
@@ -301,6 +302,9 @@ def _write_retrieval(
         )
         figures["main_model"] = main.name
         figures["examples_per_s"] = round(result.examples_per_s)
+        if result.calibration is not None:
+            figures["freshness_scale"] = result.calibration["scale"]
+            figures["freshness_calibration"] = result.calibration
     figures.update(_headline(table))
     figures["table"] = _compact(table)
 
@@ -317,6 +321,10 @@ def _headline(table: Any) -> dict[str, Any]:
         best = float(t.loc[main, "cold_recall@50"])
         cat = float(t.loc["category", "cold_recall@50"])
         ids = float(t.loc["ids", "cold_recall@50"])
+        if pool == "all" and "warm_recall@50" in t.columns:
+            out["warm_recall@50_all"] = {
+                m: float(t.loc[m, "warm_recall@50"]) for m in (main, "category", "ids")
+            }
         out[f"cold_recall@50_{pool}"] = {
             main: best,
             "category": cat,

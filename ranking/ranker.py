@@ -372,7 +372,8 @@ def _retrieval_score(
                 for i in range(0, b, 8192)
             ]
         )
-    return (users_v * retrieval.item_embeddings(ex.note)).sum(axis=1)
+    # the note's age at each example's time (the freshness bias of the request it was shown in)
+    return (users_v * retrieval.item_embeddings(ex.note, at_s=ex.ts)).sum(axis=1)
 
 
 @dataclass

@@ -52,7 +52,9 @@ def load_retrieval(run_dir: str | Path, data: RunData | None = None) -> Retrieva
     mcfg = TwoTowerConfig(**state["model_config"])
     known_train = {f.name for f in TrainConfig.__dataclass_fields__.values()}
     tcfg = TrainConfig(**{k: v for k, v in state["train_config"].items() if k in known_train})
-    encoder = FeatureEncoder(data, mcfg.feature_set, np.zeros(0, np.int64), np.zeros(0, np.int64))
+    encoder = FeatureEncoder(
+        data, mcfg.feature_set, np.zeros(0, np.int64), np.zeros(0, np.int64), freshness=mcfg.freshness
+    )
     encoder.user_map = np.asarray(state["user_map"], np.int64)
     encoder.note_map = np.asarray(state["note_map"], np.int64)
     if len(encoder.note_map) != data.catalog.num_notes or len(encoder.user_map) != data.num_users:

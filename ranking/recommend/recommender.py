@@ -161,7 +161,7 @@ class Recommender:
             history_len=self.history_len,
             tower_history=tower_history,
             encode=self.towers.users,
-            out_dim=model.model.config.out_dim,
+            out_dim=model.model.config.vector_dim,
         )
         self.load_seconds = time.perf_counter() - t0
         log.info(

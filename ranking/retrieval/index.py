@@ -1,6 +1,8 @@
 """ANN index over note embeddings (faiss, inner product): exact, IVF or HNSW.
 
-Embeddings from the two towers are L2-normalized, so inner product = cosine. ``add`` appends
+Vectors from the two towers: an L2-normalized tower part (inner product = cosine), then, with the
+default recipe, the wide tag-overlap part and the freshness bias entry (user side 1), so the inner
+product is the model's score (``TwoTowerConfig.vector_dim``); nothing here assumes unit norm. ``add`` appends
 brand-new notes (embedded from their tags) without a rebuild: a note published a second ago is
 searchable at once; ``update`` replaces a re-tagged note's vector in place (exact, IVF).
 

@@ -43,10 +43,12 @@ from features.errors import ConfigError
 from ranking.data import Examples, NoteCatalog, RunData, ragged_gather
 
 __all__ = [
+    "AGE_EDGES_DAYS",
     "FEATURE_SETS",
     "FeatureEncoder",
     "TwoTower",
     "TwoTowerConfig",
+    "age_bucket",
     "in_batch_softmax_loss",
 ]
 
@@ -65,6 +67,17 @@ _TABLE_OF = {
     "u_tags": "tag",
     "i_tags": "tag",
 }
+WIDE_KEYS = ("u_tags_w", "i_tags_w")  # pooled-output names of the wide part of the tag bags
+
+# Note age buckets (days) of the ``i_age`` feature: [0, 1), [1, 3), [3, 7), [7, 14), [14, 30), [30, inf).
+AGE_EDGES_DAYS = (1.0, 3.0, 7.0, 14.0, 30.0)
+
+
+def age_bucket(age_s: np.ndarray) -> np.ndarray:
+    """Bucket ids 1..len(AGE_EDGES_DAYS)+1 of note ages in seconds (negative ages count as 0)."""
+    days = np.maximum(np.asarray(age_s, dtype=np.float64), 0.0) / 86400.0
+    return 1 + np.searchsorted(np.asarray(AGE_EDGES_DAYS), days, side="right").astype(np.int64)
+
 
 Part = Literal["both", "user", "item"]
 
@@ -90,8 +103,26 @@ class TwoTowerConfig:
             uniformly in +-1/sqrt(rows), so the 9-row category table starts ~8x larger than
             the 500-row tag table, and a mean over ~90 history tags shrinks it further: without
             the norm the towers fit the category first and underuse the tags.
-        The two flags default to False so models saved before them load unchanged;
-        :class:`ranking.retrieval.train.TrainConfig` turns both on.
+        freshness: a learned score bias per note age bucket (:data:`AGE_EDGES_DAYS`), the age
+            taken at the request: in training, the age of every in-batch candidate at the time of
+            the row's user (notes not yet published then are masked out); in scoring, the age at
+            the index's time carried by the KJT key ``i_age`` (a note created after it counts as
+            age 0). The model learns how much more a note of each age is clicked — fresh notes
+            are shown far more — which is what lets id-free fresh notes compete with warm notes'
+            ids in one pool (cf. the "example age" feature of Covington et al., 2016). The bias
+            rides in one extra vector dimension (user side 1, item side T x bias), so an
+            inner-product index ranks by cosine/T + bias with no change (:attr:`vector_dim`).
+        wide_dim: > 0 adds a "wide" content term: the tag table gets ``wide_dim`` more columns
+            (they start as random near-orthogonal unit rows; the first ``embedding_dim`` columns
+            feed the towers as before), whose pooled user and note tag bags are appended, times a
+            learned gain g, to both vectors (one lookup serves both parts), so the score holds
+            g^2 (t_user . t_note) — at the start ~ the plain weighted tag overlap, then learned —
+            next to the towers' cosine. The towers compress ~500+ tags into 32 dimensions; this
+            term keeps the fine-grained overlap a cold note is best scored by. 0 = off.
+        freshness_scale: multiplies the age bias in scoring (not in training); chosen on a
+            held-out window by :mod:`ranking.retrieval.calibrate`.
+        The flags default to False so models saved before them load unchanged;
+        :class:`ranking.retrieval.train.TrainConfig` turns them on.
     """
 
     num_users: int
@@ -105,6 +136,9 @@ class TwoTowerConfig:
     temperature: float = 0.05
     content_skip: bool = False
     feature_norm: bool = False
+    freshness: bool = False
+    freshness_scale: float = 1.0
+    wide_dim: int = 0
 
     def __post_init__(self) -> None:
         if self.feature_set not in FEATURE_SETS:
@@ -124,6 +158,16 @@ class TwoTowerConfig:
     @property
     def item_features(self) -> tuple[str, ...]:
         return FEATURE_SETS[self.feature_set][1]
+
+    @property
+    def has_wide(self) -> bool:
+        """True when the wide tag term is on (``wide_dim`` > 0 and the feature set has tags)."""
+        return self.wide_dim > 0 and "u_tags" in self.user_features
+
+    @property
+    def vector_dim(self) -> int:
+        """Size of the vectors :meth:`TwoTower.user_embedding` / ``item_embedding`` return."""
+        return self.out_dim + (self.wide_dim if self.has_wide else 0) + (1 if self.freshness else 0)
 
     @property
     def content_pairs(self) -> list[tuple[str, str]]:
@@ -148,7 +192,7 @@ class TwoTowerConfig:
         return [
             EmbeddingBagConfig(
                 name=table,
-                embedding_dim=self.embedding_dim,
+                embedding_dim=self.embedding_dim + (self.wide_dim if table == "tag" and self.has_wide else 0),
                 num_embeddings=rows[table],
                 feature_names=feats,
                 pooling=PoolingType.SUM,
@@ -182,14 +226,33 @@ class TwoTower(nn.Module):
         self.user_tower = _tower(d * len(config.user_features), config.hidden_dim, config.out_dim)
         self.item_tower = _tower(d * len(config.item_features), config.hidden_dim, config.out_dim)
         self.norms = nn.ModuleDict({k: nn.LayerNorm(d) for k in config.keys}) if config.feature_norm else None
+        self.wide_gain = nn.Parameter(torch.ones(())) if config.has_wide else None
+        if config.has_wide and device is None:
+            table = self.ebc.embedding_bags["tag"].weight
+            with torch.no_grad():
+                table[:, d:].normal_(0.0, 1.0 / config.wide_dim**0.5)
         pairs = config.content_pairs if config.content_skip else []
         self.content_proj = nn.Linear(d * len(pairs), config.out_dim, bias=False) if pairs else None
+        # Row b = the logit bias of a candidate in age bucket b (row 0 unused); zero at the start.
+        self.age_bias = nn.Embedding(len(AGE_EDGES_DAYS) + 2, 1) if config.freshness else None
+        if self.age_bias is not None:
+            nn.init.zeros_(self.age_bias.weight)
+        # hour of age -> bucket id (hours past the last edge share the last bucket)
+        last = int(AGE_EDGES_DAYS[-1] * 24) + 1
+        self._hour_bucket: torch.Tensor
+        self.register_buffer(
+            "_hour_bucket", torch.from_numpy(age_bucket(np.arange(last) * 3600.0)), persistent=False
+        )
 
     def _pooled(self, kjt: KeyedJaggedTensor) -> dict[str, torch.Tensor]:
         kt = self.ebc(kjt)
         out: dict[str, torch.Tensor] = {}
+        d = self.config.embedding_dim
         for key, emb in kt.to_dict().items():
             name = key.split("@", 1)[0]  # shared tables name outputs "feature@table"
+            if emb.shape[1] > d:  # the tag table with the wide columns: split them off
+                out[WIDE_KEYS[0] if name == "u_tags" else WIDE_KEYS[1]] = emb[:, d:]
+                emb = emb[:, :d]
             out[name] = self.norms[name](emb) if self.norms is not None else emb
         return out
 
@@ -200,11 +263,16 @@ class TwoTower(nn.Module):
 
     def _user(self, pooled: dict[str, torch.Tensor]) -> torch.Tensor:
         x = torch.cat([pooled[k] for k in self.config.user_features], dim=1)
-        return F.normalize(self.user_tower(x) + self._skip(pooled, 0), dim=1)
+        return self._with_wide(F.normalize(self.user_tower(x) + self._skip(pooled, 0), dim=1), pooled, 0)
 
     def _item(self, pooled: dict[str, torch.Tensor]) -> torch.Tensor:
         x = torch.cat([pooled[k] for k in self.config.item_features], dim=1)
-        return F.normalize(self.item_tower(x) + self._skip(pooled, 1), dim=1)
+        return self._with_wide(F.normalize(self.item_tower(x) + self._skip(pooled, 1), dim=1), pooled, 1)
+
+    def _with_wide(self, vec: torch.Tensor, pooled: dict[str, torch.Tensor], side: int) -> torch.Tensor:
+        if self.wide_gain is None:
+            return vec
+        return torch.cat([vec, self.wide_gain * pooled[WIDE_KEYS[side]]], dim=1)
 
     def _skip(self, pooled: dict[str, torch.Tensor], side: int) -> torch.Tensor | float:
         # One projection for both sides: the score gets (P c_user) . (P c_item) over the shared
@@ -215,12 +283,36 @@ class TwoTower(nn.Module):
         return self.content_proj(c)
 
     def user_embedding(self, kjt: KeyedJaggedTensor) -> torch.Tensor:
-        """(B, O) user embeddings; item keys of ``kjt`` may be empty."""
-        return self._user(self._pooled(kjt))
+        """(B, vector_dim) user vectors; item keys of ``kjt`` may be empty."""
+        users = self._user(self._pooled(kjt))
+        if self.age_bias is None:
+            return users
+        return torch.cat([users, torch.ones(len(users), 1, dtype=users.dtype)], dim=1)
 
     def item_embedding(self, kjt: KeyedJaggedTensor) -> torch.Tensor:
-        """(B, O) item embeddings; user keys of ``kjt`` may be empty."""
-        return self._item(self._pooled(kjt))
+        """(B, vector_dim) item vectors; user keys of ``kjt`` may be empty. With ``freshness`` the
+        last entry is temperature x the age bias of the key ``i_age`` (user . item = cos + T b)."""
+        items = self._item(self._pooled(kjt))
+        if self.age_bias is None:
+            return items
+        bucket = kjt["i_age"].values()
+        if len(bucket) != len(items):
+            raise ConfigError(
+                f"i_age: got {len(bucket)} values for {len(items)} items; expected one per item"
+            )
+        scale = self.config.temperature * self.config.freshness_scale
+        return torch.cat([items, scale * self.age_bias(bucket)], dim=1)
+
+    def pair_bias(self, age_s: torch.Tensor) -> torch.Tensor | float:
+        """Logit bias of each (row, candidate) age in seconds (any shape); 0.0 without ``freshness``.
+
+        Ages are floored to whole hours and mapped to buckets through a lookup table (one gather):
+        ~4x faster per step than ``torch.bucketize`` on the 512 x 512 matrix of a batch.
+        """
+        if self.age_bias is None:
+            return 0.0
+        hours = (age_s * (1.0 / 3600.0)).clamp_(0.0, float(len(self._hour_bucket) - 1)).long()
+        return self.age_bias.weight[:, 0][self._hour_bucket[hours]]
 
 
 def in_batch_softmax_loss(
@@ -229,6 +321,8 @@ def in_batch_softmax_loss(
     log_q: torch.Tensor,
     note: torch.Tensor,
     temperature: float,
+    bias: torch.Tensor | float = 0.0,
+    valid: torch.Tensor | None = None,
 ) -> torch.Tensor:
     """Sampled softmax over the batch's items with logQ popularity correction.
 
@@ -238,12 +332,17 @@ def in_batch_softmax_loss(
         log_q: (B,) log sampling probability of each item (its share of training positives).
         note: (B,) note index of each item; duplicates of the positive are masked out.
         temperature: divides the cosine logits.
+        bias: (B, B) logit bias of candidate j for row i (e.g. :meth:`TwoTower.pair_bias`), or 0.
+        valid: (B, B) bool, False where candidate j cannot be shown to row i (published later);
+            the diagonal is always kept.
 
     Returns:
         scalar mean cross-entropy.
     """
-    logits = users @ items.T / temperature - log_q[None, :]
+    logits = users @ items.T / temperature - log_q[None, :] + bias
     same = note[:, None] == note[None, :]
+    if valid is not None:
+        same = same | ~valid
     same.fill_diagonal_(False)
     logits = logits.masked_fill(same, float("-inf"))
     return F.cross_entropy(logits, torch.arange(len(users), device=users.device))
@@ -257,15 +356,24 @@ class FeatureEncoder:
         feature_set: one of :data:`FEATURE_SETS`.
         train_users: user indices seen in training (they get ids 1..; others 0).
         train_notes: note indices seen in training (ids 1..; others, e.g. cold-start notes, 0).
+        freshness: encode the ``i_age`` key, each item's age bucket at ``at_s`` (not an embedding
+            table: it picks the age bias, see ``TwoTowerConfig.freshness``).
     """
 
     def __init__(
-        self, data: RunData, feature_set: str, train_users: np.ndarray, train_notes: np.ndarray
+        self,
+        data: RunData,
+        feature_set: str,
+        train_users: np.ndarray,
+        train_notes: np.ndarray,
+        freshness: bool = False,
     ) -> None:
         if feature_set not in FEATURE_SETS:
             raise ConfigError(f"feature_set: got {feature_set!r}; expected one of {', '.join(FEATURE_SETS)}")
         self.catalog: NoteCatalog = data.catalog
         self.feature_set = feature_set
+        self.freshness = freshness
+        self.reference_s = data.cutoff_s  # item ages are taken at this time unless told otherwise
         self.user_map = np.zeros(data.num_users, np.int64)
         users = np.unique(train_users)
         self.user_map[users] = np.arange(1, len(users) + 1)
@@ -281,6 +389,7 @@ class FeatureEncoder:
             num_tags=self.catalog.num_tags,
             num_categories=len(self.catalog.categories) + 1,
             feature_set=self.feature_set,
+            freshness=self.freshness,
             **kwargs,  # type: ignore[arg-type]
         )
 
@@ -309,15 +418,22 @@ class FeatureEncoder:
         return bags
 
     def _item_bags(
-        self, notes: np.ndarray, note_dropout: float, rng: np.random.Generator | None
+        self,
+        notes: np.ndarray,
+        note_dropout: float | np.ndarray,
+        rng: np.random.Generator | None,
+        at_s: float | np.ndarray | None,
     ) -> dict[str, tuple[np.ndarray, np.ndarray, np.ndarray]]:
         c = self.catalog
         ids = self.note_map[notes]
-        if note_dropout > 0 and rng is not None:
+        if np.any(np.asarray(note_dropout) > 0) and rng is not None:
             ids = np.where(rng.random(len(ids)) < note_dropout, 0, ids)
         ones = np.ones(len(notes))
         one = np.ones(len(notes), np.int64)
         bags = {"note_id": (ids, ones, one), "i_cat": (c.category[notes], ones, one)}
+        if self.freshness:
+            at = self.reference_s if at_s is None else at_s
+            bags["i_age"] = (age_bucket(np.asarray(at, dtype=np.float64) - c.created_s[notes]), ones, one)
         pos, tlens = ragged_gather(c.tag_ptr, notes)
         bags["i_tags"] = (
             c.tag_vals[pos],
@@ -333,16 +449,20 @@ class FeatureEncoder:
         ex: Examples | None = None,
         notes: np.ndarray | None = None,
         *,
-        note_dropout: float = 0.0,
+        note_dropout: float | np.ndarray = 0.0,
         rng: np.random.Generator | None = None,
+        at_s: float | np.ndarray | None = None,
     ) -> KeyedJaggedTensor:
         """KJT for a batch: user bags from ``ex`` and/or item bags from ``notes`` (default ``ex.note``).
 
         Args:
             ex: examples (user side), or None for an item-only batch.
             notes: (B,) note indices (item side), or None for a user-only batch when ``ex.note`` is -1.
-            note_dropout: probability of replacing a note id by 0 (training only).
+            note_dropout: probability of replacing a note id by 0 (training only); a scalar or one
+                probability per row (exposure-dependent dropout).
             rng: random generator for the dropout.
+            at_s: when the items are scored (epoch seconds, scalar or per row), for the ``i_age``
+                feature; default ``reference_s`` (the run's cutoff: the index's time).
         """
         if ex is None and notes is None:
             raise ConfigError("encode: pass ex (user side), notes (item side) or both")
@@ -356,9 +476,9 @@ class FeatureEncoder:
         if notes is not None:
             if len(notes) != batch:
                 raise ConfigError(f"encode: notes has {len(notes)} rows, ex has {batch}")
-            bags.update(self._item_bags(notes, note_dropout, rng))
+            bags.update(self._item_bags(notes, note_dropout, rng, at_s))
         empty = (np.zeros(0, np.int64), np.zeros(0), np.zeros(batch, np.int64))
-        keys = [*user_keys, *item_keys]
+        keys = [*user_keys, *item_keys, *(("i_age",) if self.freshness else ())]  # i_age: no table
         parts = [bags.get(k, empty) for k in keys]
         return KeyedJaggedTensor(
             keys=keys,

@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import logging
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -27,7 +27,7 @@ from features.errors import ConfigError
 from ranking.data import Examples, RunData, UserTagBags, user_states
 from ranking.retrieval.model import FeatureEncoder, TwoTower, in_batch_softmax_loss
 
-__all__ = ["RetrievalModel", "TrainConfig", "log_popularity", "train"]
+__all__ = ["RetrievalModel", "TrainConfig", "id_dropout", "log_popularity", "train"]
 
 log = logging.getLogger(__name__)
 
@@ -52,6 +52,17 @@ class TrainConfig:
         feature_norm: LayerNorm every pooled bag (balances the tag and category scales).
         logq: subtract log popularity from in-batch logits (popularity correction); False trains
             the plain in-batch softmax, which favours popular notes.
+        freshness: a learned logit bias per candidate age bucket at the row's time, in-batch
+            candidates not yet published at the row's time masked out (see ``TwoTowerConfig``).
+        wide_dim: width of the wide tag-overlap table (``TwoTowerConfig.wide_dim``); 0 = off.
+        calibrate_days: with ``freshness``, choose the bias scale for an index scored over this
+            horizon on the last ``calibrate_days`` of the examples (a second, shorter training;
+            :mod:`ranking.retrieval.calibrate`); 0 = scale 1 (the bias as learned per request).
+        fresh_days: exposure-dependent id dropout (DropoutNet-style): a training example whose note
+            was younger than this many days at the example's time hides the note's id (always), so
+            the id-free embedding learns what a note with no id yet is clicked for — the situation
+            of every cold-start note in serving, whose id the model never saw. 0 = off (only
+            ``note_dropout`` at random).
         seed: torch and numpy seed.
         max_steps: stop after this many steps (0 = no limit); for tests and benchmarks.
     """
@@ -68,6 +79,10 @@ class TrainConfig:
     content_skip: bool = True
     feature_norm: bool = True
     logq: bool = True
+    freshness: bool = True
+    wide_dim: int = 64
+    calibrate_days: float = 7.0
+    fresh_days: float = 0.0
     seed: int = 0
     max_steps: int = 0
 
@@ -77,8 +92,28 @@ class TrainConfig:
                 raise ConfigError(f"{name}: got {getattr(self, name)!r}; expected an integer >= 1")
         if not 0 <= self.note_dropout < 1:
             raise ConfigError(f"note_dropout: got {self.note_dropout!r}; expected a number in [0, 1)")
+        if not 0 <= self.calibrate_days < float("inf"):
+            raise ConfigError(
+                f"calibrate_days: got {self.calibrate_days!r}; expected a number of days >= 0 (0 = no calibration)"
+            )
+        if isinstance(self.wide_dim, bool) or not isinstance(self.wide_dim, int) or self.wide_dim < 0:
+            raise ConfigError(f"wide_dim: got {self.wide_dim!r}; expected an integer >= 0 (0 = off)")
+        if not 0 <= self.fresh_days < float("inf"):
+            raise ConfigError(
+                f"fresh_days: got {self.fresh_days!r}; expected a number of days >= 0 (0 = off)"
+            )
         if not self.lr > 0:
             raise ConfigError(f"lr: got {self.lr!r}; expected a number > 0")
+
+
+def id_dropout(data: RunData, examples: Examples, config: TrainConfig) -> np.ndarray:
+    """(len(examples),) probability of hiding each example's note id: 1 where the note was younger
+    than ``config.fresh_days`` at the example's time, ``config.note_dropout`` elsewhere."""
+    p = np.full(len(examples), config.note_dropout, np.float64)
+    if config.fresh_days > 0:
+        age_days = (examples.ts - data.catalog.created_s[examples.note]) / 86400.0
+        p[age_days < config.fresh_days] = 1.0
+    return p
 
 
 def log_popularity(notes: np.ndarray, num_notes: int) -> np.ndarray:
@@ -99,18 +134,32 @@ class RetrievalModel:
     examples_per_s: float = 0.0
     train_seconds: float = 0.0
     feature_source: str = "parquet"  # where the user tag bag came from in training (saved with the model)
+    calibration: dict[str, Any] | None = None  # how the freshness scale was chosen (calibrate.Calibration)
 
     @torch.no_grad()
-    def item_embeddings(self, notes: np.ndarray | None = None, batch: int = 4096) -> np.ndarray:
-        """(len(notes), out_dim) float32 embeddings; default every note in the catalog."""
+    def item_embeddings(
+        self, notes: np.ndarray | None = None, batch: int = 4096, at_s: float | np.ndarray | None = None
+    ) -> np.ndarray:
+        """(len(notes), out_dim) float32 embeddings; default every note in the catalog.
+
+        ``at_s``: when the notes are scored (scalar or one time per note), for a model with the
+        ``i_age`` feature; default the run's cutoff (what the index holds).
+        """
         self.model.eval()
         notes = np.arange(self.data.catalog.num_notes) if notes is None else np.asarray(notes)
+        at = None if at_s is None else np.broadcast_to(np.asarray(at_s, dtype=np.float64), notes.shape)
         out = [
-            self.model.item_embedding(self.encoder.encode(notes=notes[i : i + batch])).numpy()
+            self.model.item_embedding(
+                self.encoder.encode(
+                    notes=notes[i : i + batch], at_s=None if at is None else at[i : i + batch]
+                )
+            ).numpy()
             for i in range(0, len(notes), batch)
         ]
         return (
-            np.concatenate(out).astype(np.float32) if out else np.zeros((0, self.config.out_dim), np.float32)
+            np.concatenate(out).astype(np.float32)
+            if out
+            else np.zeros((0, self.model.config.vector_dim), np.float32)
         )
 
     @torch.no_grad()
@@ -145,6 +194,7 @@ class RetrievalModel:
                     "note_map": self.encoder.note_map,
                     "tag_source": self.data.catalog.tag_source,
                     "feature_source": self.feature_source,
+                    "calibration": self.calibration,
                 },
                 tmp,
             )
@@ -176,7 +226,13 @@ def train(
         raise ConfigError("examples: every training row needs a note (note index >= 0)")
     torch.manual_seed(config.seed)
     rng = np.random.default_rng(config.seed)
-    encoder = FeatureEncoder(data, config.feature_set, examples.user, examples.note)
+    encoder = FeatureEncoder(
+        data,
+        config.feature_set,
+        examples.user,
+        examples.note,
+        freshness=config.freshness,
+    )
     model = TwoTower(
         encoder.config(
             embedding_dim=config.embedding_dim,
@@ -185,12 +241,18 @@ def train(
             temperature=config.temperature,
             content_skip=config.content_skip,
             feature_norm=config.feature_norm,
+            wide_dim=config.wide_dim,
         )
     )
     log_q = torch.from_numpy(log_popularity(examples.note, data.catalog.num_notes))
     if not config.logq:
         log_q = torch.zeros_like(log_q)
-    opt = torch.optim.Adam(model.parameters(), lr=config.lr)
+    drop_p = id_dropout(data, examples, config)
+    t0 = float(examples.ts.min())  # float32 seconds from here: exact enough for day buckets
+    ts_t = torch.from_numpy((examples.ts - t0).astype(np.float32))
+    created_t = torch.from_numpy((data.catalog.created_s - t0).astype(np.float32))
+    # fused: one kernel per step for all parameters on CPU (the per-tensor loop cost ~6 ms a step)
+    opt = torch.optim.Adam(model.parameters(), lr=config.lr, fused=True)
     losses: list[float] = []
     step = 0
     seen = 0
@@ -203,10 +265,16 @@ def train(
             if len(rows) < 2:
                 continue
             batch = examples.take(rows)
-            kjt = encoder.encode(batch, note_dropout=config.note_dropout, rng=rng)
+            kjt = encoder.encode(batch, note_dropout=drop_p[rows], rng=rng)
             users, items = model(kjt)
             note = torch.from_numpy(batch.note)
-            loss = in_batch_softmax_loss(users, items, log_q[note], note, config.temperature)
+            bias: torch.Tensor | float = 0.0
+            valid = None
+            if config.freshness:
+                age = ts_t[rows][:, None] - created_t[note][None, :]
+                bias = model.pair_bias(age)
+                valid = age >= 0
+            loss = in_batch_softmax_loss(users, items, log_q[note], note, config.temperature, bias, valid)
             opt.zero_grad()
             loss.backward()
             opt.step()
@@ -230,4 +298,11 @@ def train(
         losses[-1],
         seen / max(secs, 1e-9),
     )
-    return RetrievalModel(model, encoder, data, config, losses, seen / max(secs, 1e-9), secs)
+    result = RetrievalModel(model, encoder, data, config, losses, seen / max(secs, 1e-9), secs)
+    if config.freshness and config.calibrate_days > 0:
+        from ranking.retrieval.calibrate import calibrate_freshness
+
+        cal = calibrate_freshness(data, examples, config)
+        model.config = replace(model.config, freshness_scale=cal.scale)
+        result.calibration = cal.as_dict()
+    return result

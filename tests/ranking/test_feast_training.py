@@ -148,7 +148,7 @@ def test_train_from_feast_a_few_steps(feast_run: Path, feast_examples) -> None:
     at_cutoff = feast_user_interests(RunDir(feast_run), data, users, np.full(len(users), data.cutoff_s))
     bags, figures = at_cutoff.bags(data.catalog)
     emb = result.user_embeddings(users, data.cutoff_s, user_tags=bags)
-    assert emb.shape == (len(users), result.config.out_dim) and np.isfinite(emb).all()
+    assert emb.shape == (len(users), result.model.config.vector_dim) and np.isfinite(emb).all()
     assert figures["dropped_not_in_catalog"] == 0 and figures["tag_entries"] > 0
 
 

@@ -37,7 +37,12 @@ def test_train_embeds_every_note_including_cold(tiny_data):
     result = train(data, ex, TrainConfig(epochs=3, batch_size=64, embedding_dim=8, hidden_dim=16, out_dim=8))
     assert result.losses[-1] < result.losses[0]
     items = result.item_embeddings()
-    assert items.shape == (data.catalog.num_notes, 8)
+    # 8 tower dims + 64 wide tag dims + 1 freshness bias (the default recipe)
+    assert (
+        items.shape
+        == (data.catalog.num_notes, 8 + 64 + 1)
+        == (data.catalog.num_notes, result.model.config.vector_dim)
+    )
     cold = data.cold
     assert cold.any()
     # Cold notes embed from their tags: different tags, different vectors.
