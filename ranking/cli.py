@@ -83,6 +83,39 @@ def retrieval_cmd(
     _print(figures, as_json)
 
 
+@train.command("ablation")
+@click.argument("run_dir", type=click.Path(exists=True, file_okay=False))
+@click.option(
+    "--tags",
+    "tag_source",
+    type=click.Choice(TAG_CHOICES),
+    default="student",
+    show_default=True,
+    help="Tag source of the tag variants and of the tag-overlap heuristic.",
+)
+@click.option(
+    "--variant",
+    "variants",
+    multiple=True,
+    help="Train only this variant (repeatable; default: all of ranking.retrieval.ablation.VARIANTS).",
+)
+@click.option("--seed", type=click.IntRange(min=0), default=0, show_default=True)
+@click.option("--no-peers", is_flag=True, help="Skip the tag-overlap heuristic and popularity rows.")
+@click.option("--json", "as_json", is_flag=True, help="Print the rows as JSON instead of the Markdown table.")
+def ablation_cmd(
+    run_dir: str, tag_source: str, variants: tuple[str, ...], seed: int, no_peers: bool, as_json: bool
+) -> None:
+    """Cold-start ablation of the two-tower recipe on RUN_DIR: warm/cold Recall@50 in every pool.
+
+    Writes RUN_DIR/retrieval/ablation.parquet and ablation.md.
+    """
+    from ranking.retrieval.ablation import run_ablation, to_markdown
+
+    logging.basicConfig(level=logging.INFO)
+    rows = run_ablation(run_dir, tag_source, variants=list(variants) or None, seed=seed, peers=not no_peers)
+    click.echo(json.dumps(rows, indent=2, default=str) if as_json else to_markdown(rows))
+
+
 @train.command("ranker")
 @click.argument("run_dir", type=click.Path(exists=True, file_okay=False))
 @click.option(

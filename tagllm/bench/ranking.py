@@ -47,7 +47,7 @@ def bench(run_dir: str | Path, *, n_index: int = 100_000, k: int = 100, repeats:
         times.append(time.perf_counter() - t)
     out["embed_one_new_note"] = _p(times)
     rng = np.random.default_rng(0)
-    vecs = rng.normal(size=(n_index, result.config.out_dim)).astype(np.float32)
+    vecs = rng.normal(size=(n_index, result.model.config.vector_dim)).astype(np.float32)
     vecs /= np.linalg.norm(vecs, axis=1, keepdims=True)
     queries = result.user_embeddings(np.arange(min(repeats, data.num_users)), data.cutoff_s)
     for kind in ("exact", "hnsw", "ivf"):
@@ -82,6 +82,43 @@ def bench(run_dir: str | Path, *, n_index: int = 100_000, k: int = 100, repeats:
     return out
 
 
+def train_speed(
+    run_dir: str | Path, *, rounds: int = 5, steps: int = 100, tags: str = "auto"
+) -> dict[str, Any]:
+    """Two-tower training examples/s of the recipe before issue 16 (no freshness, no wide term)
+    and of the current default, interleaved ``rounds`` times (``steps`` steps each, calibration
+    off: it is a second, shorter training, counted separately); medians and their ratio."""
+    from dataclasses import replace
+
+    import torch
+
+    from features.io import RunDir
+    from ranking.data import build_training_examples, load_run_data
+    from ranking.retrieval.train import TrainConfig, train
+
+    torch.set_num_threads(1)
+    data = load_run_data(RunDir(run_dir), tags)
+    ex = build_training_examples(data)
+    configs = {
+        "before": TrainConfig(freshness=False, wide_dim=0, max_steps=steps),
+        "current": replace(TrainConfig(), calibrate_days=0.0, max_steps=steps),
+    }
+    speeds: dict[str, list[float]] = {k: [] for k in configs}
+    for _ in range(rounds):
+        for name, cfg in configs.items():
+            speeds[name].append(train(data, ex, cfg).examples_per_s)
+    med = {k: float(np.median(v)) for k, v in speeds.items()}
+    return {
+        "run_dir": str(run_dir),
+        "torch_threads": 1,
+        "steps": steps,
+        "rounds": rounds,
+        "examples_per_s": {k: round(v) for k, v in med.items()},
+        "all_rounds": {k: [round(x) for x in v] for k, v in speeds.items()},
+        "ratio_current_over_before": round(med["current"] / med["before"], 3),
+    }
+
+
 def main(argv: list[str] | None = None) -> int:
     import argparse
 
@@ -92,9 +129,20 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--n-index", type=int, default=100_000, help="notes in the ANN benchmark index")
     parser.add_argument("--k", type=int, default=100, help="top-K of the search benchmark")
     parser.add_argument("--repeats", type=int, default=200)
+    parser.add_argument(
+        "--train-speed",
+        action="store_true",
+        help="only the two-tower training examples/s, before issue 16 vs the current recipe (interleaved)",
+    )
+    parser.add_argument("--rounds", type=int, default=5, help="--train-speed: interleaved rounds")
     args = parser.parse_args(argv)
     if not Path(args.run_dir, "manifest.json").exists():
         parser.error(f"run_dir {args.run_dir!r} is not a prepared run directory (no manifest.json)")
+    if args.rounds < 1:
+        parser.error(f"--rounds: got {args.rounds}; expected an integer >= 1")
+    if args.train_speed:
+        sys.stdout.write(json.dumps(train_speed(args.run_dir, rounds=args.rounds), indent=2) + "\n")
+        return 0
     sys.stdout.write(
         json.dumps(bench(args.run_dir, n_index=args.n_index, k=args.k, repeats=args.repeats), indent=2) + "\n"
     )

@@ -46,3 +46,39 @@ def test_retrieval_stage_rejects_unknown_tag_source(tmp_path):
     prepare("synthetic", tmp_path, size="tiny", seed=0)
     with pytest.raises(ConfigError, match="tag_sources"):
         retrieval_stage(tmp_path, tag_sources=["bogus"])
+
+
+def test_ablation_command_writes_the_table(tmp_path):
+    from click.testing import CliRunner
+
+    from features.prepare import prepare
+    from ranking.cli import train
+
+    prepare("synthetic", tmp_path, size="tiny", seed=0)
+    runner = CliRunner()
+    res = runner.invoke(
+        train,
+        [
+            "ablation",
+            str(tmp_path),
+            "--tags",
+            "ground_truth",
+            "--variant",
+            "before",
+            "--variant",
+            "full",
+            "--json",
+        ],
+    )
+    assert res.exit_code == 0, res.output
+    rows = json.loads(res.output[res.output.index("[") :])
+    models = {r["model"] for r in rows}
+    assert models == {"before", "full", "tag overlap heuristic (ground_truth)", "popularity"}
+    assert {r["pool"] for r in rows} == {"all", "segment", "quota"}
+    full = next(r for r in rows if r["model"] == "full" and r["pool"] == "all")
+    assert full["freshness_scale"] in (0.0, 0.25, 0.5, 0.75, 1.0)
+    table = (tmp_path / "retrieval" / "ablation.md").read_text()
+    assert table.startswith("| model |") and "| full |" in table
+    assert (tmp_path / "retrieval" / "ablation.parquet").exists()
+    bad = runner.invoke(train, ["ablation", str(tmp_path), "--variant", "bogus"])
+    assert bad.exit_code != 0 and "bogus" in str(bad.exception or bad.output)
