@@ -449,6 +449,41 @@ def _train_variants(inputs: _RankerInputs, rcfg: RankerConfig) -> tuple[dict[str
         }
         if main is None:
             main = ranker
+            results["exploration"] = _offline_exploration(inputs, p, day_groups)
     if main is None:
         raise ConfigError("ranker: no variants trained")
     return results, main
+
+
+def _offline_exploration(inputs: _RankerInputs, p: np.ndarray, groups: np.ndarray) -> dict[str, Any]:
+    """Replay the full ranker's test impressions under each exploration policy (defaults of
+    :class:`ranking.recommend.exploration.Exploration`): per user-day, order the logged impressions
+    by the policy's keys; NDCG@10 of the clicks and the share of cold-start notes in the top 10.
+    A note's impressions are those logged before the cutoff (cold-start notes: 0). The quota policy
+    is the ``quota`` retrieval pool; it acts on slots, not keys, so it is not replayed here."""
+    from ranking.recommend.exploration import Exploration, exploration_keys
+    from ranking.retrieval.evaluate import group_ndcg
+
+    data, test_ex = inputs.data, inputs.test_ex
+    inter = data.interactions
+    shown = (inter.event == "impression") & (inter.ts < data.cutoff_s)
+    impressions = np.bincount(inter.note[shown], minlength=data.catalog.num_notes)[test_ex.note]
+    cold = data.cold[test_ex.note]
+    out: dict[str, Any] = {}
+    for name in ("none", "ucb", "thompson"):
+        keys = exploration_keys(Exploration(name), p, impressions, np.random.default_rng(0))
+        out[name] = {
+            "ndcg@10": round(group_ndcg(test_ex.label, keys, groups), 4),
+            "cold_share_top10": round(_top_share(keys, groups, cold, 10), 4),
+        }
+    return out
+
+
+def _top_share(keys: np.ndarray, groups: np.ndarray, flag: np.ndarray, k: int) -> float:
+    """Share of ``flag`` rows among each group's top ``k`` rows by ``keys`` (all groups pooled)."""
+    order = np.lexsort((-keys, groups))
+    g = groups[order]
+    start = np.r_[0, np.flatnonzero(np.diff(g)) + 1]
+    rank = np.arange(len(g)) - np.repeat(start, np.diff(np.r_[start, len(g)]))
+    top = order[rank < k]
+    return float(flag[top].mean()) if len(top) else float("nan")

@@ -22,6 +22,10 @@ def test_stages_write_summary_sections(tmp_path):
     assert fig["cold_quota"] == 10
     rk = ranker_stage(tmp_path, tag_source="ground_truth", config=RankerConfig(n_estimators=10))
     assert 0 <= rk["full_auc"] <= 1
+    explore = rk["variants"]["exploration"]
+    assert set(explore) == {"none", "ucb", "thompson"}
+    # cold-start notes have no logged impressions: the widest posterior, so UCB never shows fewer
+    assert explore["ucb"]["cold_share_top10"] >= explore["none"]["cold_share_top10"]
     assert {"retrieval", "ranker"} <= set(RunDir(tmp_path).summary())
 
     from click.testing import CliRunner
