@@ -106,7 +106,7 @@ STAGES: list[tuple[str, str, Stage]] = [
     ("serving", "start `tagllm serve`, call every gRPC method once, tag a fresh note, stop", _stage_serving),
     (
         "ab",
-        "SIMULATED online A/B test (control: no tags, treatment: student tags) + lift report",
+        "SIMULATED online A/B test (control: no tags; treatment: student tags; + exploration; + quota) + lift report",
         _stage_ab,
     ),
 ]
@@ -157,6 +157,8 @@ HEADLINES: dict[str, tuple[str, ...]] = {
         "cold_recall@50_all",
         "cold_recall@50_segment",
         "cold_recall@50_quota",
+        "warm_recall@50_all",
+        "freshness_scale",
         "examples_per_s",
     ),
     "ranker": ("tag_source", "full_auc", "full_gauc", "no_tags_auc", "full_cold_auc"),
@@ -174,6 +176,9 @@ HEADLINES: dict[str, tuple[str, ...]] = {
         "headline.interactions_per_user",
         "headline.pv_ctr",
         "headline.pv_ctr_cold_start",
+        "per_arm.treatment.fresh_share.value",
+        "per_arm.tags_explore.fresh_share.value",
+        "comparisons.tags_explore_vs_treatment.metrics.pv_ctr_warm.lift",
         "srm.status",
         "html",
     ),
