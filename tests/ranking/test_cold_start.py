@@ -97,15 +97,18 @@ def test_age_bias_learns_that_fresh_notes_are_clicked_more(tiny_data):
 def test_calibration_picks_a_grid_scale_and_falls_back(tiny_data):
     ex = build_training_examples(tiny_data)
     cfg = TrainConfig(epochs=1, freshness=True, calibrate_days=5.0)
-    cal = calibrate_freshness(tiny_data, ex, cfg)
+    cal = calibrate_freshness(tiny_data, ex, cfg, min_users=1)
     assert cal.scale in SCALES and [g["scale"] for g in cal.grid] == list(SCALES)
     assert cal.window[1] - cal.window[0] == pytest.approx(5 * DAY)
     assert 0 < cal.train_examples < len(ex)
     result = train(tiny_data, ex, cfg)
     assert result.model.config.freshness_scale == result.calibration["scale"]
-    # a horizon longer than the data: nothing to train on before it -> scale 1 and the reason
+    # a horizon longer than the data: nothing to train on before it -> scale 0 and the reason
     far = calibrate_freshness(tiny_data, ex, replace(cfg, calibrate_days=400.0))
-    assert far.scale == 1.0 and "fewer than 2" in far.reason
+    assert far.scale == 0.0 and "fewer than 2" in far.reason
+    # too few users in the window to judge (tiny data has 40 users) -> scale 0 and the reason
+    thin = calibrate_freshness(tiny_data, ex, cfg)
+    assert thin.scale == 0.0 and "fewer than 100" in thin.reason and thin.grid == []
 
 
 def test_fresh_days_hides_ids_of_young_notes(tiny_data):
