@@ -24,7 +24,15 @@ from scipy import stats
 
 from tagllm.simulate.config import POLICY_ARMS
 from tagllm.simulate.fresh import FRESH_PREFIX
-from tagllm.simulate.metrics import COMPARISON_METRICS, WARM_METRIC, metric_defs, num, p_text, pct
+from tagllm.simulate.metrics import (
+    COMPARISON_METRICS,
+    WARM_METRIC,
+    metric_defs,
+    metric_figures,
+    num,
+    p_text,
+    pct,
+)
 
 __all__ = ["arm_figures", "arm_pairs", "comparisons", "markdown", "ratio_ci"]
 
@@ -117,19 +125,7 @@ def _pair_figures(report: Any) -> dict[str, Any]:
         "metrics": {},
     }
     for name in COMPARISON_METRICS:
-        r = report.result(name)
-        x = r.result
-        out["metrics"][name] = {
-            "status": x.status,
-            "control_mean": num(x.control_mean),
-            "treatment_mean": num(x.treatment_mean),
-            "lift": num(x.rel_lift),
-            "ci": [num(x.rel_ci_low), num(x.rel_ci_high)],
-            "p_value": num(x.p_value),
-            "p_adjusted": num(r.p_adjusted),
-            "significant": bool(r.significant),
-            "cuped": bool(r.cuped),
-        }
+        out["metrics"][name] = metric_figures(report.result(name))
     return out
 
 

@@ -16,6 +16,7 @@ __all__ = [
     "METRIC_NAMES",
     "WARM_METRIC",
     "metric_defs",
+    "metric_figures",
     "num",
     "p_text",
     "pct",
@@ -52,6 +53,23 @@ def metric_defs(cuped: bool, names: Sequence[str] = METRIC_NAMES) -> list[Any]:
     if cuped:
         docs = [d | {"covariate": _COVARIATES[d["name"]]} for d in docs]
     return parse_metrics(docs, source="simulator metrics")
+
+
+def metric_figures(r: Any) -> dict[str, Any]:
+    """JSON figures of one metric of an ``ab_analysis`` report (``report.result(name)``): status,
+    means, relative lift with its CI, raw and adjusted p-value, significance, CUPED."""
+    x = r.result
+    return {
+        "status": x.status,
+        "control_mean": num(x.control_mean),
+        "treatment_mean": num(x.treatment_mean),
+        "lift": num(x.rel_lift),
+        "ci": [num(x.rel_ci_low), num(x.rel_ci_high)],
+        "p_value": num(x.p_value),
+        "p_adjusted": num(r.p_adjusted),
+        "significant": bool(r.significant),
+        "cuped": bool(r.cuped),
+    }
 
 
 def num(v: float | None) -> float | None:

@@ -38,7 +38,7 @@ from features.io import RunDir, atomic_path, write_json, write_parquet
 from tagllm.simulate.config import SimConfig
 from tagllm.simulate.engine import DAY_S, assign, run_sessions, select_users
 from tagllm.simulate.fresh import FRESH_PREFIX
-from tagllm.simulate.metrics import COMPARISON_METRICS, METRIC_NAMES, metric_defs, num, pct
+from tagllm.simulate.metrics import COMPARISON_METRICS, METRIC_NAMES, metric_defs, metric_figures, num, pct
 from tagllm.simulate.metrics import p_text as _p_text
 
 __all__ = ["METRIC_NAMES", "SIMULATION_LABEL", "simulate_stage"]
@@ -65,18 +65,9 @@ def _pre_covariates(events: pd.DataFrame, assignments: pd.DataFrame) -> pd.DataF
 def _figures(report: Any, plain: Any) -> dict[str, Any]:
     out: dict[str, Any] = {}
     for name in METRIC_NAMES:
-        r, p = report.result(name), plain.result(name)
-        x, y = r.result, p.result
+        y = plain.result(name).result
         out[name] = {
-            "status": x.status,
-            "control_mean": num(x.control_mean),
-            "treatment_mean": num(x.treatment_mean),
-            "lift": num(x.rel_lift),
-            "ci": [num(x.rel_ci_low), num(x.rel_ci_high)],
-            "p_value": num(x.p_value),
-            "p_adjusted": num(r.p_adjusted),
-            "significant": bool(r.significant),
-            "cuped": bool(r.cuped),
+            **metric_figures(report.result(name)),
             "without_cuped": {
                 "lift": num(y.rel_lift),
                 "ci": [num(y.rel_ci_low), num(y.rel_ci_high)],
