@@ -91,7 +91,9 @@ def calibrate_freshness(
     test = retrieval_test_set(val_data, pool="all")
     if len(test.users) < min_users:
         return _fallback(
-            horizon, (start, end), f"{len(test.users)} users with a click in the window (fewer than {min_users})"
+            horizon,
+            (start, end),
+            f"{len(test.users)} users with a click in the window (fewer than {min_users})",
         )
     if len(test.users) > max_users:
         keep = np.sort(np.random.default_rng(config.seed).choice(len(test.users), max_users, replace=False))
