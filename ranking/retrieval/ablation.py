@@ -62,6 +62,10 @@ def run_ablation(
     Raises:
         ConfigError: an unknown variant name.
     """
+    names = list(variants or VARIANTS)
+    unknown = [n for n in names if n not in VARIANTS]
+    if unknown:
+        raise ConfigError(f"variants: unknown {unknown}; expected some of {list(VARIANTS)}")
     import torch
 
     from ranking.data import build_training_examples, load_catalog, load_run_data
@@ -69,10 +73,6 @@ def run_ablation(
     from ranking.retrieval.peers import PopularityScorer, TagOverlapScorer
     from ranking.retrieval.train import TrainConfig, train
 
-    names = list(variants or VARIANTS)
-    unknown = [n for n in names if n not in VARIANTS]
-    if unknown:
-        raise ConfigError(f"variants: unknown {unknown}; expected some of {list(VARIANTS)}")
     run = RunDir(run_dir).require()
     old = torch.get_num_threads()
     torch.set_num_threads(num_threads)
