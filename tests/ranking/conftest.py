@@ -67,3 +67,18 @@ def make_tiny_data(
 @pytest.fixture
 def tiny_data() -> RunData:
     return make_tiny_data()
+
+
+@pytest.fixture(scope="module")
+def trained():
+    """(two-tower model, ranker) trained on the tiny run: the recommender tests' models, once per module."""
+    from ranking.data import build_training_examples
+    from ranking.ranker import RankerConfig, ranker_features, ranking_examples, train_ranker
+    from ranking.retrieval.train import TrainConfig, train
+
+    data = make_tiny_data()
+    ex = build_training_examples(data)
+    model = train(data, ex, TrainConfig(feature_set="tags", epochs=3, batch_size=64))
+    rex = ranking_examples(data, 0.0, data.cutoff_s, RankerConfig(n_estimators=20))
+    ranker = train_ranker(ranker_features(data, rex, model), rex, RankerConfig(n_estimators=20))
+    return model, ranker

@@ -13,23 +13,8 @@ from features.errors import ConfigError
 from ranking.recommend import Exploration, Filters, Recommender
 from ranking.recommend.exploration import exploration_keys, posterior_sd
 from tagging.types import Tag
-from tests.ranking.conftest import make_tiny_data
 
 K = 5
-
-
-@pytest.fixture(scope="module")
-def trained():
-    from ranking.data import build_training_examples
-    from ranking.ranker import RankerConfig, ranker_features, ranking_examples, train_ranker
-    from ranking.retrieval.train import TrainConfig, train
-
-    data = make_tiny_data()
-    ex = build_training_examples(data)
-    model = train(data, ex, TrainConfig(feature_set="tags", epochs=3, batch_size=64))
-    rex = ranking_examples(data, 0.0, data.cutoff_s, RankerConfig(n_estimators=20))
-    ranker = train_ranker(ranker_features(data, rex, model), rex, RankerConfig(n_estimators=20))
-    return model, ranker
 
 
 class SigmoidRanker:

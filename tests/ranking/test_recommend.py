@@ -8,21 +8,6 @@ import pytest
 from features.errors import ConfigError, NotFoundError
 from ranking.recommend import Filters
 from tagging.types import Tag
-from tests.ranking.conftest import make_tiny_data
-
-
-@pytest.fixture(scope="module")
-def trained():
-    from ranking.data import build_training_examples
-    from ranking.ranker import RankerConfig, ranker_features, ranking_examples, train_ranker
-    from ranking.retrieval.train import TrainConfig, train
-
-    data = make_tiny_data()
-    ex = build_training_examples(data)
-    model = train(data, ex, TrainConfig(feature_set="tags", epochs=3, batch_size=64))
-    rex = ranking_examples(data, 0.0, data.cutoff_s, RankerConfig(n_estimators=20))
-    ranker = train_ranker(ranker_features(data, rex, model), rex, RankerConfig(n_estimators=20))
-    return model, ranker
 
 
 @pytest.fixture
