@@ -8,8 +8,6 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Literal
 
-import numpy as np
-
 from ab_analysis.errors import InvalidArgumentError
 
 __all__ = ["CORRECTIONS", "adjust_pvalues"]
@@ -31,6 +29,8 @@ def adjust_pvalues(p_values: Sequence[float], method: str = "holm") -> list[floa
     Raises:
         InvalidArgumentError: unknown method or a p-value outside [0, 1].
     """
+    import numpy as np  # lazy: the CLI imports CORRECTIONS for its --help
+
     if method not in CORRECTIONS:
         raise InvalidArgumentError("correction", method, f"one of {list(CORRECTIONS)!r}")
     p = np.asarray(p_values, dtype=np.float64)

@@ -69,6 +69,8 @@ class LiftResult:
 
     Only ``status == "ok"`` results carry standard errors, intervals and p-values; the others keep the
     counts and whatever means could be computed, with NaN elsewhere and a ``message`` saying why.
+    ``control_var_mean``/``treatment_var_mean`` are the variances of each arm's (CUPED-adjusted) metric
+    estimate (``v / n``); the adjusted intervals, the Bayesian view and the MDE are built from them.
     """
 
     status: str
@@ -89,6 +91,8 @@ class LiftResult:
     alpha: float
     theta: float = 0.0
     message: str = ""
+    control_var_mean: float = NAN
+    treatment_var_mean: float = NAN
 
 
 def degenerate_result(
@@ -361,4 +365,6 @@ def _infer(
         alpha,
         lin.theta,
         message,
+        max(vc, 0.0) / nc,
+        max(vt, 0.0) / nt,
     )

@@ -1,7 +1,8 @@
 """Metric definitions: pydantic models loaded from YAML, and the paper's predefined set.
 
-A metric is ``mean`` (per-user mean of a column) or ``ratio`` (``sum(numerator) / sum(denominator)`` over
-users, delta method). A column spec either names a user-level column or, for event logs, also says how
+A metric is ``mean`` (per-user mean of a column), ``ratio`` (``sum(numerator) / sum(denominator)`` over
+users, delta method) or ``quantile`` (a quantile of the per-user values, e.g. the median view duration;
+see :mod:`ab_analysis.quantile`). A column spec either names a user-level column or, for event logs, also says how
 to build it: which events to count (or whose ``dwell_seconds`` to sum), optionally only on cold-start notes.
 
 YAML form::
@@ -16,6 +17,25 @@ YAML form::
         type: mean
         numerator: view_duration          # shorthand for {column: view_duration}
         capping: 0.999                    # winsorize at the pooled 99.9% quantile
+        kind: duration                    # plausibility: count | proportion | duration | continuous
+        direction: increase               # which way is good (verdicts): increase | decrease
+        guardrail: false                  # a guardrail is "violated" or "ok", never a "win"
+        min_effect: 0.01                  # smallest relative lift worth detecting ("underpowered" note)
+      - name: median_view_duration
+        type: quantile
+        quantile: 0.5
+        numerator: view_duration
+
+Value kinds (the plausibility check run on every input row; NaN is allowed and drops the row for that
+metric, ±inf is always an error):
+
+* ``count``: every column ≥ 0; ``duration``: every column ≥ 0 (seconds);
+* ``proportion``: a mean metric's values in [0, 1]; a ratio metric's numerator and denominator ≥ 0 with
+  ``numerator <= denominator`` per user (e.g. clicks ≤ impressions, so the per-user CTR ≤ 1);
+* ``continuous``: any finite value.
+
+When ``kind`` is omitted it follows the event recipe (``value: dwell_seconds`` → duration, counted
+events → count) and is ``continuous`` for a column without a recipe.
 """
 
 from __future__ import annotations
@@ -30,6 +50,7 @@ from ab_analysis.errors import MetricConfigError
 
 __all__ = [
     "EVENT_TYPES",
+    "VALUE_KINDS",
     "ColumnSpec",
     "CovariateSpec",
     "MetricDef",
@@ -39,6 +60,7 @@ __all__ = [
 ]
 
 EVENT_TYPES = ("impression", "click", "like", "collect", "comment", "share")
+VALUE_KINDS = ("count", "proportion", "duration", "continuous")
 
 
 class ColumnSpec(BaseModel):
@@ -77,15 +99,30 @@ class CovariateSpec(BaseModel):
 
 
 class MetricDef(BaseModel):
-    """One metric: name, type, columns, optional capping quantile and CUPED covariate."""
+    """One metric: name, type, columns, optional capping quantile and CUPED covariate, value kind,
+    good direction and guardrail flag (see the module docstring)."""
 
     model_config = ConfigDict(extra="forbid", frozen=True)
     name: str
-    type: Literal["mean", "ratio"]
+    type: Literal["mean", "ratio", "quantile"]
     numerator: ColumnSpec
     denominator: ColumnSpec | None = None
     capping: float | None = None
     covariate: CovariateSpec | None = None
+    kind: Literal["count", "proportion", "duration", "continuous"] | None = None
+    direction: Literal["increase", "decrease"] = "increase"
+    guardrail: bool = False
+    quantile: float | None = None
+    min_effect: float | None = None
+
+    @property
+    def value_kind(self) -> str:
+        """The declared ``kind``, else the one implied by the event recipe (module docstring)."""
+        if self.kind is not None:
+            return self.kind
+        if self.numerator.events is None:
+            return "continuous"
+        return "duration" if self.numerator.value == "dwell_seconds" else "count"
 
     @field_validator("capping")
     @classmethod
@@ -102,6 +139,20 @@ class MetricDef(BaseModel):
             raise ValueError(f"metric {self.name!r}: type 'mean' takes no denominator (use type: ratio)")
         if self.type == "ratio" and self.capping is not None:
             raise ValueError(f"metric {self.name!r}: capping applies to mean metrics only")
+        if self.type == "quantile":
+            if self.quantile is None or not 0 < self.quantile < 1:
+                raise ValueError(
+                    f"metric {self.name!r}: type 'quantile' needs quantile in (0, 1), e.g. 0.5 "
+                    f"(got {self.quantile!r})"
+                )
+            if self.denominator is not None or self.covariate is not None or self.capping is not None:
+                raise ValueError(
+                    f"metric {self.name!r}: type 'quantile' takes no denominator, covariate or capping"
+                )
+        elif self.quantile is not None:
+            raise ValueError(f"metric {self.name!r}: 'quantile' applies to type 'quantile' only")
+        if self.min_effect is not None and not (self.min_effect > 0):
+            raise ValueError(f"metric {self.name!r}: min_effect must be a positive relative lift, e.g. 0.01")
         return self
 
     def columns(self) -> list[ColumnSpec]:

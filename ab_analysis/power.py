@@ -7,12 +7,17 @@ common per-user standard deviation ``sigma`` (for a ratio metric: the delta-meth
 from __future__ import annotations
 
 import math
-
-from scipy import stats
+from typing import Any
 
 from ab_analysis.errors import InvalidArgumentError
 
 __all__ = ["minimum_detectable_effect", "power", "sample_size"]
+
+
+def _norm() -> Any:
+    from scipy import stats  # lazy: ab_analysis imports this module eagerly (its `power` shadows the module)
+
+    return stats.norm
 
 
 def _check(alpha: float, sigma: float) -> None:
@@ -32,9 +37,9 @@ def power(effect: float, sigma: float, n_control: float, n_treatment: float, alp
     if n_control <= 0 or n_treatment <= 0:
         raise InvalidArgumentError("n_control/n_treatment", (n_control, n_treatment), "positive sizes")
     se = sigma * math.sqrt(1 / n_control + 1 / n_treatment)
-    z = stats.norm.isf(alpha / 2)
+    z = _norm().isf(alpha / 2)
     d = abs(effect) / se
-    return float(stats.norm.sf(z - d) + stats.norm.cdf(-z - d))
+    return float(_norm().sf(z - d) + _norm().cdf(-z - d))
 
 
 def minimum_detectable_effect(
@@ -51,7 +56,7 @@ def minimum_detectable_effect(
     if n_control <= 0 or n_treatment <= 0:
         raise InvalidArgumentError("n_control/n_treatment", (n_control, n_treatment), "positive sizes")
     se = sigma * math.sqrt(1 / n_control + 1 / n_treatment)
-    return float((stats.norm.isf(alpha / 2) + stats.norm.ppf(target_power)) * se)
+    return float((_norm().isf(alpha / 2) + _norm().ppf(target_power)) * se)
 
 
 def sample_size(
@@ -69,6 +74,6 @@ def sample_size(
         raise InvalidArgumentError("treatment_share", treatment_share, "a number strictly between 0 and 1")
     if not 0 < target_power < 1:
         raise InvalidArgumentError("target_power", target_power, "a number strictly between 0 and 1")
-    z = stats.norm.isf(alpha / 2) + stats.norm.ppf(target_power)
+    z = _norm().isf(alpha / 2) + _norm().ppf(target_power)
     k = 1 / (1 - treatment_share) + 1 / treatment_share
     return math.ceil((z * sigma / effect) ** 2 * k)

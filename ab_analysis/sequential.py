@@ -22,7 +22,7 @@ from ab_analysis.errors import InvalidArgumentError
 from ab_analysis.estimators import Estimand, compare
 from ab_analysis.moments import Moments
 
-__all__ = ["SequentialLook", "SequentialResult", "msprt"]
+__all__ = ["SequentialLook", "SequentialResult", "always_valid_look", "default_tau", "msprt"]
 
 
 @dataclass(frozen=True)
@@ -51,6 +51,31 @@ class SequentialResult:
     def rejected(self) -> bool:
         """Whether the always-valid p-value ever fell below alpha."""
         return any(lk.p_value < self.alpha for lk in self.looks)
+
+
+def default_tau(se: float, n_control: int, n_treatment: int) -> float:
+    """One tenth of the per-user standard deviation implied by ``se`` (the mixing scale used by default)."""
+    return 0.1 * se / math.sqrt(1 / n_control + 1 / n_treatment)
+
+
+def always_valid_look(
+    estimate: float,
+    se: float,
+    tau: float,
+    alpha: float,
+    prev: tuple[float, float, float] = (1.0, -math.inf, math.inf),
+) -> tuple[float, float, float]:
+    """``(p, ci_low, ci_high)`` after one look at ``estimate ± se``, given the previous running values.
+
+    Used alone (one look, ``prev`` the default) it is the always-valid p-value and confidence sequence at
+    the final sample: valid, and conservative compared with a run that also looked earlier.
+    """
+    v = se**2
+    t2 = tau**2
+    log_lambda = 0.5 * math.log(v / (v + t2)) + t2 * estimate**2 / (2 * v * (v + t2))
+    p = min(prev[0], math.exp(-log_lambda) if log_lambda > 0 else 1.0)
+    radius = math.sqrt(v * (v + t2) / t2 * (math.log((v + t2) / v) - 2 * math.log(alpha)))
+    return p, max(prev[1], estimate - radius), min(prev[2], estimate + radius)
 
 
 def msprt(
@@ -95,13 +120,10 @@ def msprt(
         if r.status != "ok":
             looks.append(SequentialLook(c.n, t.n, r.abs_lift, math.nan, p_run, lo_run, hi_run, r.status))
             continue
-        v = r.abs_se**2
         if tau_used is None:
-            tau_used = 0.1 * r.abs_se / math.sqrt(1 / c.n + 1 / t.n)
-        t2 = tau_used**2
-        log_lambda = 0.5 * math.log(v / (v + t2)) + t2 * r.abs_lift**2 / (2 * v * (v + t2))
-        p_run = min(p_run, math.exp(-log_lambda) if log_lambda > 0 else 1.0)
-        radius = math.sqrt(v * (v + t2) / t2 * (math.log((v + t2) / v) - 2 * math.log(alpha)))
-        lo_run, hi_run = max(lo_run, r.abs_lift - radius), min(hi_run, r.abs_lift + radius)
+            tau_used = default_tau(r.abs_se, c.n, t.n)
+        p_run, lo_run, hi_run = always_valid_look(
+            r.abs_lift, r.abs_se, tau_used, alpha, (p_run, lo_run, hi_run)
+        )
         looks.append(SequentialLook(c.n, t.n, r.abs_lift, r.abs_se, p_run, lo_run, hi_run, "ok"))
     return SequentialResult(tau_used if tau_used is not None else math.nan, alpha, tuple(looks))

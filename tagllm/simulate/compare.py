@@ -157,7 +157,12 @@ def comparisons(
     out: dict[str, Any] = {}
     for arm, base in arm_pairs(arms):
         report = analyze(
-            table.users, metrics, control=base, treatment=arm, metadata={"simulation": True, "pair": True}
+            table.users,
+            metrics,
+            control=base,
+            treatment=arm,
+            drop_unknown_variants=True,  # the table holds every arm; this pair analyses two
+            metadata={"simulation": True, "pair": True},
         )
         if out_dir is not None:
             out_dir.mkdir(parents=True, exist_ok=True)

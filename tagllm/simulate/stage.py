@@ -199,12 +199,15 @@ def _analyze(assignments: pd.DataFrame, metrics: list[Any], out_dir: Path) -> tu
     from ab_analysis import analyze, analyze_events
     from ab_analysis.events import aggregate_events
 
-    report = analyze_events(out_dir / "events.parquet", assignments, out_dir / "metrics.yaml")
+    # The run may hold more arms than control and treatment: this report compares those two.
+    report = analyze_events(
+        out_dir / "events.parquet", assignments, out_dir / "metrics.yaml", drop_unknown_variants=True
+    )
     report = replace(
         report, metadata={**(report.metadata or {}), "simulation": True, "label": SIMULATION_LABEL}
     )
     table = aggregate_events(out_dir / "events.parquet", assignments, metrics)
-    plain = analyze(table.users, metric_defs(False))
+    plain = analyze(table.users, metric_defs(False), drop_unknown_variants=True)
     write_parquet(table.users, out_dir / "users.parquet")
     _write_report(report, out_dir)
     return report, plain

@@ -73,7 +73,7 @@ def test_events_aggregation_matches_manual_and_report_outputs(tmp_path: Path) ->
     assert {r.metric for r in rep.results} == {m.name for m in default_metrics()}
 
     doc = json.loads(rep.to_json(tmp_path / "r.json"))
-    assert doc["schema_version"] == 1 and doc["srm"]["status"] == "ok"
+    assert doc["schema_version"] == 2 and doc["srm"]["status"] == "ok"
     row = doc["metrics"][0]
     for key in (
         "metric",
