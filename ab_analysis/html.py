@@ -42,7 +42,7 @@ def _row(r: MetricResult, with_arm: bool) -> str:
     cls = r.verdict if r.trusted else "untrusted"
     verdict = e(r.verdict) + ("" if r.trusted else " (untrusted: SRM)")
     b, s = ex.bayes, ex.sequential
-    bayes = "—" if b is None else f"{100 * b.chance_to_win:.1f}% / {_f(b.risk_treatment, True)}"
+    bayes = "—" if b is None else f"{100 * b.chance_to_win:.1f}% / {100 * b.risk_treatment:.2g}%"
     seq = "—" if s is None else f"{_f(s.p_value)} [{_f(s.ci_low)}, {_f(s.ci_high)}]"
     note = f"underpowered: MDE {_f(ex.mde_rel, True).lstrip('+')} at 80 % power" if r.underpowered else ""
     if x.message:

@@ -57,7 +57,7 @@ def _row(r: MetricResult, arms: int) -> str:
     alo, ahi, rlo, rhi, level = shown_ci(r)
     verdict = f"{VERDICT_MARK[r.verdict]} {r.verdict}" + ("" if r.trusted else " (untrusted: SRM)")
     b = e.bayes
-    bayes = "—" if b is None else f"{100 * b.chance_to_win:.1f}% / {pct(b.risk_treatment)}"
+    bayes = "—" if b is None else f"{100 * b.chance_to_win:.1f}% / {100 * b.risk_treatment:.2g}%"
     s = e.sequential
     seq = "—" if s is None else f"{fmt(s.p_value)} [{fmt(s.ci_low)}, {fmt(s.ci_high)}]"
     note = "underpowered: MDE " + pct(e.mde_rel).lstrip("+") + " at 80 % power" if r.underpowered else ""
