@@ -35,7 +35,7 @@ from ab_analysis.validation import check_plausible, check_unique_ids, variant_co
 if TYPE_CHECKING:
     from ab_analysis.estimators import RelativeCI
 
-__all__ = ["AnalysisConfig", "analyze", "analyze_events", "grouped_moments", "resolve_metrics"]
+__all__ = ["AnalysisConfig", "analyze", "analyze_events", "finish_rows", "grouped_moments", "resolve_metrics"]
 
 log = logging.getLogger(__name__)
 MAX_SEGMENT_VALUES = 100
@@ -316,10 +316,14 @@ def _srm_checks(
     return overall, per
 
 
-def _finish_rows(
+def finish_rows(
     rows: list[MetricResult], cfg: AnalysisConfig, srm: SRMResult, srm_segments: list[SRMResult]
 ) -> list[MetricResult]:
-    """Adjusted p-values, adjusted CIs, Bayesian / sequential / power views and the SRM trust flag."""
+    """Adjusted p-values, adjusted CIs, Bayesian / sequential / power views and the SRM trust flag.
+
+    Public so that another front end (e.g. the SQL path) that builds :class:`MetricResult` rows from its own
+    :func:`~ab_analysis.estimators.compare` calls gets the same report: pass every row of the family.
+    """
     from ab_analysis.bayes import bayes_view
     from ab_analysis.power import minimum_detectable_effect
     from ab_analysis.sequential import SequentialLook, always_valid_look, default_tau
@@ -452,7 +456,7 @@ def analyze(
         r, n = _metric_rows(users, m, arms, scopes, cfg, table)
         rows += r
         all_notes += n
-    rows = _finish_rows(rows, cfg, srm, srm_segments)
+    rows = finish_rows(rows, cfg, srm, srm_segments)
     meta = {"variant_column": variant_col, "n_rows": len(users), "segments": list(segments)}
     meta.update(metadata or {})
     report = Report(
