@@ -46,7 +46,7 @@ SUFFIXES = (".parquet", ".csv")
 EventsInput: TypeAlias = pd.DataFrame | str | Path | Iterable[pd.DataFrame]
 DAY_NS = 86_400_000_000_000
 #: Above this many user × day cells per column the daily series has no CI bands (point estimates only).
-MAX_DAILY_CELLS = 20_000_000
+MAX_DAILY_CELLS = 5_000_000
 
 
 @dataclass(frozen=True)
@@ -256,7 +256,7 @@ class _Accumulator:
     cold_set: pd.Index | None
     only_after_assignment: bool
     sums: dict[str, npt.NDArray[np.float64]]
-    daily_parts: list[pd.DataFrame] = field(default_factory=list)
+    per_day: dict[int, dict[str, npt.NDArray[np.float64]]] = field(default_factory=dict)
     dropped: int = 0
     unassigned: int = 0
     before: int = 0
@@ -264,6 +264,7 @@ class _Accumulator:
     normalized_ids: bool = False
     unknown_events: dict[object, int] = field(default_factory=dict)
     bad_dwell: dict[object, int] = field(default_factory=dict)
+    per_day_overflow: bool = False
 
     def fold(self, chunk: pd.DataFrame) -> None:
         """Add one event chunk into the per-user sums (and the daily parts when it carries ``ts``)."""
@@ -274,11 +275,16 @@ class _Accumulator:
         pos, normalized = pop.positions(chunk["user_id"])
         self.normalized_ids |= normalized
         self.total += len(chunk)
-        ev = chunk["event"].to_numpy()
-        known = np.isin(ev, EVENT_TYPES)
-        if not known.all():
-            for v, c in chunk.loc[~known, "event"].astype(str).value_counts(dropna=False).items():
-                self.unknown_events[v] = self.unknown_events.get(v, 0) + int(c)
+        # factorize once: every event-name test below is on small integer codes
+        ev_codes, ev_names = pd.factorize(chunk["event"], use_na_sentinel=True)
+        names = [None if v is None else str(v) for v in ev_names]
+        bad = [i for i, v in enumerate(names) if v not in EVENT_TYPES]
+        if bad or (ev_codes < 0).any():
+            counts = np.bincount(np.where(ev_codes < 0, len(names), ev_codes), minlength=len(names) + 1)
+            for i in [*bad, len(names)]:
+                if counts[i]:
+                    key = "<missing>" if i == len(names) else names[i]
+                    self.unknown_events[key] = self.unknown_events.get(key, 0) + int(counts[i])
         keep = pos >= 0
         self.unassigned += int((~keep).sum())
         ts_ns: npt.NDArray[np.int64] | None = None
@@ -296,18 +302,38 @@ class _Accumulator:
         dwell = _dwell(chunk, self.bad_dwell) if any(s.value == "dwell_seconds" for s in self.specs) else None
         weights: dict[str, npt.NDArray[np.float64]] = {}
         for s in self.specs:
-            mask = keep & np.isin(ev, list(s.events or ()))
+            wanted = [i for i, v in enumerate(names) if v in (s.events or ())]
+            mask = keep & np.isin(ev_codes, wanted)
             if s.cold_start is not None and cold is not None:
                 mask &= cold if s.cold_start else ~cold
             w = dwell if (s.value == "dwell_seconds" and dwell is not None) else np.ones(len(chunk))
             w = np.where(mask, w, 0.0)
             weights[s.column] = w
             self.sums[s.column] += np.bincount(pos[mask], weights=w[mask], minlength=pop.n)
-        if ts_ns is not None:
-            part = pd.DataFrame(
-                {"pos": pos[keep], "day": (ts_ns // DAY_NS)[keep]} | {k: v[keep] for k, v in weights.items()}
-            )
-            self.daily_parts.append(part.groupby(["pos", "day"]).sum())
+        if ts_ns is not None and keep.any():
+            self._fold_days(pos[keep], (ts_ns // DAY_NS)[keep], {k: v[keep] for k, v in weights.items()})
+
+    def _fold_days(
+        self,
+        pos: npt.NDArray[np.intp],
+        day: npt.NDArray[np.int64],
+        weights: dict[str, npt.NDArray[np.float64]],
+    ) -> None:
+        """Per-day dense per-user sums: one ``bincount`` per column over ``(day - first) * n + pos``."""
+        n = self.pop.n
+        first, span = int(day.min()), int(day.max() - day.min()) + 1
+        if (len(self.per_day) + span) * n > MAX_DAILY_CELLS:
+            self.per_day_overflow = True
+            return
+        key = (day - first) * n + pos
+        for col, w in weights.items():
+            dense = np.bincount(key, weights=w, minlength=span * n).reshape(span, n)
+            for j in np.flatnonzero(dense.any(axis=1)):
+                slot = self.per_day.setdefault(first + int(j), {})
+                if col in slot:
+                    slot[col] += dense[j]
+                else:
+                    slot[col] = dense[j].copy()
 
     def raise_problems(self) -> None:
         """The strict checks, after the whole log was read (the counts are totals).
@@ -419,12 +445,14 @@ def aggregate_events(
     users = a.drop(columns=[c for c in ("experiment",) if c in a.columns]).copy()
     for k, v in acc.sums.items():
         users[k] = v
-    daily = _daily(acc.daily_parts, metrics, pop, arms, alpha) if acc.daily_parts else ()
+    daily = _daily(acc.per_day, metrics, pop, arms, alpha) if acc.per_day and not acc.per_day_overflow else ()
+    if acc.per_day_overflow:
+        log.warning("no daily series: more than %d user × day cells", MAX_DAILY_CELLS)
     return UserTable(users, daily, acc.dropped, tuple(acc.notes()))
 
 
 def _daily(
-    parts: list[pd.DataFrame],
+    per_day: dict[int, dict[str, npt.NDArray[np.float64]]],
     metrics: Sequence[MetricDef],
     pop: _Population,
     arms: Sequence[str],
@@ -435,25 +463,23 @@ def _daily(
     from ab_analysis.analysis import grouped_moments
     from ab_analysis.estimators import Estimand, compare
 
-    sums = pd.concat(parts).groupby(level=["pos", "day"]).sum()
-    days = np.unique(sums.index.get_level_values("day").to_numpy())
-    pos = sums.index.get_level_values("pos").to_numpy()
-    di = np.searchsorted(days, sums.index.get_level_values("day").to_numpy())
-    n, d = pop.n, len(days)
-    with_ci = n * d <= MAX_DAILY_CELLS
+    days = np.array(sorted(per_day), dtype=np.int64)
+    n = pop.n
     aday = pop.assigned_ns // DAY_NS if pop.assigned_ns is not None else np.full(n, np.iinfo(np.int64).min)
     iso = tuple(str(np.datetime64(int(x), "D")) for x in days)
     out = []
     cum: dict[str, npt.NDArray[np.float64]] = {}
 
     def cumulative(col: str) -> npt.NDArray[np.float64]:
+        """(n, days) running sums of one column."""
         if col not in cum:
-            dense = np.bincount(pos * d + di, weights=sums[col].to_numpy(), minlength=n * d).reshape(n, d)
+            zero = np.zeros(n)
+            dense = np.column_stack([per_day[int(d)].get(col, zero) for d in days])
             cum[col] = np.cumsum(dense, axis=1)
         return cum[col]
 
     for m in metrics:
-        if m.type == "quantile" or not with_ci:
+        if m.type == "quantile":
             continue
         cols = [m.numerator.column] + ([m.denominator.column] if m.denominator is not None else [])
         mats = [cumulative(c) for c in cols]
