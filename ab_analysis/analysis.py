@@ -317,7 +317,11 @@ def _srm_checks(
 
 
 def finish_rows(
-    rows: list[MetricResult], cfg: AnalysisConfig, srm: SRMResult, srm_segments: list[SRMResult]
+    rows: list[MetricResult],
+    cfg: AnalysisConfig,
+    srm: SRMResult,
+    srm_segments: list[SRMResult],
+    daily: Sequence[DailyLift] = (),
 ) -> list[MetricResult]:
     """Adjusted p-values, adjusted CIs, Bayesian / sequential / power views and the SRM trust flag.
 
@@ -332,15 +336,23 @@ def finish_rows(
     adj = adjust_pvalues([r.result.p_value for r in rows], cfg.correction)
     m = sum(1 for p in adj if not math.isnan(p))
     failed = {(s.segment, s.segment_value) for s in srm_segments if s.status == "fail"}
+    # the daily looks chain into a row's mSPRT only where they measure the same thing (no capping/CUPED)
+    looks = {(d.metric, d.arm): d for d in daily if not d.raw and d.seq_looks > 0}
     out = []
     for r, p_adj in zip(rows, adj, strict=True):
         x = r.result
         extras = r.extras
         if x.status == "ok":
-            seq, tau = None, math.nan
+            seq, tau, n_looks = None, math.nan, 0
             if x.abs_se > 0 and x.n_control > 0 and x.n_treatment > 0:
-                tau = default_tau(x.abs_se, x.n_control, x.n_treatment)
-                p, lo, hi = always_valid_look(x.abs_lift, x.abs_se, tau, cfg.alpha)
+                d = looks.get((r.metric, r.arm)) if r.segment is None else None
+                prev: tuple[float, float, float] = (1.0, -math.inf, math.inf)
+                if d is not None:
+                    tau, prev, n_looks = d.seq_tau, (d.seq_p, d.seq_low, d.seq_high), d.seq_looks
+                else:
+                    tau = default_tau(x.abs_se, x.n_control, x.n_treatment)
+                p, lo, hi = always_valid_look(x.abs_lift, x.abs_se, tau, cfg.alpha, prev)
+                n_looks += 1
                 seq = SequentialLook(x.n_control, x.n_treatment, x.abs_lift, x.abs_se, p, lo, hi, "ok")
             sigma = x.abs_se / math.sqrt(1 / x.n_control + 1 / x.n_treatment)
             mde = (
@@ -355,6 +367,7 @@ def finish_rows(
                 bayes=bayes_view(x, r.direction),
                 sequential=seq,
                 sequential_tau=tau,
+                sequential_looks=n_looks,
                 mde_abs=mde,
                 mde_rel=mde / c if c > 0 else math.nan,
             )
@@ -456,7 +469,7 @@ def analyze(
         r, n = _metric_rows(users, m, arms, scopes, cfg, table)
         rows += r
         all_notes += n
-    rows = finish_rows(rows, cfg, srm, srm_segments)
+    rows = finish_rows(rows, cfg, srm, srm_segments, tuple(daily or ()))
     meta = {"variant_column": variant_col, "n_rows": len(users), "segments": list(segments)}
     meta.update(metadata or {})
     report = Report(

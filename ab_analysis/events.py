@@ -19,6 +19,7 @@ store ``user_id`` with different types (e.g. int vs str), both are compared as n
 from __future__ import annotations
 
 import logging
+import math
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -462,6 +463,7 @@ def _daily(
     with the unadjusted relative-lift CI of each day (delta method, as the report's rows, raw data)."""
     from ab_analysis.analysis import grouped_moments
     from ab_analysis.estimators import Estimand, compare
+    from ab_analysis.sequential import always_valid_look, default_tau
 
     days = np.array(sorted(per_day), dtype=np.int64)
     n = pop.n
@@ -486,6 +488,9 @@ def _daily(
         est = Estimand("y", "d" if len(cols) == 2 else None)
         names = ["y", "d"][: len(cols)]
         per_arm: dict[int, list[tuple[float, float, float, float, float]]] = {i: [] for i in range(1, pop.k)}
+        seq: dict[int, tuple[float, tuple[float, float, float], int]] = {
+            i: (math.nan, (1.0, -math.inf, math.inf), 0) for i in range(1, pop.k)
+        }
         for j, day in enumerate(days):
             exposed = np.where(aday <= day, pop.arm, -1)
             x = np.column_stack([mat[:, j] for mat in mats])
@@ -510,8 +515,13 @@ def _daily(
                 with np.errstate(divide="ignore", invalid="ignore"):
                     rel = float(np.float64(t) / np.float64(c) - 1)
                 per_arm[i].append((c, t, rel, r.rel_ci_low, r.rel_ci_high))
+                if r.status == "ok":
+                    tau, prev, looks = seq[i]
+                    tau = default_tau(r.abs_se, r.n_control, r.n_treatment) if math.isnan(tau) else tau
+                    seq[i] = (tau, always_valid_look(r.abs_lift, r.abs_se, tau, alpha, prev), looks + 1)
         for i, vals in per_arm.items():
             c_, t_, rel_, lo_, hi_ = (tuple(float(v[k]) for v in vals) for k in range(5))
             raw = m.capping is not None or m.covariate is not None
-            out.append(DailyLift(m.name, iso, c_, t_, rel_, arms[i], lo_, hi_, raw))
+            tau, (sp, slo, shi), looks = seq[i]
+            out.append(DailyLift(m.name, iso, c_, t_, rel_, arms[i], lo_, hi_, raw, tau, sp, slo, shi, looks))
     return tuple(out)

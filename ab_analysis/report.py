@@ -30,7 +30,7 @@ JSON schema (``schema_version`` 2; NaN/inf are written as ``null``)::
           "capped_at": float | null, "cuped": bool, "theta": float,
           "variance_reduction": float | null,           # CUPED: 1 - var(adjusted) / var(raw)
           "bayes": {"chance_to_win", "risk_treatment", "risk_control", "rel_mean", "rel_sd"} | null,
-          "sequential": {"p_value", "ci": [low, high], "tau"} | null,    # always-valid (mSPRT)
+          "sequential": {"p_value", "ci": [low, high], "tau", "looks"} | null,  # always-valid (mSPRT)
           "mde": {"abs", "rel", "power": 0.8, "alpha"} | null, "underpowered": bool}, ...],
       "data_notes": [{"topic": str, "text": str}, ...], # caps, CUPED, rows/events dropped and why
       "daily": [{"metric", "arm", "days": [iso date], "control": [...], "treatment": [...],
@@ -74,6 +74,7 @@ class RowExtras:
     bayes: Any = None  # bayes.BayesView
     sequential: Any = None  # sequential.SequentialLook (the last look)
     sequential_tau: float = math.nan
+    sequential_looks: int = 0
     mde_abs: float = math.nan
     mde_rel: float = math.nan
     variance_reduction: float = math.nan
@@ -176,7 +177,12 @@ class MetricResult:
             "bayes": None if b is None else asdict(b),
             "sequential": None
             if s is None
-            else {"p_value": s.p_value, "ci": [s.ci_low, s.ci_high], "tau": x.sequential_tau},
+            else {
+                "p_value": s.p_value,
+                "ci": [s.ci_low, s.ci_high],
+                "tau": x.sequential_tau,
+                "looks": x.sequential_looks,
+            },
             "mde": None
             if not math.isfinite(x.mde_abs)
             else {"abs": x.mde_abs, "rel": x.mde_rel, "power": 0.8, "alpha": r.alpha},
@@ -187,7 +193,9 @@ class MetricResult:
 @dataclass(frozen=True)
 class DailyLift:
     """Cumulative per-day estimates of one metric for one treatment arm, with the unadjusted CI of the
-    relative lift per day. ``raw``: capping and CUPED of the metric are not applied in this series."""
+    relative lift per day. ``raw``: capping and CUPED of the metric are not applied in this series.
+    ``seq_*``: the mSPRT's running always-valid p-value and confidence sequence of the absolute lift
+    after the daily looks (its mixing scale ``seq_tau`` fixed at the first usable look)."""
 
     metric: str
     days: tuple[str, ...]
@@ -198,6 +206,11 @@ class DailyLift:
     rel_ci_low: tuple[float, ...] = ()
     rel_ci_high: tuple[float, ...] = ()
     raw: bool = False
+    seq_tau: float = math.nan
+    seq_p: float = math.nan
+    seq_low: float = math.nan
+    seq_high: float = math.nan
+    seq_looks: int = 0
 
 
 @dataclass(frozen=True)
@@ -252,7 +265,8 @@ def conventions(relative_ci: str, use_t: bool, correction: str) -> dict[str, str
         "bayes": "gbstats-style flat-prior normal posterior of the relative lift: chance to win = "
         "P(lift in the good direction); risk = expected relative loss of shipping treatment (of keeping control)",
         "sequential": "mSPRT always-valid p-value and confidence sequence of the absolute lift (normal "
-        "mixture, tau = 0.1 × per-user sd), at the daily cumulative looks when the events carry timestamps",
+        "mixture, tau = 0.1 × per-user sd at the first look), over the daily cumulative looks when the "
+        "events carry timestamps (overall rows of metrics without capping/CUPED), then the final sample",
         "mde": "minimum detectable absolute (relative: / control mean) lift at 80 % power, two-sided α, "
         "normal approximation with the observed per-arm variances; underpowered = not significant and "
         "MDE above the metric's min_effect (or any MDE when none is declared)",

@@ -152,3 +152,50 @@ def test_sequential_and_mde_shown_in_report() -> None:
     assert "always-valid p [CI]" in md and "P(win) / risk" in md
     doc = rep.to_dict()["metrics"][0]
     assert doc["sequential"]["p_value"] == pytest.approx(look.p_value) and doc["mde"]["power"] == 0.8
+
+
+def test_sequential_runs_over_the_daily_looks_of_an_event_log() -> None:
+    from ab_analysis.analysis import analyze_events
+
+    rng = np.random.default_rng(8)
+    n = 300
+    t0 = pd.Timestamp("2026-04-01", tz="UTC")
+    assigned = t0 + pd.to_timedelta(np.arange(n) % 3, unit="D")
+    variant = np.where(np.arange(n) % 2, "treatment", "control")
+    assignments = pd.DataFrame({"user_id": np.arange(n), "variant": variant, "assigned_at": assigned})
+    rows = []
+    for u in range(n):
+        for _ in range(int(rng.integers(2, 10))):
+            ts = assigned[u] + pd.Timedelta(hours=float(rng.uniform(0, 100)))
+            rows.append((u, ts, "impression"))
+            if rng.random() < (0.2 if variant[u] == "treatment" else 0.12):
+                rows.append((u, ts, "click"))
+    events = pd.DataFrame(rows, columns=["user_id", "ts", "event"])
+    defs = parse_metrics(
+        [{"name": "ctr", "type": "ratio", "numerator": {"column": "c", "events": ["click"]},
+          "denominator": {"column": "i", "events": ["impression"]}}]
+    )  # fmt: skip
+    rep = analyze_events(events, assignments, defs)
+    # the reference: msprt over independently built cumulative daily looks, then the final sample
+    events["day"] = events["ts"].dt.floor("D")
+    looks_c, looks_t = [], []
+    for day in sorted(events["day"].unique()):
+        seen = events[events["day"] <= day]
+        per = pd.DataFrame(
+            {"c": seen[seen["event"] == "click"].groupby("user_id").size(),
+             "i": seen[seen["event"] == "impression"].groupby("user_id").size()}
+        ).reindex(np.arange(n)).fillna(0.0)  # fmt: skip
+        exposed = np.asarray(assigned <= day)
+        for arm, looks in (("control", looks_c), ("treatment", looks_t)):
+            sel = exposed & (variant == arm)
+            looks.append(Moments.from_matrix(["c", "i"], per.loc[sel, ["c", "i"]].to_numpy()))
+    ref = msprt(looks_c, looks_t, Estimand("c", "i"))
+    row = rep.result("ctr")
+    assert row.extras.sequential_looks == len(looks_c) + 1 == len(rep.daily[0].days) + 1
+    seq = row.extras.sequential
+    last = ref.looks[-1]
+    assert (seq.p_value, seq.ci_low, seq.ci_high) == pytest.approx(
+        (last.p_value, last.ci_low, last.ci_high), rel=1e-9
+    )
+    single = msprt([looks_c[-1]], [looks_t[-1]], Estimand("c", "i")).looks[-1]
+    assert seq.p_value <= single.p_value  # earlier looks can only lower the running p-value
