@@ -10,6 +10,8 @@ import numpy as np
 import pandas as pd
 import pytest
 from click.testing import CliRunner, Result
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from ab_analysis.analysis import analyze, analyze_events
 from ab_analysis.cli import ab
@@ -298,3 +300,31 @@ def test_duplicate_assignments(tmp_path: Path) -> None:
         "0 (2 rows)",
         "1 (2 rows)",
     )
+
+
+@settings(max_examples=100, deadline=None)
+@given(st.integers(min_value=-(10**12), max_value=10**12))
+def test_label_normalization_of_numbers(x: int) -> None:
+    from ab_analysis.validation import normalize_label
+
+    assert normalize_label(x) == normalize_label(float(x)) == normalize_label(np.int64(x)) == str(x)
+    assert normalize_label(str(x)) == str(x)
+
+
+@settings(max_examples=100, deadline=None)
+@given(st.text(min_size=1, max_size=12))
+def test_label_normalization_of_text(label: str) -> None:
+    from ab_analysis.validation import normalize_label
+
+    assert normalize_label(label) == label  # exact by default: no strip, no case-fold
+    assert normalize_label(label, fold=True) == label.strip().casefold()
+
+
+def test_expected_share_option(tmp_path: Path) -> None:
+    df = _users(400)
+    res = _run(tmp_path, df, "--expected-share", "50,50", "--json")
+    assert res.exit_code == 0, res.output
+    planned = _run(tmp_path, df, "--expected-share", "80,20", "--json")
+    assert json.loads(planned.stdout)["srm"]["status"] == "fail"
+    _usage_error(_run(tmp_path, df, "--expected-share", "a,b"), "'a,b': expected comma-separated numbers")
+    _usage_error(_run(tmp_path, df, "--expected-share", "1,2,3"), "expected_share", "2 positive numbers")
