@@ -4,13 +4,16 @@ One query per metric set turns an event log (parquet files, read by the engine i
 enter Python) and an assignments table into per-arm, per-segment :class:`~ab_analysis.moments.Moments`:
 users' counts, sums and cross-product sums of each metric's variables. The same statistics core as the
 in-memory path (:func:`~ab_analysis.estimators.compare`, :func:`~ab_analysis.corrections.adjust_pvalues`,
-:func:`~ab_analysis.srm.srm_check`) then builds the :class:`~ab_analysis.report.Report`.
+:func:`~ab_analysis.srm.srm_check`, :func:`~ab_analysis.analysis.finish_rows`) then builds the
+:class:`~ab_analysis.report.Report`.
 
 The query follows :mod:`ab_analysis.events` rule for rule: only events of assigned users at/after their
 ``assigned_at`` count; each column spec counts its event types (or sums their ``dwell_seconds``, NULL/NaN
-as 0), optionally only on cold-start notes; users without events get zeros; capping is the pooled
-(control + that treatment) linear-interpolation quantile, the definition of ``numpy.quantile``; CUPED
-covariates come from assignment columns; rows with a non-finite covariate drop out of that metric only.
+as 0), optionally only on cold-start notes; users without events get zeros; capping is the quantile
+pooled over every analysed arm with linear interpolation (``numpy.quantile``'s definition); CUPED
+covariates come from assignment columns; rows with a NaN covariate drop out of that metric only. The
+strict input checks (variant labels, duplicate ids, event names, dwell, per-user proportions) run in the
+engine too, with the in-memory path's messages.
 
 Engines: ``"duckdb"`` (this module; larger than memory through ``memory_limit`` + ``temp_directory``) and
 ``"spark"`` (:mod:`ab_analysis.spark`, pyspark imported lazily). The SQL text is the same for both; the
@@ -24,6 +27,7 @@ from __future__ import annotations
 import contextlib
 import glob as globlib
 import logging
+import math
 import tempfile
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -32,13 +36,18 @@ from typing import Any, Literal, Protocol, TypeAlias
 
 import pandas as pd
 
-from ab_analysis.analysis import MAX_SEGMENT_VALUES, AnalysisConfig, resolve_metrics
-from ab_analysis.corrections import adjust_pvalues
-from ab_analysis.errors import ABAnalysisError, InvalidArgumentError, MissingColumnError
+from ab_analysis.analysis import MAX_SEGMENT_VALUES, AnalysisConfig, finish_rows, resolve_metrics
+from ab_analysis.errors import (
+    ABAnalysisError,
+    InvalidArgumentError,
+    InvalidValuesError,
+    MissingColumnError,
+    format_counts,
+)
 from ab_analysis.estimators import Estimand, LiftResult, compare, degenerate_result
 from ab_analysis.metrics import EVENT_TYPES, ColumnSpec, MetricDef
 from ab_analysis.moments import Moments
-from ab_analysis.report import MetricResult, Report
+from ab_analysis.report import DataNote, MetricResult, Report, RowExtras
 from ab_analysis.srm import srm_check
 
 __all__ = [
@@ -50,7 +59,7 @@ __all__ = [
     "MetricMoments",
     "SQLStats",
     "analyze_sql",
-    "analyze_sql_arms",
+    "render_query",
     "sql_moments",
 ]
 
@@ -175,6 +184,11 @@ def needed_specs(metrics: Sequence[MetricDef]) -> list[ColumnSpec]:
     """
     specs: dict[str, ColumnSpec] = {}
     for m in metrics:
+        if m.type not in ("mean", "ratio"):
+            raise ABAnalysisError(
+                f"metric {m.name!r}: type {m.type!r} needs the per-user values; the SQL path computes "
+                "sufficient statistics (mean and ratio metrics): drop it here or use the in-memory path"
+            )
         for c in m.columns():
             if c.events is None:
                 raise ABAnalysisError(
@@ -355,6 +369,7 @@ def _assignments_cte(plan: Plan, d: Dialect) -> str:
         x = f"CAST({q(col)} AS DOUBLE)"
         finite = f"{x} IS NOT NULL AND NOT isnan({x}) AND abs({x}) < CAST('Infinity' AS DOUBLE)"
         cols.append(f"CASE WHEN {finite} THEN {x} END AS {alias}")
+        cols.append(f"CASE WHEN abs({x}) = CAST('Infinity' AS DOUBLE) THEN 1 ELSE 0 END AS {alias}_inf")
     cols += [f"{q(col)} AS {alias}" for alias, col in plan.segments]
     where = (
         f"\n  WHERE CAST({q('experiment')} AS STRING) = {d.param('experiment')}"
@@ -383,41 +398,44 @@ def _events_cte(plan: Plan, d: Dialect) -> str:
     q = d.ident
     dw = f"CAST(e.{q('dwell_seconds')} AS DOUBLE)"
     dwell = f"CASE WHEN {dw} IS NULL OR isnan({dw}) THEN CAST(0 AS DOUBLE) ELSE {dw} END"
+    # kept: at/after assignment; the joined-but-early events are counted for the report's notes
+    kept = f"(a.asg_at IS NULL OR e.{q('ts')} >= a.asg_at)" if plan.use_ts else "TRUE"
     sums = [
-        f"CAST(SUM(CASE WHEN {_spec_condition(s, plan, d)} THEN "
+        f"CAST(SUM(CASE WHEN {kept} AND {_spec_condition(s, plan, d)} THEN "
         f"{dwell if s.value == 'dwell_seconds' else '1'} ELSE 0 END) AS DOUBLE) AS {alias}"
         for alias, s in plan.specs
     ]
     join = f"  FROM {EVENTS} e JOIN a ON {_uid('e.', plan.ids_as_strings, d)} = a.uid\n"
     if plan.cold == "notes":
         join += f"  LEFT JOIN {COLD_NOTES} cn ON e.{q('note_id')} = cn.note_id\n"
-    where = f"  WHERE (a.asg_at IS NULL OR e.{q('ts')} >= a.asg_at)\n" if plan.use_ts else ""
-    body = ",\n         ".join(["a.uid AS uid", "COUNT(*) AS n_ev", *sums])
-    return f"ev AS (\n  SELECT {body}\n{join}{where}  GROUP BY a.uid\n)"
+    n_ev = f"SUM(CASE WHEN {kept} THEN 1 ELSE 0 END)" if plan.use_ts else "COUNT(*)"
+    body = ",\n         ".join(["a.uid AS uid", "COUNT(*) AS n_join", f"{n_ev} AS n_ev", *sums])
+    return f"ev AS (\n  SELECT {body}\n{join}  GROUP BY a.uid\n)"
 
 
-def _capped(plan: Plan) -> list[tuple[_MetricPlan, int]]:
-    """(metric, treatment arm) pairs that need a cap: capping pools control with each treatment."""
-    return [(m, t) for m in plan.metrics if m.metric.capping is not None for t in range(1, plan.n_arms)]
+def _capped(plan: Plan) -> list[_MetricPlan]:
+    """Metrics with a cap: one pooled quantile over every analysed arm (the in-memory convention)."""
+    return [m for m in plan.metrics if m.metric.capping is not None]
 
 
 def _user_ctes(plan: Plan, d: Dialect) -> str:
     keep = ["a.arm AS arm", *(f"a.{a} AS {a}" for a, _ in plan.covariates + plan.segments)]
-    keep += ["COALESCE(ev.n_ev, 0) AS n_ev"]
+    keep += [f"a.{a}_inf AS {a}_inf" for a, _ in plan.covariates]
+    keep += ["COALESCE(ev.n_join, 0) AS n_join", "COALESCE(ev.n_ev, 0) AS n_ev"]
     keep += [f"COALESCE(ev.{a}, CAST(0 AS DOUBLE)) AS {a}" for a, _ in plan.specs]
     u = "u AS (\n  SELECT " + ",\n         ".join(keep) + "\n  FROM a LEFT JOIN ev ON a.uid = ev.uid\n)"
     capped = _capped(plan)
     if not capped:
         return u
     caps = ",\n         ".join(
-        f"{d.quantile}(CASE WHEN arm IN (0, {t}) THEN {m.variables[0].column} END, "
-        f"{float(m.metric.capping or 0)!r}) AS cap{m.index}_{t}"
-        for m, t in capped
+        f"{d.quantile}(CASE WHEN arm >= 0 THEN {m.variables[0].column} END, "
+        f"{float(m.metric.capping or 0)!r}) AS cap{m.index}"
+        for m in capped
     )
     ycols = ",\n         ".join(
-        f"CASE WHEN caps.cap{m.index}_{t} IS NULL OR u.{m.variables[0].column} <= caps.cap{m.index}_{t} "
-        f"THEN u.{m.variables[0].column} ELSE caps.cap{m.index}_{t} END AS y{m.index}_{t}"
-        for m, t in capped
+        f"CASE WHEN caps.cap{m.index} IS NULL OR u.{m.variables[0].column} <= caps.cap{m.index} "
+        f"THEN u.{m.variables[0].column} ELSE caps.cap{m.index} END AS y{m.index}"
+        for m in capped
     )
     return (
         f"{u},\ncaps AS (\n  SELECT {caps}\n  FROM u\n),\n"
@@ -426,40 +444,55 @@ def _user_ctes(plan: Plan, d: Dialect) -> str:
 
 
 def _moment_columns(plan: Plan) -> list[str]:
-    """``SUM``s of every metric's variables and cross products (per treatment where capping differs)."""
+    """``SUM``s of every metric's variables and cross products, and its plausibility counts."""
     out = []
-    capped = {(m.index, t) for m, t in _capped(plan)}
+    capped = {m.index for m in _capped(plan)}
     for m in plan.metrics:
-        pairs = range(1, plan.n_arms) if m.metric.capping is not None else [0]
-        for p in pairs:
-            cols = [f"y{m.index}_{p}" if (m.index, p) in capped else m.variables[0].column]
-            cols += [v.column for v in m.variables[1:]]
-            nullable = [v.column for v in m.variables if v.nullable]
-            valid = " AND ".join(f"{c} IS NOT NULL" for c in nullable) or "TRUE"
-            pre = f"m{m.index}_{p}"
-            out.append(f"SUM(CASE WHEN {valid} THEN 1 ELSE 0 END) AS {pre}_n")
-            for i, ci in enumerate(cols):
-                out.append(f"SUM(CASE WHEN {valid} THEN {ci} END) AS {pre}_s{i}")
-                for j in range(i, len(cols)):
-                    out.append(f"SUM(CASE WHEN {valid} THEN {ci} * {cols[j]} END) AS {pre}_c{i}_{j}")
+        cols = [f"y{m.index}" if m.index in capped else m.variables[0].column]
+        cols += [v.column for v in m.variables[1:]]
+        nullable = [v.column for v in m.variables if v.nullable]
+        pre = f"m{m.index}"
+        # users with a non-finite covariate leave this metric only (as in the in-memory path)
+        valid = " AND ".join(f"{c} IS NOT NULL" for c in nullable)
+        lo, hi = (f"CASE WHEN {valid} THEN ", " END") if valid else ("", "")
+        out.append(
+            f"SUM(CASE WHEN {valid} THEN 1 ELSE 0 END) AS {pre}_n" if valid else f"COUNT(*) AS {pre}_n"
+        )
+        for i, ci in enumerate(cols):
+            out.append(f"SUM({lo}{ci}{hi}) AS {pre}_s{i}")
+            for j in range(i, len(cols)):
+                out.append(f"SUM({lo}{ci} * {cols[j]}{hi}) AS {pre}_c{i}_{j}")
+        bad = _implausible(m)
+        if bad:
+            out.append(f"SUM(CASE WHEN {bad} THEN 1 ELSE 0 END) AS {pre}_bad")
     return out
+
+
+def _implausible(m: _MetricPlan) -> str:
+    """Per-user condition the in-memory plausibility check rejects (events give no negatives)."""
+    if m.metric.value_kind != "proportion":
+        return ""
+    y = m.variables[0].column
+    return f"{y} > {m.variables[1].column}" if m.metric.type == "ratio" else f"{y} > 1"
 
 
 def render_query(plan: Plan, dialect: Dialect) -> str:
     """The one query: per-user aggregates, caps, then per-arm (x segment value) sufficient statistics.
 
     Result rows: ``arm`` (0 control, 1.. treatments, -1 other variants), per segment ``g{i}`` (0 when
-    the row is grouped by segment ``s{i}``) and ``s{i}``, ``n_all`` (users), ``n_ev`` (events kept), and
-    per metric ``m{k}_{p}_n``, ``_s{i}``, ``_c{i}_{j}`` (``p``: the treatment a capped metric's cap pools
-    with control, else 0).
+    the row is grouped by segment ``s{i}``) and ``s{i}``, ``n_all`` (users), ``n_join``/``n_ev``
+    (their events, all / kept), ``cap{k}``, and per metric ``m{k}_n``, ``_s{i}``, ``_c{i}_{j}``
+    (``_bad``: implausible users), per covariate ``c{i}_inf`` (users with an infinite value).
     """
     ctes = [_assignments_cte(plan, dialect), _events_cte(plan, dialect), _user_ctes(plan, dialect)]
     source = "m" if _capped(plan) else "u"
     head = ["arm"]
     for alias, _ in plan.segments:
         head += [f"GROUPING({alias}) AS g{alias[1:]}", alias]
-    caps = [f"MAX(cap{m.index}_{t}) AS cap{m.index}_{t}" for m, t in _capped(plan)]
-    cols = [*head, "COUNT(*) AS n_all", "SUM(n_ev) AS n_ev", *caps, *_moment_columns(plan)]
+    cols = [*head, "COUNT(*) AS n_all", "SUM(n_join) AS n_join", "SUM(n_ev) AS n_ev"]
+    cols += [f"MAX(cap{m.index}) AS cap{m.index}" for m in _capped(plan)]
+    cols += [f"SUM({a}_inf) AS {a}_inf" for a, _ in plan.covariates]
+    cols += _moment_columns(plan)
     if plan.segments:
         sets = ", ".join(["(arm)", *(f"(arm, {a})" for a, _ in plan.segments)])
         group = f"GROUP BY GROUPING SETS ({sets})"
@@ -595,13 +628,15 @@ def _check_assignments(
     if int(row["n"]) > int(row["nd"]):
         ex = eng.fetch(
             f"SELECT {uid} AS u, COUNT(*) AS n FROM {ASSIGNMENTS}{where} GROUP BY {uid} HAVING COUNT(*) > 1 "
-            "ORDER BY n DESC LIMIT 5",
+            "ORDER BY n DESC LIMIT 8",
             params,
         )
-        examples = ", ".join(f"{r['u']!r} x{r['n']}" for r in ex)
-        raise ABAnalysisError(
-            f"assignments table, column 'user_id': {int(row['n']) - int(row['nd'])} duplicate user_id rows "
-            f"(e.g. {examples}): expected one assignment per user"
+        raise InvalidValuesError(
+            "assignments",
+            "user_id",
+            f"{int(row['n']) - int(row['nd'])} duplicate user_id rows",
+            {r["u"]: int(r["n"]) for r in ex},
+            "one row per user (aggregate per user first)",
         )
     for i, s in enumerate(segments):
         if int(row[f"k{i}"]) > MAX_SEGMENT_VALUES:
@@ -620,12 +655,14 @@ def _check_assignments(
             raise InvalidArgumentError(role, name, f"a label present in column 'variant': {present!r}")
     unknown = {k: v for k, v in sorted(counts.items()) if k not in arms}
     if unknown and not drop_unknown:
-        raise InvalidArgumentError(
-            "assignments.variant",
+        raise InvalidValuesError(
+            "assignments",
+            "variant",
+            "labels that are no analysed arm",
             unknown,
-            f"only the analysed arms {list(arms)!r} (labels compared as strings"
-            f"{', trimmed and lower-cased' if fold else ''}); name the arm as a treatment or pass "
-            "drop_unknown_variants=True (--drop-unknown-variants) to drop these rows",
+            f"one of {list(arms)!r}",
+            "fix the labels, name the arm with --treatment, pass --normalize-labels (strip + "
+            "case-fold) or --drop-unknown-variants to drop these rows",
         )
     return unknown
 
@@ -648,10 +685,26 @@ def _check_events(eng: Engine, plan: Plan) -> int:
     cols = f"COUNT(*) AS n, SUM(CASE WHEN {bad_event} THEN 1 ELSE 0 END) AS bad_event"
     cols += f", SUM(CASE WHEN {bad_dwell} THEN 1 ELSE 0 END) AS bad_dwell" if uses_dwell else ""
     (row,) = eng.fetch(f"SELECT {cols} FROM {EVENTS}", {})
-    checks = [("bad_event", "event", bad_event, f"one of {list(EVENT_TYPES)!r} (names are case-sensitive)")]
+    checks = [
+        (
+            "bad_event",
+            "event",
+            bad_event,
+            "unknown event names (names are case-sensitive)",
+            f"one of {list(EVENT_TYPES)!r}",
+        )
+    ]
     if uses_dwell:
-        checks.append(("bad_dwell", "dwell_seconds", bad_dwell, "finite seconds >= 0"))
-    for key, col, cond, expected in checks:
+        checks.append(
+            (
+                "bad_dwell",
+                "dwell_seconds",
+                bad_dwell,
+                "negative or infinite dwell times",
+                "finite seconds >= 0",
+            )
+        )
+    for key, col, cond, problem, expected in checks:
         if int(row[key] or 0):
             v = f"CAST({q(col)} AS STRING)"
             rows = eng.fetch(
@@ -659,7 +712,7 @@ def _check_events(eng: Engine, plan: Plan) -> int:
                 {},
             )
             found = {("<missing>" if r["v"] is None else str(r["v"])): int(r["n"]) for r in rows}
-            raise InvalidArgumentError(f"events.{col}", found, expected)
+            raise InvalidValuesError("events", col, problem, found, expected)
     return int(row["n"])
 
 
@@ -668,28 +721,26 @@ def _check_events(eng: Engine, plan: Plan) -> int:
 
 @dataclass(frozen=True)
 class GroupMoments:
-    """Control and treatment statistics of one metric within one group (overall or a segment value).
+    """One metric's statistics per arm within one scope (overall, or one segment value).
 
-    ``n_control_all``/``n_treatment_all`` count every user of the arm in the group, including those a
-    non-finite covariate drops from the moments.
+    ``n_all`` counts every user of each arm in the scope, including those a non-finite covariate drops
+    from ``moments``; both tuples are in arm order (control first).
     """
 
     segment: str | None
     segment_value: str | None
-    n_control_all: int
-    n_treatment_all: int
-    control: Moments
-    treatment: Moments
+    n_all: tuple[int, ...]
+    moments: tuple[Moments, ...]
 
 
 @dataclass(frozen=True)
 class MetricMoments:
-    """One metric against one treatment: estimand, cap (pooled over control + this treatment), groups."""
+    """One metric: its estimand, its cap (pooled over the analysed arms), users without a value, groups."""
 
     metric: MetricDef
-    treatment: str
     estimand: Estimand
     cap: float | None
+    n_invalid: int
     groups: tuple[GroupMoments, ...]
 
 
@@ -698,27 +749,39 @@ class SQLStats:
     """What the query returned, as sufficient statistics.
 
     Args:
-        arms: control first, then the treatments.
-        counts: assigned users per arm (for the SRM check), same order as ``arms``.
+        arms: control first, then the treatments (as compared: normalized when asked).
+        counts: assigned users per arm (the SRM check), same order as ``arms``.
+        segment_counts: (segment, value, users per arm) for the per-segment SRM checks.
         n_assigned: assigned users of every variant (after the experiment filter).
-        n_events: events in the log; ``dropped_events`` of them are of unassigned users or before assignment.
-        metrics: per treatment, per metric (in that order).
+        n_events: events in the log; ``unassigned_events`` matched no assigned user and
+            ``early_events`` came before the user's ``assigned_at`` (both dropped).
+        metrics: one entry per metric, in definition order.
         engine: engine name; query: the SQL text that ran.
+        dropped_variants: rows per label that is no analysed arm (with ``drop_unknown_variants``).
+        ids_as_strings: events and assignments store ``user_id`` with different types (joined as text).
     """
 
     arms: tuple[str, ...]
     counts: tuple[int, ...]
+    segment_counts: tuple[tuple[str, str, tuple[int, ...]], ...]
     n_assigned: int
     n_events: int
-    dropped_events: int
+    unassigned_events: int
+    early_events: int
     metrics: tuple[MetricMoments, ...]
     engine: str
     query: str
     dropped_variants: dict[str, int] = field(default_factory=dict)
     ids_as_strings: bool = False
 
+    @property
+    def dropped_events(self) -> int:
+        """Events of unassigned users or before assignment."""
+        return self.unassigned_events + self.early_events
+
 
 _Row = dict[str, Any]
+_Scopes = list[tuple[str | None, str | None, dict[int, _Row]]]
 
 
 def _moments(row: _Row | None, pre: str, names: tuple[str, ...]) -> Moments:
@@ -737,10 +800,8 @@ def _is_value(v: object) -> bool:
     return v is not None and not (isinstance(v, float) and v != v)
 
 
-def _split_rows(
-    rows: list[_Row], plan: Plan
-) -> tuple[dict[int, _Row], list[tuple[str, list[tuple[str, dict[int, _Row]]]]]]:
-    """Result rows → overall rows per arm, and per segment its sorted values with rows per arm."""
+def _scopes(rows: list[_Row], plan: Plan) -> _Scopes:
+    """Result rows → [(segment, value, rows per arm)]: overall first, then each segment's sorted values."""
     overall: dict[int, _Row] = {}
     by_seg: list[dict[Any, dict[int, _Row]]] = [{} for _ in plan.segments]
     for r in rows:
@@ -752,50 +813,73 @@ def _split_rows(
         v = r[plan.segments[j][0]]
         if _is_value(v):
             by_seg[j].setdefault(v, {})[int(r["arm"])] = r
-    segs = [
-        (col, [(str(v), by_seg[j][v]) for v in sorted(by_seg[j])]) for j, (_, col) in enumerate(plan.segments)
-    ]
-    return overall, segs
+    out: _Scopes = [(None, None, overall)]
+    for j, (_, col) in enumerate(plan.segments):
+        out += [(col, str(v), by_seg[j][v]) for v in sorted(by_seg[j])]
+    return out
 
 
-def _metric_moments(
-    plan: Plan, rows: list[_Row], arms: Sequence[str]
-) -> tuple[dict[int, _Row], tuple[MetricMoments, ...]]:
-    overall, segs = _split_rows(rows, plan)
-    groups: list[tuple[str | None, str | None, dict[int, _Row]]] = [(None, None, overall)]
-    groups += [(s, v, per_arm) for s, values in segs for v, per_arm in values]
-    out = []
-    for t in range(1, len(arms)):
-        for m in plan.metrics:
-            p = t if m.metric.capping is not None else 0
-            pre, names = f"m{m.index}_{p}", tuple(v.name for v in m.variables)
-            cap: float | None = None
-            if m.metric.capping is not None:
-                raw = next((r.get(f"cap{m.index}_{t}") for r in overall.values()), None)
-                cap = float("nan") if raw is None else float(raw)
-            gm = tuple(
-                GroupMoments(
-                    s,
-                    v,
-                    int(per_arm[0]["n_all"]) if 0 in per_arm else 0,
-                    int(per_arm[t]["n_all"]) if t in per_arm else 0,
-                    _moments(per_arm.get(0), pre, names),
-                    _moments(per_arm.get(t), pre, names),
-                )
-                for s, v, per_arm in groups
+def _analysed_sum(per_arm: dict[int, _Row], key: str) -> int:
+    return sum(int(r[key] or 0) for arm, r in per_arm.items() if arm >= 0)
+
+
+def _check_plausible(plan: Plan, overall: dict[int, _Row]) -> None:
+    """The in-memory plausibility checks, from the counts the query returned.
+
+    Raises:
+        InvalidValuesError: infinite covariates, per-user proportions above 1.
+    """
+    for alias, col in plan.covariates:
+        n = _analysed_sum(overall, f"{alias}_inf")
+        if n:
+            raise InvalidValuesError(
+                "assignments", col, "infinite values", {"inf/-inf": n}, "finite numbers (NaN drops the row)"
             )
-            out.append(MetricMoments(m.metric, arms[t], m.estimand, cap, gm))
-    return overall, tuple(out)
+    for m in plan.metrics:
+        n = _analysed_sum(overall, f"m{m.index}_bad") if _implausible(m) else 0
+        if n:
+            y = m.metric.numerator.column
+            d = m.metric.denominator.column if m.metric.denominator is not None else "1"
+            raise InvalidValuesError(
+                "per-user (assignments + aggregated events)",
+                y,
+                f"exceeds {d!r} (per-user {m.metric.name} > 1) for proportion metric {m.metric.name!r}",
+                {f"users with {y} > {d}": n},
+                f"{y} <= {d} per user (or declare kind: continuous)",
+            )
 
 
-def _arms(control: str, treatments: Sequence[str]) -> tuple[str, ...]:
+def _metric_moments(plan: Plan, scopes: _Scopes, n_arms: int) -> tuple[MetricMoments, ...]:
+    overall = scopes[0][2]
+    out = []
+    for m in plan.metrics:
+        pre, names = f"m{m.index}", tuple(v.name for v in m.variables)
+        cap: float | None = None
+        if m.metric.capping is not None:
+            raw = next((r.get(f"cap{m.index}") for r in overall.values()), None)
+            cap = float("nan") if raw is None else float(raw)
+        groups = tuple(
+            GroupMoments(
+                seg,
+                val,
+                tuple(int(per_arm[i]["n_all"]) if i in per_arm else 0 for i in range(n_arms)),
+                tuple(_moments(per_arm.get(i), pre, names) for i in range(n_arms)),
+            )
+            for seg, val, per_arm in scopes
+        )
+        n_valid = sum(mo.n for mo in groups[0].moments)
+        out.append(MetricMoments(m.metric, m.estimand, cap, sum(groups[0].n_all) - n_valid, groups))
+    return tuple(out)
+
+
+def _arms(control: str, treatments: Sequence[str], fold: bool) -> tuple[str, ...]:
     arms = (control, *treatments)
     if not treatments or not all(isinstance(a, str) and a for a in arms):
-        raise InvalidArgumentError("treatments", list(treatments), "one or more non-empty variant labels")
+        raise InvalidArgumentError("treatment", list(treatments), "one or more non-empty variant labels")
+    if fold:
+        arms = tuple(a.strip().casefold() for a in arms)
     if len(set(arms)) != len(arms):
-        raise InvalidArgumentError(
-            "treatments", list(treatments), f"distinct labels, none equal to control={control!r}"
-        )
+        raise InvalidArgumentError("arms", list(arms), "distinct control and treatment labels")
     return arms
 
 
@@ -821,7 +905,7 @@ def sql_moments(
         assignments: DataFrame, or parquet/CSV path or glob: user_id, variant, optional experiment,
             assigned_at, covariate and segment columns.
         metrics: metric definitions, a YAML path, or ``None`` for the defaults; every column needs an
-            ``events`` recipe (covariates come from assignment columns).
+            ``events`` recipe (covariates come from assignment columns); no quantile metrics.
         control: control variant.
         treatments: treatment variants (each compared with control).
         experiment: which experiment of the assignments to keep.
@@ -838,15 +922,13 @@ def sql_moments(
     Raises:
         InvalidArgumentError: empty glob, unknown variant/experiment, bad engine.
         MissingColumnError: naming the table, the column and the columns present.
-        ABAnalysisError: duplicate assignments, a metric column without an events recipe.
+        InvalidValuesError: unknown labels or event names, duplicate ids, negative dwell, implausible values.
+        ABAnalysisError: a metric column without an events recipe, a quantile metric.
     """
     cfg = EngineConfig(engine) if isinstance(engine, str) else engine  # type: ignore[arg-type]
     mdefs = resolve_metrics(metrics)
     needed_specs(mdefs)
-    arms = _arms(control, treatments)
-    if normalize_labels:
-        arms = tuple(a.strip().lower() for a in arms)
-        _arms(arms[0], arms[1:])
+    arms = _arms(control, treatments, normalize_labels)
     files = resolve_events(events)
     notes = None if cold_start_notes is None else list(dict.fromkeys(cold_start_notes))
     as_src = "a DataFrame" if isinstance(assignments, pd.DataFrame) else repr(str(assignments))
@@ -872,57 +954,128 @@ def sql_moments(
         sql = render_query(plan, eng.dialect)
         log.debug("ab sql (%s):\n%s", cfg.engine, sql)
         rows = eng.fetch(sql, {**params, **{f"arm{i}": a for i, a in enumerate(arms)}})
-    overall, mm = _metric_moments(plan, rows, arms)
+    scopes = _scopes(rows, plan)
+    overall = scopes[0][2]
+    _check_plausible(plan, overall)
+    joined = sum(int(r["n_join"] or 0) for r in overall.values())
     kept = sum(int(r["n_ev"] or 0) for r in overall.values())
-    if n_events > 0 and kept == 0:
-        raise InvalidArgumentError(
-            "events.user_id",
-            f"none of the {n_events} events matches an assigned user at/after assignment",
-            "user ids that occur in the assignments (check the experiment, the id format and assigned_at)",
+    if n_events > 0 and joined == 0:
+        raise InvalidValuesError(
+            "events",
+            "user_id",
+            f"none of the {n_events} events matches an assigned user",
+            {"<every event>": n_events},
+            "user ids that occur in the assignments (check the experiment and the id format)",
         )
-    counts = tuple(int(overall[i]["n_all"]) if i in overall else 0 for i in range(len(arms)))
-    n_assigned = sum(int(r["n_all"]) for r in overall.values())
+    n = len(arms)
+    counts = tuple(int(overall[i]["n_all"]) if i in overall else 0 for i in range(n))
+    seg_counts = tuple(
+        (str(seg), str(val), tuple(int(p[i]["n_all"]) if i in p else 0 for i in range(n)))
+        for seg, val, p in scopes[1:]
+    )
     return SQLStats(
-        arms, counts, n_assigned, n_events, n_events - kept, mm, cfg.engine, sql, unknown, plan.ids_as_strings
+        arms,
+        counts,
+        seg_counts,
+        sum(int(r["n_all"]) for r in overall.values()),
+        n_events,
+        n_events - joined,
+        joined - kept,
+        _metric_moments(plan, scopes, n),
+        cfg.engine,
+        sql,
+        unknown,
+        plan.ids_as_strings,
     )
 
 
 # ------------------------------------------------------------------------------------------------ report
 
 
-def _result(mm: MetricMoments, g: GroupMoments, cfg: AnalysisConfig) -> MetricResult:
-    """One report row from a group's moments: the in-memory path's rules, the same estimator."""
-    res: LiftResult
-    if (g.control.n == 0 or g.treatment.n == 0) and g.n_control_all > 0 and g.n_treatment_all > 0:
-        res = degenerate_result(
-            "all_nan",
-            g.n_control_all,
-            g.n_treatment_all,
-            cfg.alpha,
-            f"metric columns are NaN for every user of an arm ({mm.metric.name!r})",
-        )
-    else:
-        res = compare(
-            g.control,
-            g.treatment,
-            mm.estimand,
-            alpha=cfg.alpha,
-            use_t=cfg.use_t,
-            relative_ci=cfg.relative_ci,  # type: ignore[arg-type]
-        )
-    m = mm.metric
-    return MetricResult(
-        m.name, m.type, g.segment, g.segment_value, res, float("nan"), mm.cap, m.covariate is not None
-    )
+def _pair(mm: MetricMoments, g: GroupMoments, i: int, cfg: AnalysisConfig) -> tuple[LiftResult, float]:
+    """Control vs arm ``i`` in one scope, by the in-memory rules: result and CUPED variance reduction."""
+    mc, mt = g.moments[0], g.moments[i]
+    if (mc.n == 0 or mt.n == 0) and g.n_all[0] > 0 and g.n_all[i] > 0:
+        msg = f"metric columns are NaN for every user of an arm ({mm.metric.name!r})"
+        return degenerate_result("all_nan", g.n_all[0], g.n_all[i], cfg.alpha, msg), math.nan
+    kw: dict[str, Any] = {"alpha": cfg.alpha, "use_t": cfg.use_t, "relative_ci": cfg.relative_ci}
+    res = compare(mc, mt, mm.estimand, **kw)
+    vr = math.nan
+    if mm.estimand.covariate_numerator is not None and res.status == "ok":
+        raw = compare(mc, mt, Estimand(mm.estimand.numerator, mm.estimand.denominator), **kw)
+        if raw.status == "ok" and raw.abs_se > 0:
+            vr = 1 - (res.abs_se / raw.abs_se) ** 2
+    return res, vr
 
 
-def analyze_sql_arms(
+def _rows(stats: SQLStats, cfg: AnalysisConfig) -> tuple[list[MetricResult], list[DataNote]]:
+    """Report rows (metric, then scope, then arm: the in-memory order) and the metrics' data notes."""
+    rows: list[MetricResult] = []
+    notes: list[DataNote] = []
+    for mm in stats.metrics:
+        m = mm.metric
+        for g in mm.groups:
+            for i in range(1, len(stats.arms)):
+                res, vr = _pair(mm, g, i, cfg)
+                rows.append(
+                    MetricResult(
+                        m.name,
+                        m.type,
+                        g.segment,
+                        g.segment_value,
+                        res,
+                        math.nan,
+                        mm.cap,
+                        m.covariate is not None,
+                        stats.arms[i],
+                        m.direction,
+                        m.guardrail,
+                        True,
+                        RowExtras(variance_reduction=vr),
+                        m.min_effect,
+                    )
+                )
+        if mm.cap is not None:
+            text = f"{m.name}: {m.numerator.column} capped at {mm.cap:.6g} (pooled {m.capping:g} quantile)"
+            notes.append(DataNote("capping", text))
+        if mm.n_invalid:
+            text = f"{m.name}: {mm.n_invalid} users without a value (NaN) left out of this metric"
+            notes.append(DataNote("dropped_rows", text))
+        for r in rows:
+            if r.metric == m.name and r.cuped and r.segment is None and r.result.status == "ok":
+                text = (
+                    f"{m.name} ({r.arm}): θ = {r.result.theta:.4g}, variance reduction "
+                    f"{100 * r.extras.variance_reduction:.1f} %"
+                )
+                notes.append(DataNote("cuped", text))
+    return rows, notes
+
+
+def _input_notes(stats: SQLStats) -> list[DataNote]:
+    out = []
+    if stats.unassigned_events:
+        out.append(
+            DataNote("dropped_events", f"{stats.unassigned_events} events of users without an assignment")
+        )
+    if stats.early_events:
+        out.append(DataNote("dropped_events", f"{stats.early_events} events before the user's assigned_at"))
+    if stats.ids_as_strings:
+        text = "events and assignments store user_id with different types: compared as strings"
+        out.append(DataNote("user_id", text))
+    if stats.dropped_variants:
+        n = sum(stats.dropped_variants.values())
+        text = f"{n} rows of other variants dropped: {format_counts(stats.dropped_variants)}"
+        out.append(DataNote("dropped_rows", text))
+    return out
+
+
+def analyze_sql(
     events: str | Path,
     assignments: AssignmentsInput,
     metrics: Sequence[MetricDef] | str | Path | None = None,
     *,
     control: str = "control",
-    treatments: Sequence[str] = ("treatment",),
+    treatment: str | Sequence[str] = "treatment",
     experiment: str | None = None,
     cold_start_notes: Iterable[object] | None = None,
     segments: Sequence[str] = (),
@@ -936,17 +1089,36 @@ def analyze_sql_arms(
     use_t: bool = True,
     expected_share: Sequence[float] | None = None,
     srm_threshold: float = 0.001,
-) -> dict[str, Report]:
-    """Each treatment against control from one query; one :class:`Report` per treatment.
+    srm_warn: float = 0.01,
+) -> Report:
+    """A/B report with the sufficient statistics computed by SQL where the events are.
 
-    The multiple-testing family is every result row of every treatment (metrics x segments x
-    treatments); the SRM check covers all arms. Arguments as in :func:`sql_moments` and
-    :func:`ab_analysis.analysis.analyze`; ``expected_share`` has one share per arm (control first).
+    The same report as :func:`~ab_analysis.analysis.analyze_events` (rows, SRM gate, adjusted CIs,
+    Bayesian/sequential/MDE views, data notes) except the daily series, which stays on the in-memory path.
+
+    Example:
+        >>> rep = analyze_sql("events/*.parquet", "assignments.parquet", engine="duckdb")  # doctest: +SKIP
+
+    Args:
+        events: parquet file, directory or glob; read by the engine, never loaded into Python.
+        assignments: DataFrame or parquet/CSV path (user_id, variant, optional experiment, assigned_at,
+            covariates, segments).
+        metrics: as in :func:`~ab_analysis.analysis.analyze` (mean and ratio metrics).
+        control: control variant.
+        treatment: treatment variant, or several (each compared with control; one family).
+        experiment, cold_start_notes, segments, only_after_assignment, normalize_labels,
+            drop_unknown_variants, engine: see :func:`sql_moments`.
+        alpha, correction, relative_ci, use_t, expected_share, srm_threshold, srm_warn: see
+            :func:`~ab_analysis.analysis.analyze`.
 
     Returns:
-        Treatment label -> :class:`Report` (``metadata["source"] == "sql"``).
+        A :class:`Report` (``metadata["source"] == "sql"``).
+
+    Raises:
+        See :func:`sql_moments`; InvalidArgumentError for bad alpha/correction/thresholds.
     """
-    cfg = AnalysisConfig(alpha, correction, relative_ci, use_t, srm_threshold)
+    cfg = AnalysisConfig(alpha, correction, relative_ci, use_t, srm_threshold, srm_warn)
+    treatments = [treatment] if isinstance(treatment, str) else list(treatment)
     stats = sql_moments(
         events,
         assignments,
@@ -963,75 +1135,42 @@ def analyze_sql_arms(
     )
     if stats.dropped_events:
         log.info("dropped %d events of unassigned users or before assignment", stats.dropped_events)
-    srm = srm_check(stats.counts, expected_share, cfg.srm_threshold)
-    rows = [(mm.treatment, _result(mm, g, cfg)) for mm in stats.metrics for g in mm.groups]
-    adj = adjust_pvalues([r.result.p_value for _, r in rows], cfg.correction)
+    kw: dict[str, Any] = {"threshold": cfg.srm_threshold, "warn_threshold": cfg.srm_warn, "arms": stats.arms}
+    srm = srm_check(stats.counts, expected_share, **kw)
+    srm_segments = [
+        srm_check(c, expected_share, segment=s, segment_value=v, **kw) for s, v, c in stats.segment_counts
+    ]
+    rows, metric_notes = _rows(stats, cfg)
+    rows = finish_rows(rows, cfg, srm, srm_segments)
     meta = {
+        "variant_column": "variant",
+        "n_rows": stats.n_assigned,
+        "segments": list(segments),
         "source": "sql",
         "engine": stats.engine,
         "events": str(events),
         "n_events": stats.n_events,
         "dropped_events": stats.dropped_events,
         "experiment": experiment,
-        "variant_column": "variant",
-        "n_rows": stats.n_assigned,
-        "segments": list(segments),
-        "arms": list(stats.arms),
-        "dropped_variants": dict(stats.dropped_variants),
-        "user_id_compared_as_strings": stats.ids_as_strings,
     }
-    return {
-        t: Report(
-            tuple(r.with_adjusted(a) for (tr, r), a in zip(rows, adj, strict=True) if tr == t),
-            srm,
-            control,
-            t,
-            cfg.alpha,
-            cfg.correction,
-            cfg.relative_ci,
-            cfg.use_t,
-            (),
-            dict(meta),
+    report = Report(
+        tuple(rows),
+        srm,
+        stats.arms[0],
+        stats.arms[1],
+        cfg.alpha,
+        cfg.correction,
+        cfg.relative_ci,
+        cfg.use_t,
+        (),
+        meta,
+        stats.arms[1:],
+        tuple(srm_segments),
+        tuple(_input_notes(stats) + metric_notes),
+    )
+    gate = report.srm_gate()
+    if gate["status"] in ("fail", "warning"):
+        log.warning(
+            "sample ratio %s in %s", gate["status"], ", ".join(gate.get("failed") or gate.get("warned") or [])
         )
-        for t in stats.arms[1:]
-    }
-
-
-def analyze_sql(
-    events: str | Path,
-    assignments: AssignmentsInput,
-    metrics: Sequence[MetricDef] | str | Path | None = None,
-    *,
-    control: str = "control",
-    treatment: str = "treatment",
-    **kwargs: Any,
-) -> Report:
-    """Two-arm A/B report with the sufficient statistics computed by SQL where the events are.
-
-    Example:
-        >>> rep = analyze_sql("events/*.parquet", "assignments.parquet", engine="duckdb")  # doctest: +SKIP
-
-    Args:
-        events: parquet file, directory or glob; read by the engine, never loaded into Python.
-        assignments: DataFrame or parquet/CSV path (user_id, variant, optional experiment, assigned_at,
-            covariates, segments).
-        metrics: as in :func:`ab_analysis.analysis.analyze`.
-        control: control variant.
-        treatment: treatment variant.
-        **kwargs: :func:`analyze_sql_arms` keywords (engine, experiment, cold_start_notes, segments,
-            alpha, correction, relative_ci, use_t, expected_share, srm_threshold, only_after_assignment).
-
-    Returns:
-        The :class:`Report` the in-memory :func:`~ab_analysis.analysis.analyze_events` gives (without the
-        daily series).
-
-    Raises:
-        See :func:`sql_moments`.
-    """
-    if not isinstance(treatment, str):
-        raise InvalidArgumentError(
-            "treatment", treatment, "one variant label (analyze_sql_arms takes several)"
-        )
-    return analyze_sql_arms(events, assignments, metrics, control=control, treatments=(treatment,), **kwargs)[
-        treatment
-    ]
+    return report
