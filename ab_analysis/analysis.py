@@ -492,11 +492,12 @@ def analyze(
 
 
 def _log_srm(report: Report) -> None:
+    # INFO, not WARNING: the report shows the gate (banner, JSON) and the CLI prints its own one line.
     gate = report.srm_gate()
     if gate["status"] == "fail":
-        log.warning("sample ratio mismatch (p < %g) in %s", gate["threshold"], ", ".join(gate["failed"]))
+        log.info("sample ratio mismatch (p < %g) in %s", gate["threshold"], ", ".join(gate["failed"]))
     elif gate["status"] == "warning":
-        log.warning("sample ratio warning (p < %g) in %s", gate["warn_threshold"], ", ".join(gate["warned"]))
+        log.info("sample ratio warning (p < %g) in %s", gate["warn_threshold"], ", ".join(gate["warned"]))
 
 
 def analyze_events(

@@ -8,6 +8,7 @@ always prints one line on stderr. Only click is imported at module level (``--he
 from __future__ import annotations
 
 import logging
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -118,9 +119,7 @@ def ab() -> None:
 )
 @click.option("--out", "out_dir", required=True, type=click.Path(file_okay=False, path_type=Path))
 @click.option("--json", "print_json", is_flag=True, help="Also print the JSON document to stdout.")
-@click.pass_context
 def report_cmd(
-    ctx: click.Context,
     users_path: Path | None,
     events_path: Path | None,
     assign_path: Path | None,
@@ -210,7 +209,9 @@ def report_cmd(
             err=True,
         )
         if fail_on_srm:
-            ctx.exit(EXIT_SRM_FAILED)
+            # SystemExit, not ctx.exit: `tagllm` runs click with standalone_mode=False, which turns
+            # click's Exit into a return value that its entry point does not pass on.
+            sys.exit(EXIT_SRM_FAILED)
     elif gate["status"] == "warning":
         click.echo(
             f"SRM warning (p < {gate['warn_threshold']:g}) in {', '.join(gate['warned'])}: check the assignment",

@@ -138,3 +138,31 @@ def test_cli_stderr_and_exit_status(tmp_path: Path) -> None:
     assert relaxed.exit_code == 0 and relaxed.stderr == ""
     bad = _cli(tmp_path, (500, 500), "--srm-threshold", "0.05", "--srm-warn", "0.01")
     assert bad.exit_code == 2 and "--srm-warn=0.01 is below --srm-threshold=0.05" in bad.output
+
+
+def test_exit_status_3_through_the_tagllm_entry_point(tmp_path: Path) -> None:
+    """The console script runs click with standalone_mode=False: the gate's status must survive it."""
+    import subprocess
+    import sys
+
+    path = tmp_path / "u.csv"
+    _users(*_counts_with_p(1e-5, n=4000)).to_csv(path, index=False)
+    metrics = tmp_path / "m.yaml"
+    metrics.write_text("metrics:\n  - {name: y, type: mean, numerator: y}\n")
+    code = "import sys; from tagllm.cli import main; sys.argv = ['tagllm', *sys.argv[1:]]; main()"
+    args = [
+        "-q",
+        "ab",
+        "report",
+        "--users",
+        str(path),
+        "--metrics",
+        str(metrics),
+        "--out",
+        str(tmp_path / "o"),
+    ]
+    res = subprocess.run([sys.executable, "-c", code, *args, "--fail-on-srm"], capture_output=True, text=True)
+    assert res.returncode == EXIT_SRM_FAILED, res.stderr
+    assert res.stderr.strip().splitlines() == [
+        "SRM FAILED (p < 0.001) in overall: do not trust the lifts; exit 3 (--fail-on-srm)"
+    ]
