@@ -3,7 +3,7 @@
 Adjusted intervals: a row with raw p-value ``p`` and adjusted p-value ``p_adj`` (Holm, BH or none) gets
 its interval at the level ``1 - alpha_row`` with ``alpha_row = alpha * p / p_adj`` — the level at which
 the row's own test decides exactly as the correction does (Holm: ``alpha / m`` for the smallest p-value,
-i.e. Bonferroni, and at most ``alpha / (m - k + 1)`` at step ``k``; BH: at most ``alpha * k / m``;
+i.e. Bonferroni, and at most ``alpha / (m - k + 1)`` at step ``k``; BH: between ``alpha * k / m`` and ``alpha``;
 ``none``: ``alpha``; ``alpha / m`` when ``p`` underflows to 0). Hence **the shown interval excludes 0 exactly
 when the row is significant** (``p_adj < alpha``). These are per-row decision intervals, not simultaneous
 ones. The absolute interval is ``diff ± q se`` with the row's own distribution (Welch t / normal); the
