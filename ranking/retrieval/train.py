@@ -83,6 +83,7 @@ class TrainConfig:
     wide_dim: int = 64
     calibrate_days: float = 7.0
     fresh_days: float = 0.0
+    exact_tags: bool = False
     seed: int = 0
     max_steps: int = 0
 
@@ -242,15 +243,17 @@ def train(
             content_skip=config.content_skip,
             feature_norm=config.feature_norm,
             wide_dim=config.wide_dim,
+            exact_tags=config.exact_tags,
         )
     )
     log_q = torch.from_numpy(log_popularity(examples.note, data.catalog.num_notes))
     if not config.logq:
         log_q = torch.zeros_like(log_q)
     drop_p = id_dropout(data, examples, config)
-    t0 = float(examples.ts.min())  # float32 seconds from here: exact enough for day buckets
-    ts_t = torch.from_numpy((examples.ts - t0).astype(np.float32))
-    created_t = torch.from_numpy((data.catalog.created_s - t0).astype(np.float32))
+    t0 = float(examples.ts.min())
+    # hours since t0 (float32: exact enough for hour buckets); the bias takes ages in hours
+    ts_h = torch.from_numpy(((examples.ts - t0) / 3600.0).astype(np.float32))
+    created_h = torch.from_numpy(((data.catalog.created_s - t0) / 3600.0).astype(np.float32))
     # fused: one kernel per step for all parameters on CPU (the per-tensor loop cost ~6 ms a step)
     opt = torch.optim.Adam(model.parameters(), lr=config.lr, fused=True)
     losses: list[float] = []
@@ -269,12 +272,14 @@ def train(
             users, items = model(kjt)
             note = torch.from_numpy(batch.note)
             bias: torch.Tensor | float = 0.0
-            valid = None
             if config.freshness:
-                age = ts_t[rows][:, None] - created_t[note][None, :]
-                bias = model.pair_bias(age)
-                valid = age >= 0
-            loss = in_batch_softmax_loss(users, items, log_q[note], note, config.temperature, bias, valid)
+                # unpublished candidates get -inf in the same gather (no separate validity mask)
+                bias = model.pair_bias(
+                    ts_h[rows][:, None] - created_h[note][None, :], mask_unpublished=True, unit_s=3600.0
+                )
+            if config.exact_tags:
+                bias = bias + model.tag_overlap(kjt)
+            loss = in_batch_softmax_loss(users, items, log_q[note], note, config.temperature, bias)
             opt.zero_grad()
             loss.backward()
             opt.step()

@@ -41,6 +41,25 @@ def test_pair_bias_lookup_equals_exact_buckets():
     assert plain.pair_bias(torch.zeros(2, 2)) == 0.0
 
 
+def test_pair_bias_masks_unpublished_and_backprops_like_index():
+    model = TwoTower(TwoTowerConfig(num_users=3, num_notes=3, num_tags=3, num_categories=2, freshness=True))
+    with torch.no_grad():
+        model.age_bias.weight[:, 0] = torch.arange(7.0) * 0.1
+    ages = torch.tensor([[-10.0, 3 * DAY, -2 * DAY], [0.5 * DAY, -1.0, 40 * DAY], [2 * DAY, 8 * DAY, -DAY]])
+    b = model.pair_bias(ages.clone(), mask_unpublished=True)
+    expect = torch.from_numpy(age_bucket(ages.numpy()) * 0.1).float()
+    off = ~torch.eye(3, dtype=torch.bool)
+    neg = (ages < 0) & off
+    assert torch.isneginf(b[neg]).all()
+    assert torch.allclose(b[~neg], expect[~neg])  # diagonal kept even at a negative age
+    # backward (bincount) equals autograd's own gather backward
+    g = torch.randn(3, 3)
+    (b[~neg] * g[~neg]).sum().backward()
+    ours = model.age_bias.weight.grad[:, 0].clone()
+    ref = torch.zeros(7).index_add_(0, torch.from_numpy(age_bucket(ages.numpy()))[~neg], g[~neg])
+    assert torch.allclose(ours, ref, atol=1e-6)
+
+
 def test_valid_mask_removes_unpublished_candidates():
     users = torch.eye(3)
     items = torch.eye(3)
@@ -138,3 +157,48 @@ def test_wide_part_only_with_tags(tiny_data):
         assert items.shape == (4, cfg.out_dim + (8 if wide else 0)) == (4, cfg.vector_dim)
         if wide:  # one tag table, embedding_dim + wide_dim columns
             assert model.ebc.embedding_bags["tag"].weight.shape[1] == cfg.embedding_dim + 8
+
+
+def test_loss_equals_the_dense_mask_formulation():
+    """addmm + masking only the repeated notes' pairs == the B x B comparison it replaced."""
+    g = torch.Generator().manual_seed(0)
+    users = torch.nn.functional.normalize(torch.randn(64, 8, generator=g), dim=1).requires_grad_()
+    items = torch.nn.functional.normalize(torch.randn(64, 8, generator=g), dim=1).requires_grad_()
+    note = torch.randint(0, 20, (64,), generator=g)  # many repeats
+    log_q = torch.randn(64, generator=g)
+    bias = torch.randn(64, 64, generator=g)
+    bias[torch.rand(64, 64, generator=g) < 0.2] = float("-inf")
+    bias.fill_diagonal_(0.0)
+    ours = in_batch_softmax_loss(users, items, log_q, note, 0.1, bias)
+    ours.backward()
+    got = (users.grad.clone(), items.grad.clone())
+    users.grad = items.grad = None
+    logits = users @ items.T / 0.1 - log_q[None, :] + bias
+    same = note[:, None] == note[None, :]
+    same.fill_diagonal_(False)
+    ref = torch.nn.functional.cross_entropy(logits.masked_fill(same, float("-inf")), torch.arange(64))
+    ref.backward()
+    assert torch.allclose(ours, ref, atol=1e-6)
+    assert torch.allclose(got[0], users.grad, atol=1e-6) and torch.allclose(got[1], items.grad, atol=1e-6)
+
+
+def test_exact_tag_overlap_in_training_equals_the_vectors(tiny_data):
+    """The sparse (row, in-batch note) overlap term of training is what the vectors' exact part
+    gives an inner-product index: u . i / T over those columns."""
+    ex = build_training_examples(tiny_data)
+    cfg = TrainConfig(epochs=1, freshness=False, wide_dim=0, exact_tags=True, calibrate_days=0.0)
+    result = train(tiny_data, ex, cfg)
+    model, mcfg = result.model, result.model.config
+    assert mcfg.vector_dim == mcfg.out_dim + mcfg.num_tags
+    assert not torch.allclose(model.tag_weight, torch.ones(mcfg.num_tags))  # learned
+    batch = ex.take(np.arange(12))
+    kjt = result.encoder.encode(batch)
+    with torch.no_grad():
+        overlap = model.tag_overlap(kjt).numpy()
+        users = model.user_embedding(kjt).numpy()[:, mcfg.out_dim :]
+        items = model.item_embedding(kjt).numpy()[:, mcfg.out_dim :]
+    assert np.allclose(users @ items.T / mcfg.temperature, overlap, atol=1e-5)
+    assert (overlap > 0).any()
+    # without the flag there is no term and no extra columns
+    plain = TwoTower(replace(mcfg, exact_tags=False))
+    assert plain.tag_overlap(kjt) == 0.0 and plain.config.vector_dim == mcfg.out_dim
