@@ -42,6 +42,8 @@ VARIANTS: dict[str, tuple[str, dict[str, Any]]] = {
     "+wide": ("tags", {"freshness": False}),
     "full": ("tags", {}),
     "full, fresh-id dropout 1d": ("tags", {"fresh_days": 1.0}),
+    "full, exact tags": ("tags", {"exact_tags": True}),
+    "+freshness, exact tags": ("tags", {"wide_dim": 0, "exact_tags": True}),
     "full, category only": ("category", {}),
     "full, ids only": ("ids", {}),
 }

@@ -82,41 +82,115 @@ def bench(run_dir: str | Path, *, n_index: int = 100_000, k: int = 100, repeats:
     return out
 
 
+_SPEED_SCRIPT = """
+import json, sys, time
+# The trainer times its loop with time.perf_counter; CPU time of this process (torch on 1 thread)
+# instead, so that other jobs on the machine do not move the figure.
+time.perf_counter = time.process_time
+import torch
+torch.set_num_threads(1)
+from features.io import RunDir
+from ranking.data import build_training_examples, load_run_data
+from ranking.retrieval.train import TrainConfig, train
+run, tags, steps, recipe = sys.argv[1], sys.argv[2], int(sys.argv[3]), sys.argv[4]
+data = load_run_data(RunDir(run), tags)
+ex = build_training_examples(data)
+kw = dict(max_steps=steps)
+if recipe == "before":
+    kw.update(freshness=False, wide_dim=0)
+elif recipe == "current":
+    kw.update(calibrate_days=0.0)
+print(json.dumps(train(data, ex, TrainConfig(**kw)).examples_per_s))
+"""
+
+
+def _speed_once(code_dir: Path, run_dir: str, tags: str, steps: int, recipe: str) -> float:
+    """Examples/s of one training in a fresh process importing the code under ``code_dir``."""
+    import os
+    import subprocess
+
+    env = dict(os.environ, PYTHONPATH=str(code_dir), OMP_NUM_THREADS="1")
+    out = subprocess.run(
+        [sys.executable, "-c", _SPEED_SCRIPT, str(Path(run_dir).resolve()), tags, str(steps), recipe],
+        cwd=code_dir,
+        env=env,
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    if out.returncode != 0:
+        raise RuntimeError(f"training benchmark ({recipe!r} in {code_dir}) failed:\n{out.stderr[-2000:]}")
+    return float(out.stdout.strip().splitlines()[-1])
+
+
 def train_speed(
-    run_dir: str | Path, *, rounds: int = 5, steps: int = 100, tags: str = "auto"
+    run_dir: str | Path,
+    *,
+    rounds: int = 5,
+    steps: int = 100,
+    tags: str = "auto",
+    baseline_ref: str | None = None,
 ) -> dict[str, Any]:
-    """Two-tower training examples/s of the recipe before issue 16 (no freshness, no wide term)
-    and of the current default, interleaved ``rounds`` times (``steps`` steps each, calibration
-    off: it is a second, shorter training, counted separately); medians and their ratio."""
-    from dataclasses import replace
+    """Two-tower training examples per CPU-second of the training loop (process CPU time, torch on
+    1 thread: a busy machine does not move it the way it moves wall time), interleaved ``rounds``
+    times (``steps`` steps each, one fresh process per measurement, calibration off: it is a
+    second, shorter training):
 
-    import torch
+    - ``current``: the current default recipe;
+    - ``before_recipe``: the recipe before issue 16 (no freshness, no wide term) on the current code;
+    - ``baseline``: with ``baseline_ref`` (a git commit), that commit's default recipe on that
+      commit's code, checked out in a temporary ``git worktree`` (what "today's" speed was).
 
-    from features.io import RunDir
-    from ranking.data import build_training_examples, load_run_data
-    from ranking.retrieval.train import TrainConfig, train
+    Medians and the ratios of ``current`` to each."""
+    import shutil
+    import subprocess
+    import tempfile
 
-    torch.set_num_threads(1)
-    data = load_run_data(RunDir(run_dir), tags)
-    ex = build_training_examples(data)
-    configs = {
-        "before": TrainConfig(freshness=False, wide_dim=0, max_steps=steps),
-        "current": replace(TrainConfig(), calibrate_days=0.0, max_steps=steps),
-    }
-    speeds: dict[str, list[float]] = {k: [] for k in configs}
-    for _ in range(rounds):
-        for name, cfg in configs.items():
-            speeds[name].append(train(data, ex, cfg).examples_per_s)
+    repo = Path(__file__).resolve().parents[2]
+    codes: dict[str, tuple[Path, str]] = {"before_recipe": (repo, "before"), "current": (repo, "current")}
+    tmp: Path | None = None
+    commit = None
+    try:
+        if baseline_ref is not None:
+            tmp = Path(tempfile.mkdtemp(prefix="tagllm-baseline-"))
+            commit = subprocess.run(
+                ["git", "-C", str(repo), "rev-parse", "--verify", f"{baseline_ref}^{{commit}}"],
+                capture_output=True,
+                text=True,
+                check=True,
+            ).stdout.strip()
+            subprocess.run(
+                ["git", "-C", str(repo), "worktree", "add", "--detach", str(tmp / "code"), commit],
+                capture_output=True,
+                check=True,
+            )
+            codes = {"baseline": (tmp / "code", "default"), **codes}
+        speeds: dict[str, list[float]] = {k: [] for k in codes}
+        for _ in range(rounds):
+            for name, (code, recipe) in codes.items():
+                speeds[name].append(_speed_once(code, str(run_dir), tags, steps, recipe))
+    finally:
+        if tmp is not None:
+            subprocess.run(
+                ["git", "-C", str(repo), "worktree", "remove", "--force", str(tmp / "code")],
+                capture_output=True,
+                check=False,
+            )
+            shutil.rmtree(tmp, ignore_errors=True)
     med = {k: float(np.median(v)) for k, v in speeds.items()}
-    return {
+    out: dict[str, Any] = {
         "run_dir": str(run_dir),
         "torch_threads": 1,
         "steps": steps,
         "rounds": rounds,
+        "baseline_commit": commit,
         "examples_per_s": {k: round(v) for k, v in med.items()},
         "all_rounds": {k: [round(x) for x in v] for k, v in speeds.items()},
-        "ratio_current_over_before": round(med["current"] / med["before"], 3),
+        "ratio_current_over_before_recipe": round(med["current"] / med["before_recipe"], 3),
     }
+    if "baseline" in med:
+        out["ratio_current_over_baseline"] = round(med["current"] / med["baseline"], 3)
+    return out
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -135,13 +209,23 @@ def main(argv: list[str] | None = None) -> int:
         help="only the two-tower training examples/s, before issue 16 vs the current recipe (interleaved)",
     )
     parser.add_argument("--rounds", type=int, default=5, help="--train-speed: interleaved rounds")
+    parser.add_argument(
+        "--baseline-ref",
+        default=None,
+        help="--train-speed: also time this git commit's default recipe on its own code (a worktree)",
+    )
     args = parser.parse_args(argv)
     if not Path(args.run_dir, "manifest.json").exists():
         parser.error(f"run_dir {args.run_dir!r} is not a prepared run directory (no manifest.json)")
     if args.rounds < 1:
         parser.error(f"--rounds: got {args.rounds}; expected an integer >= 1")
     if args.train_speed:
-        sys.stdout.write(json.dumps(train_speed(args.run_dir, rounds=args.rounds), indent=2) + "\n")
+        sys.stdout.write(
+            json.dumps(
+                train_speed(args.run_dir, rounds=args.rounds, baseline_ref=args.baseline_ref), indent=2
+            )
+            + "\n"
+        )
         return 0
     sys.stdout.write(
         json.dumps(bench(args.run_dir, n_index=args.n_index, k=args.k, repeats=args.repeats), indent=2) + "\n"
