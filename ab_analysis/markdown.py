@@ -33,7 +33,12 @@ def srm_line(s: SRMResult) -> str:
     """``overall: counts control=.. treatment=.., p = .., status``."""
     names = s.arms or tuple(f"arm{i}" for i in range(len(s.counts)))
     counts = ", ".join(f"{a}={c}" for a, c in zip(names, s.counts, strict=True))
-    return f"{s.label}: {counts}; χ² p = {fmt(s.p_value)} → **{s.status}**"
+    where = (
+        ""
+        if s.segment is None
+        else f" (Bonferroni: fail < {s.threshold:.2g}, warning < {s.warn_threshold:.2g})"
+    )
+    return f"{s.label}: {counts}; χ² p = {fmt(s.p_value)} → **{s.status}**{where}"
 
 
 def srm_banner(report: Report) -> str | None:
