@@ -304,14 +304,9 @@ def _metric_rows(
 def _srm_checks(
     arms: _Arms, seg_codes: list[_SegmentCodes], expected: Sequence[float] | None, cfg: AnalysisConfig
 ) -> tuple[SRMResult, list[SRMResult]]:
-    """The overall check, and one per segment value with Bonferroni thresholds (``threshold / k`` over
-    the ``k`` segment checks): with 100 segment values a 0.001 gate would otherwise fail a healthy
-    experiment one time in ten."""
     kw: dict[str, Any] = {"threshold": cfg.srm_threshold, "warn_threshold": cfg.srm_warn, "arms": arms.names}
     overall = srm_check([int(v) for v in arms.counts], expected, **kw)
     per: list[SRMResult] = []
-    k = sum(len(u) for _, _, u in seg_codes)
-    kw |= {"threshold": cfg.srm_threshold / max(k, 1), "warn_threshold": cfg.srm_warn / max(k, 1)}
     for s, codes, uniques in seg_codes:
         ok = (codes >= 0) & (arms.codes >= 0)
         tab = np.bincount(codes[ok] * arms.k + arms.codes[ok], minlength=arms.k * len(uniques))

@@ -69,8 +69,7 @@ def render_html(report: Report) -> str:
     banner_html = f'<div class="banner {report.srm_status}">{e(banner)}</div>' if banner else ""
     srm_rows = "".join(
         f"<tr><td>{e(s.label)}</td><td>{', '.join(f'{e(a)}={c}' for a, c in zip(s.arms, s.counts, strict=False))}</td>"
-        f"<td>{_f(s.p_value)}</td><td>{s.threshold:.2g} / {s.warn_threshold:.2g}</td>"
-        f'<td class="srm-{s.status}">{e(s.status)}</td></tr>'
+        f'<td>{_f(s.p_value)}</td><td class="srm-{s.status}">{e(s.status)}</td></tr>'
         for s in (report.srm, *report.srm_segments)
     )
     rows = "".join(_row(r, with_arm) for r in report.results)
@@ -93,9 +92,8 @@ def render_html(report: Report) -> str:
 <body>{banner_html}<h1>{e(title)}</h1>
 <p class="headline"><b>Headline</b>: {e(report.headline())}</p>
 <h2>Sample ratio check</h2>
-<p>fail when p &lt; {report.srm.threshold:g}; warning when p &lt; {report.srm.warn_threshold:g}
-(per-segment checks: Bonferroni over the segment values)</p>
-<table><tr><th>scope</th><th>counts</th><th>χ² p</th><th>fail / warning below</th><th>status</th></tr>{srm_rows}</table>
+<p>fail when p &lt; {report.srm.threshold:g}; warning when p &lt; {report.srm.warn_threshold:g}</p>
+<table><tr><th>scope</th><th>counts</th><th>χ² p</th><th>status</th></tr>{srm_rows}</table>
 <h2>Results</h2>
 <p>{e(report.ci_text)}; α = {report.alpha:g}; correction = {e(report.correction)}; relative CI = {e(report.relative_ci)}.
 A shown CI excludes 0 exactly when the row is significant.</p>

@@ -33,12 +33,7 @@ def srm_line(s: SRMResult) -> str:
     """``overall: counts control=.. treatment=.., p = .., status``."""
     names = s.arms or tuple(f"arm{i}" for i in range(len(s.counts)))
     counts = ", ".join(f"{a}={c}" for a, c in zip(names, s.counts, strict=True))
-    where = (
-        ""
-        if s.segment is None
-        else f" (Bonferroni: fail < {s.threshold:.2g}, warning < {s.warn_threshold:.2g})"
-    )
-    return f"{s.label}: {counts}; χ² p = {fmt(s.p_value)} → **{s.status}**{where}"
+    return f"{s.label}: {counts}; χ² p = {fmt(s.p_value)} → **{s.status}**"
 
 
 def srm_banner(report: Report) -> str | None:

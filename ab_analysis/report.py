@@ -261,8 +261,7 @@ def conventions(relative_ci: str, use_t: bool, correction: str) -> dict[str, str
         "capping": "upper winsorization at the pooled quantile over all analysed arms, once per metric",
         "multiple_testing": f"{correction} over every result row with a p-value (arms × metrics × segments)",
         "srm": "chi-square goodness of fit of arm sizes against the expected split, overall and per segment "
-        "value; fail when p < threshold, warning when p < warn threshold (per segment value: both divided "
-        "by the number of segment checks, Bonferroni)",
+        "value; fail when p < threshold, warning when p < warn threshold",
         "bayes": "gbstats-style flat-prior normal posterior of the relative lift: chance to win = "
         "P(lift in the good direction); risk = expected relative loss of shipping treatment (of keeping control)",
         "sequential": "mSPRT always-valid p-value and confidence sequence of the absolute lift (normal "

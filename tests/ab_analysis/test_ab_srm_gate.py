@@ -166,16 +166,3 @@ def test_exit_status_3_through_the_tagllm_entry_point(tmp_path: Path) -> None:
     assert res.stderr.strip().splitlines() == [
         "SRM FAILED (p < 0.001) in overall: do not trust the lifts; exit 3 (--fail-on-srm)"
     ]
-
-
-def test_segment_thresholds_are_bonferroni() -> None:
-    rng = np.random.default_rng(3)
-    seg = rng.choice([f"s{i}" for i in range(20)], 4000).tolist()
-    rep = analyze(_users(2000, 2000, segment=seg), Y, segments=["platform"])
-    assert len(rep.srm_segments) == 20
-    assert all(s.threshold == pytest.approx(0.001 / 20) and s.warn_threshold == pytest.approx(0.01 / 20)
-               for s in rep.srm_segments)  # fmt: skip
-    s0 = rep.srm_segments[0]
-    assert s0.status == ("fail" if s0.p_value < 0.001 / 20 else "warning" if s0.p_value < 0.01 / 20 else "ok")
-    assert rep.srm.threshold == 0.001
-    assert "(Bonferroni: fail < 5e-05, warning < 0.0005)" in rep.to_markdown()
