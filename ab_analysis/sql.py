@@ -400,15 +400,21 @@ def _events_cte(plan: Plan, d: Dialect) -> str:
     dwell = f"CASE WHEN {dw} IS NULL OR isnan({dw}) THEN CAST(0 AS DOUBLE) ELSE {dw} END"
     # kept: at/after assignment; the joined-but-early events are counted for the report's notes
     kept = f"(a.asg_at IS NULL OR e.{q('ts')} >= a.asg_at)" if plan.use_ts else "TRUE"
+    # COUNT(CASE ...) keeps an 8-byte state per group where SUM(integer) keeps a 128-bit one: with ~2M
+    # users the aggregate then stays inside duckdb's memory limit instead of spilling
     sums = [
-        f"CAST(SUM(CASE WHEN {kept} AND {_spec_condition(s, plan, d)} THEN "
-        f"{dwell if s.value == 'dwell_seconds' else '1'} ELSE 0 END) AS DOUBLE) AS {alias}"
+        (
+            f"SUM(CASE WHEN {kept} AND {_spec_condition(s, plan, d)} THEN {dwell} ELSE CAST(0 AS DOUBLE) END)"
+            if s.value == "dwell_seconds"
+            else f"CAST(COUNT(CASE WHEN {kept} AND {_spec_condition(s, plan, d)} THEN 1 END) AS DOUBLE)"
+        )
+        + f" AS {alias}"
         for alias, s in plan.specs
     ]
     join = f"  FROM {EVENTS} e JOIN a ON {_uid('e.', plan.ids_as_strings, d)} = a.uid\n"
     if plan.cold == "notes":
         join += f"  LEFT JOIN {COLD_NOTES} cn ON e.{q('note_id')} = cn.note_id\n"
-    n_ev = f"SUM(CASE WHEN {kept} THEN 1 ELSE 0 END)" if plan.use_ts else "COUNT(*)"
+    n_ev = f"COUNT(CASE WHEN {kept} THEN 1 END)" if plan.use_ts else "COUNT(*)"
     body = ",\n         ".join(["a.uid AS uid", "COUNT(*) AS n_join", f"{n_ev} AS n_ev", *sums])
     return f"ev AS (\n  SELECT {body}\n{join}  GROUP BY a.uid\n)"
 

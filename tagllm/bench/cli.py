@@ -96,6 +96,7 @@ def _module_benchmarks(run: str, scratch: str) -> dict[str, list[str]]:
         "student": [py, "-m", "tagllm.bench.student", "--run", run, "--json"],
         "ranking": [py, "-m", "tagllm.bench.ranking", run],
         "ab": [py, "-m", "tagllm.bench.ab", "--users", "1000000", "--json"],
+        "ab_scale": [py, "-m", "tagllm.bench.ab_scale", "--events", "10000000", "--json"],
         "serving": [py, "-m", "tagllm.bench.serving", "--run", scratch, "--skip", "recommend", "--json"],
     }
 

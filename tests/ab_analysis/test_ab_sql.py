@@ -359,3 +359,17 @@ def test_unknown_variants_and_label_normalization(tmp_path: Path) -> None:
     strs = analyze_sql(glob, as_str, experiment="tags")
     assert_same_report(strs, want, notes=False)
     assert "compared as strings" in " ".join(n.text for n in strs.notes)
+
+
+def test_bench_data_generator_is_exact_reused_and_analysable(tmp_path: Path) -> None:
+    from tagllm.bench.ab_scale import generate
+
+    first = generate(tmp_path, n_events=25_000, n_users=800, seed=1, chunk_events=10_000)
+    again = generate(tmp_path, n_events=25_000, n_users=800, seed=1, chunk_events=10_000)
+    assert not first["reused"] and again["reused"] and len(first["files"]) == 4
+    events = pd.concat([pd.read_parquet(tmp_path / f) for f in first["files"][:-1]], ignore_index=True)
+    assert len(events) == 25_000
+    assignments = pd.read_parquet(tmp_path / "assignments.parquet")
+    got = analyze_sql(str(tmp_path / "events" / "*.parquet"), str(tmp_path / "assignments.parquet"))
+    assert_same_report(got, analyze_events(events, assignments), daily_looks=True)
+    assert got.metadata is not None and 0 < got.metadata["dropped_events"] < len(events)
