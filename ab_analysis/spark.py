@@ -24,6 +24,7 @@ from ab_analysis.sql import (
     SPARK,
     AssignmentsInput,
     EngineConfig,
+    engine_error,
     resolve_events,
     type_family,
 )
@@ -43,8 +44,14 @@ class SparkEngine:
         return {name: type_family(t) for name, t in self.spark.table(table).dtypes}
 
     def fetch(self, sql: str, params: Mapping[str, object]) -> list[dict[str, Any]]:
-        df = self.spark.sql(sql, args=dict(params)) if params else self.spark.sql(sql)
-        return [r.asDict() for r in df.collect()]
+        from py4j.protocol import Py4JJavaError
+        from pyspark.errors import PySparkException
+
+        try:
+            df = self.spark.sql(sql, args=dict(params)) if params else self.spark.sql(sql)
+            return [r.asDict() for r in df.collect()]
+        except (PySparkException, Py4JJavaError) as exc:  # one line, not a JVM trace
+            raise engine_error("spark", exc) from None
 
 
 def local_session(

@@ -39,6 +39,7 @@ import pandas as pd
 from ab_analysis.analysis import MAX_SEGMENT_VALUES, AnalysisConfig, finish_rows, resolve_metrics
 from ab_analysis.errors import (
     ABAnalysisError,
+    InputFileError,
     InvalidArgumentError,
     InvalidValuesError,
     MissingColumnError,
@@ -150,6 +151,12 @@ def type_family(sql_type: str) -> str:
     ):
         return "number"
     return "other"
+
+
+def engine_error(engine: str, exc: BaseException) -> ABAnalysisError:
+    """An engine's failure as one line naming the engine (the first line of its message)."""
+    first = next((ln for ln in str(exc).splitlines() if ln.strip()), type(exc).__name__)
+    return ABAnalysisError(f"{engine} could not read or aggregate the inputs: {type(exc).__name__}: {first}")
 
 
 # ---------------------------------------------------------------------------------------------- inputs
@@ -522,9 +529,14 @@ class DuckDBEngine:
         return {str(r[0]): type_family(str(r[1])) for r in self.con.execute(f"DESCRIBE {table}").fetchall()}
 
     def fetch(self, sql: str, params: Mapping[str, object]) -> list[dict[str, Any]]:
-        cur = self.con.execute(sql, dict(params)) if params else self.con.execute(sql)
-        names = [d[0] for d in cur.description]
-        return [dict(zip(names, r, strict=True)) for r in cur.fetchall()]
+        import duckdb
+
+        try:
+            cur = self.con.execute(sql, dict(params)) if params else self.con.execute(sql)
+            names = [d[0] for d in cur.description]
+            return [dict(zip(names, r, strict=True)) for r in cur.fetchall()]
+        except duckdb.Error as exc:  # unreadable files, bad CSV values, ...: one line, not a trace
+            raise engine_error("duckdb", exc) from None
 
 
 AssignmentsInput: TypeAlias = pd.DataFrame | str | Path
@@ -550,16 +562,17 @@ def _open_duckdb(
         con.execute("SET TimeZone = 'UTC'")  # naive timestamps mean UTC, as pd.to_datetime(utc=True) does
         try:
             con.read_parquet(files).create_view(EVENTS)
-        except duckdb.IOException as exc:
-            raise InvalidArgumentError(
-                "events", files if len(files) > 1 else files[0], f"readable parquet ({exc})"
+            if isinstance(assignments, pd.DataFrame):
+                con.register(ASSIGNMENTS, assignments)
+            else:
+                af = resolve_events(assignments)
+                rel = con.read_csv(af) if all(f.endswith(".csv") for f in af) else con.read_parquet(af)
+                rel.create_view(ASSIGNMENTS)
+        except duckdb.Error as exc:  # a 0-byte or foreign file in the glob, a CSV without a header, ...
+            first = next((ln for ln in str(exc).splitlines() if ln.strip()), type(exc).__name__)
+            raise InputFileError(
+                "events or assignments", str(files[0] if len(files) == 1 else files), first
             ) from None
-        if isinstance(assignments, pd.DataFrame):
-            con.register(ASSIGNMENTS, assignments)
-        else:
-            af = resolve_events(assignments)
-            rel = con.read_csv(af) if all(f.endswith(".csv") for f in af) else con.read_parquet(af)
-            rel.create_view(ASSIGNMENTS)
         if cold_notes is not None:
             con.register(COLD_NOTES, pd.DataFrame({"note_id": cold_notes}))
         yield DuckDBEngine(con)

@@ -315,6 +315,12 @@ def test_errors_name_what_is_wrong(logs: tuple[pd.DataFrame, pd.DataFrame, str],
         InvalidValuesError, match=r"'user_id': 3 duplicate user_id rows: 0 \(2 rows\), 1 \(2 rows\)"
     ):
         analyze_sql(glob, dup, experiment="tags")
+    broken = tmp_path / "broken"
+    write_parts(events.head(100), broken, parts=1)
+    (broken / "part-999.parquet").write_bytes(b"")  # a 0-byte file in the glob
+    with pytest.raises(ABAnalysisError, match=r"part-999\.parquet|too small|magic") as exc:
+        analyze_sql(str(broken / "*.parquet"), assignments, experiment="tags")
+    assert "\n" not in str(exc.value)
     with pytest.raises(InvalidArgumentError, match=r"engine='oracle'"):
         EngineConfig(engine="oracle")  # type: ignore[arg-type]
 
@@ -355,6 +361,12 @@ def test_unknown_variants_and_label_normalization(tmp_path: Path) -> None:
         analyze_sql(glob, messy, experiment="tags", drop_unknown_variants=True)
     folded = analyze_sql(glob, messy, experiment="tags", drop_unknown_variants=True, normalize_labels=True)
     assert_same_report(folded, dropped)
+    kept.to_parquet(tmp_path / "a.parquet")
+    kept.assign(assigned_at=kept["assigned_at"].dt.strftime("%Y-%m-%d %H:%M:%S")).to_csv(
+        tmp_path / "a.csv", index=False
+    )
+    for path in ("a.parquet", "a.csv"):  # assignments read by the engine too
+        assert_same_report(analyze_sql(glob, str(tmp_path / path), experiment="tags"), want)
     as_str = kept.assign(user_id=kept["user_id"].astype(str))  # ids of another type: joined as strings
     strs = analyze_sql(glob, as_str, experiment="tags")
     assert_same_report(strs, want, notes=False)
