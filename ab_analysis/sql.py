@@ -241,6 +241,7 @@ class Plan:
     experiment_filter: bool
     fold_labels: bool
     ids_as_strings: bool
+    families: tuple[tuple[str, str], ...]  # (events user_id, assignments user_id, variant) type families
     use_ts: bool
     cold: Literal["notes", "column"] | None
     specs: tuple[tuple[str, ColumnSpec], ...]
@@ -341,6 +342,7 @@ def build_plan(
         experiment is not None,
         fold_labels,
         fam_e != fam_a,
+        (("e.user_id", fam_e), ("user_id", fam_a), ("variant", as_cols["variant"])),
         use_ts,
         cold,
         tuple((spec_alias[s.column], s) for s in specs),
@@ -353,23 +355,34 @@ def build_plan(
 # ----------------------------------------------------------------------------------------------- query
 
 
-def label_expr(column: str, d: Dialect, fold: bool) -> str:
-    """A label compared as a string; ``fold``: also trimmed and lower-cased (the arm names are too)."""
-    text = f"CAST({d.ident(column)} AS STRING)"
+def as_text(expr: str, family: str) -> str:
+    """A value as the in-memory path's label text (:func:`ab_analysis.validation.normalize_label`):
+    integers and integral floats as their digits, booleans as ``True``/``False``, else ``CAST``."""
+    if family == "number":
+        digits = f"CAST(CAST({expr} AS BIGINT) AS STRING)"
+        return f"CASE WHEN {expr} = floor({expr}) THEN {digits} ELSE CAST({expr} AS STRING) END"
+    if family == "boolean":
+        return f"CASE WHEN {expr} THEN 'True' WHEN NOT {expr} THEN 'False' END"
+    return f"CAST({expr} AS STRING)"
+
+
+def label_expr(column: str, d: Dialect, fold: bool, family: str = "string") -> str:
+    """A label compared as text; ``fold``: also trimmed and lower-cased (the arm names are too)."""
+    text = as_text(d.ident(column), family)
     return f"lower(trim({text}))" if fold else text
 
 
-def _uid(prefix: str, family: bool, d: Dialect) -> str:
-    """The join key: the id itself, or (ids of another type on the other side) its string form."""
+def _uid(prefix: str, plan: Plan, d: Dialect) -> str:
+    """The join key: the id itself, or (ids of another type on the other side) its text form."""
     col = f"{prefix}{d.ident('user_id')}"
-    return f"CAST({col} AS STRING)" if family else col
+    return as_text(col, dict(plan.families)[f"{prefix}user_id"]) if plan.ids_as_strings else col
 
 
 def _assignments_cte(plan: Plan, d: Dialect) -> str:
     q = d.ident
     arms = " ".join(f"WHEN {d.param(f'arm{i}')} THEN {i}" for i in range(plan.n_arms))
-    label = label_expr("variant", d, plan.fold_labels)
-    cols = [f"{_uid('', plan.ids_as_strings, d)} AS uid", f"CASE {label} {arms} ELSE -1 END AS arm"]
+    label = label_expr("variant", d, plan.fold_labels, dict(plan.families)["variant"])
+    cols = [f"{_uid('', plan, d)} AS uid", f"CASE {label} {arms} ELSE -1 END AS arm"]
     if plan.use_ts:
         cols.append(f"{q('assigned_at')} AS asg_at")
     for alias, col in plan.covariates:
@@ -418,7 +431,7 @@ def _events_cte(plan: Plan, d: Dialect) -> str:
         + f" AS {alias}"
         for alias, s in plan.specs
     ]
-    join = f"  FROM {EVENTS} e JOIN a ON {_uid('e.', plan.ids_as_strings, d)} = a.uid\n"
+    join = f"  FROM {EVENTS} e JOIN a ON {_uid('e.', plan, d)} = a.uid\n"
     if plan.cold == "notes":
         join += f"  LEFT JOIN {COLD_NOTES} cn ON e.{q('note_id')} = cn.note_id\n"
     n_ev = f"COUNT(CASE WHEN {kept} THEN 1 END)" if plan.use_ts else "COUNT(*)"
@@ -628,6 +641,7 @@ def _check_assignments(
     *,
     fold: bool,
     drop_unknown: bool,
+    family: str = "string",
 ) -> dict[str, int]:
     """Unique user ids, few segment values, every arm present, no unknown label (unless dropped).
 
@@ -664,7 +678,7 @@ def _check_assignments(
                 f"{row[f'k{i}']} values",
                 f"a column with at most {MAX_SEGMENT_VALUES} distinct values",
             )
-    label = label_expr("variant", eng.dialect, fold)
+    label = label_expr("variant", eng.dialect, fold, family)
     rows = eng.fetch(f"SELECT {label} AS v, COUNT(*) AS n FROM {ASSIGNMENTS}{where} GROUP BY {label}", params)
     counts = {("<missing>" if r["v"] is None else str(r["v"])): int(r["n"]) for r in rows}
     for i, name in enumerate(arms):
@@ -967,7 +981,14 @@ def sql_moments(
             sources=(repr(str(events)), as_src),
         )
         unknown = _check_assignments(
-            eng, where, params, arms, segments, fold=normalize_labels, drop_unknown=drop_unknown_variants
+            eng,
+            where,
+            params,
+            arms,
+            segments,
+            fold=normalize_labels,
+            drop_unknown=drop_unknown_variants,
+            family=as_cols["variant"],
         )
         n_events = _check_events(eng, plan)
         sql = render_query(plan, eng.dialect)

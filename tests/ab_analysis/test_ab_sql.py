@@ -385,3 +385,19 @@ def test_bench_data_generator_is_exact_reused_and_analysable(tmp_path: Path) -> 
     got = analyze_sql(str(tmp_path / "events" / "*.parquet"), str(tmp_path / "assignments.parquet"))
     assert_same_report(got, analyze_events(events, assignments), daily_looks=True)
     assert got.metadata is not None and 0 < got.metadata["dropped_events"] < len(events)
+
+
+def test_numeric_labels_and_ids_as_the_in_memory_path(tmp_path: Path) -> None:
+    events, assignments = make_logs(n_users=300, seed=9)
+    glob = write_parts(events, tmp_path / "ev", parts=1)
+    codes = (assignments["variant"] == "treatment").astype(int)
+    for variant in (codes, codes.astype(float)):  # 0/1 and 0.0/1.0 both read as "0"/"1"
+        a = assignments.assign(variant=variant)
+        kw: dict[str, Any] = {"control": "0", "treatment": "1", "experiment": "tags"}
+        got = analyze_sql(glob, a, **kw)
+        assert_same_report(got, analyze_events(events, a, **kw), daily_looks=True)
+    floats = assignments.assign(
+        user_id=assignments["user_id"].astype(float).astype(str).str.replace(".0", "")
+    )
+    got = analyze_sql(glob, floats, experiment="tags")  # str ids vs int events, joined as text
+    assert_same_report(got, analyze_events(events, floats, experiment="tags"), daily_looks=True)
