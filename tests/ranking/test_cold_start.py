@@ -118,6 +118,12 @@ def test_calibration_picks_a_grid_scale_and_falls_back(tiny_data):
     cfg = TrainConfig(epochs=1, freshness=True, calibrate_days=5.0)
     cal = calibrate_freshness(tiny_data, ex, cfg, min_users=1)
     assert cal.scale in SCALES and [g["scale"] for g in cal.grid] == list(SCALES)
+    # the smallest scale within 2 % of the best, and none smaller is
+    top = max(g["recall@50"] for g in cal.grid)
+    within = [g["scale"] for g in cal.grid if g["recall@50"] >= 0.98 * top]
+    assert cal.scale == min(within)
+    loose = calibrate_freshness(tiny_data, ex, cfg, min_users=1, tolerance=1.0)
+    assert loose.scale == 0.0  # everything is "within 100 %": the smallest scale
     assert cal.window[1] - cal.window[0] == pytest.approx(5 * DAY)
     assert 0 < cal.train_examples < len(ex)
     result = train(tiny_data, ex, cfg)
