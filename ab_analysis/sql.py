@@ -100,7 +100,9 @@ class EngineConfig:
     Args:
         engine: ``"duckdb"`` (in process) or ``"spark"`` (pyspark; local mode unless ``spark`` is given).
         threads: duckdb threads (``None``: duckdb's default, one per core).
-        memory_limit: duckdb memory limit; beyond it duckdb spills to ``temp_directory``.
+        memory_limit: duckdb memory limit; beyond it duckdb spills to ``temp_directory``. The default
+            keeps a 2M-user aggregate with 2 threads mostly in memory (1 GB made the two threads'
+            partial aggregates spill: 209 s vs 164 s at 100M events, process peak ~1.0-1.2 GiB either way).
         temp_directory: duckdb spill directory (``None``: a fresh directory under the system temp dir).
         spark: an existing ``SparkSession`` to use (``None``: a ``local[1]`` session is started).
         spark_master: master URL for the session started here.
@@ -109,7 +111,7 @@ class EngineConfig:
 
     engine: Literal["duckdb", "spark"] = "duckdb"
     threads: int | None = None
-    memory_limit: str = "1GB"
+    memory_limit: str = "1500MB"
     temp_directory: str | None = None
     spark: Any = field(default=None, compare=False)
     spark_master: str = "local[1]"

@@ -435,7 +435,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--chunk-events", type=int, default=4_000_000, help="events per generated parquet file")
     p.add_argument("--paths", default=",".join(PATHS), help=f"comma-separated subset of {','.join(PATHS)}")
     p.add_argument("--threads", type=int, default=2, help="duckdb threads (SQL and tea-tasting paths)")
-    p.add_argument("--memory-limit", default="1GB", help="duckdb memory_limit (spills beyond it)")
+    p.add_argument("--memory-limit", default="1500MB", help="duckdb memory_limit (spills beyond it)")
     p.add_argument("--memory-chunk", type=int, default=1_000_000, help="rows per chunk of the in-memory path")
     p.add_argument("--rss-ceiling-gib", type=float, default=14.0, help="stop a path whose RSS passes this")
     p.add_argument("--json", action="store_true", help="print the JSON only (logs go to stderr)")
