@@ -257,6 +257,45 @@ def distill_cmd(
 )
 @click.option("--device", type=click.Choice(("auto", "cpu", "cuda")), default="auto", show_default=True)
 @handbook_option
+@click.option(
+    "--engine",
+    type=click.Choice(("local", "ray")),
+    default="local",
+    show_default=True,
+    help="local: this process; ray: an actor pool on Ray Data, resumable per partition (needs tagllm[ray]).",
+)
+@click.option(
+    "--ray-address",
+    default=None,
+    help="--engine ray: a running cluster (HEAD_IP:6379, or auto) [default: start a local one].",
+)
+@click.option(
+    "--partitions",
+    type=click.IntRange(min=0),
+    default=0,
+    show_default=True,
+    help="--engine ray: notes partitions (the unit of resumed work); 0 = one per ~5k notes.",
+)
+@click.option(
+    "--actors",
+    type=click.IntRange(min=1),
+    default=2,
+    show_default=True,
+    help="--engine ray: actor pool size.",
+)
+@click.option(
+    "--cpus-per-actor",
+    type=click.FloatRange(min=0, min_open=True),
+    default=1.0,
+    show_default=True,
+    help="--engine ray: Ray CPUs (and torch threads) per actor.",
+)
+@click.option(
+    "--gpus-per-actor",
+    type=click.FloatRange(min=0),
+    default=None,
+    help="--engine ray: Ray GPUs per actor [default: 1 when the cluster has GPUs, else 0].",
+)
 def apply_cmd(
     run_dir: str,
     model_dir: str | None,
@@ -265,10 +304,33 @@ def apply_cmd(
     threads: int,
     device: str,
     handbook_path: str | None,
+    engine: str,
+    ray_address: str | None,
+    partitions: int,
+    actors: int,
+    cpus_per_actor: float,
+    gpus_per_actor: float | None,
 ) -> None:
-    """Tag every note with the student; write tables/tags.parquet and tag_vocab.json."""
+    """Tag every note with the student; write tables/tags.parquet and tag_vocab.json.
+
+    With --engine ray a re-run after a crash redoes only the unfinished partitions
+    (RUN_DIR/student/ray_apply/); the tags table is the same as --engine local's.
+    """
     from tagging.pipeline import apply_run
 
+    ray_config = None
+    if engine == "ray":
+        from tagging.ray_apply import RayApplyConfig
+
+        ray_config = RayApplyConfig(
+            address=ray_address,
+            partitions=partitions,
+            actors=actors,
+            cpus_per_actor=cpus_per_actor,
+            gpus_per_actor=gpus_per_actor,
+        )
+    elif ray_address is not None:
+        raise click.UsageError("--ray-address needs --engine ray")
     figures = apply_run(
         run_dir,
         model_dir=model_dir,
@@ -277,6 +339,8 @@ def apply_cmd(
         threads=threads,
         device=device,
         handbook_path=handbook_path,
+        engine=engine,
+        ray_config=ray_config,
     )
     click.echo(json.dumps(figures, indent=2, ensure_ascii=False, default=str))
 

@@ -6,6 +6,7 @@ section of ``summary.json`` (and writes that section).
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import logging
 import os
@@ -22,6 +23,7 @@ from tagging.handbook_model import Handbook, load_handbook
 from tagging.student.files import ModelFiles
 
 if TYPE_CHECKING:
+    from tagging.ray_apply import RayApplyConfig
     from tagging.student.config import StudentConfig
     from tagging.types import NoteInput
 
@@ -434,23 +436,74 @@ def _tag_all(
     """Tag ``inputs`` in chunks (with a progress bar when ``progress``); returns results and seconds."""
     import time
 
+    from tagging.student import tag_in_chunks
+
     bar = None
     if progress:
         from tqdm.auto import tqdm
 
         bar = tqdm(total=len(inputs), desc="student", unit="note")
     t0 = time.perf_counter()
-    results = []
-    chunk = max(batch_size * 8, 256)
     try:
-        for s in range(0, len(inputs), chunk):
-            results.extend(tagger.tag(inputs[s : s + chunk]))
-            if bar is not None:
-                bar.update(min(chunk, len(inputs) - s))
+        results = tag_in_chunks(tagger, inputs, batch_size, bar.update if bar is not None else None)
     finally:
         if bar is not None:
             bar.close()
     return results, time.perf_counter() - t0
+
+
+def _apply_local(
+    notes: pd.DataFrame,
+    hb: Handbook | None,
+    path: Path,
+    *,
+    batch_size: int,
+    num_beams: int,
+    device: str,
+    progress: bool,
+    threads: int,
+) -> tuple[pd.DataFrame, dict[str, Any]]:
+    """The single-process engine: the tags table and its figures."""
+    from tagging.student import load_student
+    from tagging.types import notes_from_frame, results_to_tags_table
+
+    tagger = load_student(
+        path, handbook=hb, batch_size=batch_size, num_beams=num_beams, device=device, threads=threads
+    )
+    results, seconds = _tag_all(tagger, notes_from_frame(notes), batch_size, progress)
+    table = results_to_tags_table(results, tagger=tagger.name, version=tagger.version)
+    figures = {
+        "engine": "local",
+        "tagger_version": tagger.version,
+        "device": tagger.device,
+        "threads": getattr(tagger, "threads", None),
+        "seconds": seconds,
+    }
+    return table, figures
+
+
+def _apply_ray(
+    run: RunDir,
+    notes: pd.DataFrame,
+    path: Path,
+    handbook_path: str | os.PathLike[str] | None,
+    ray_config: RayApplyConfig,
+) -> tuple[pd.DataFrame, dict[str, Any]]:
+    """The Ray Data engine (tagging.ray_apply): the tags table and its figures."""
+    from tagging.ray_apply import ray_tag_table
+    from tagging.student.apply import model_version
+
+    hb_path = Path(handbook_path) if handbook_path is not None else run.handbook
+    table, figs = ray_tag_table(run, notes, path, hb_path if hb_path.exists() else None, ray_config)
+    figures = {
+        "engine": "ray",
+        "tagger_version": model_version(path),
+        "device": figs.device,
+        "threads": max(1, int(ray_config.cpus_per_actor)),
+        "seconds": figs.seconds,
+        "ray": figs.as_dict(),
+    }
+    return table, figures
 
 
 def apply_run(
@@ -463,52 +516,61 @@ def apply_run(
     handbook_path: str | os.PathLike[str] | None = None,
     progress: bool = True,
     threads: int = 0,
+    engine: str = "local",
+    ray_config: RayApplyConfig | None = None,
 ) -> dict[str, Any]:
     """Tag every note of a run with the student; write RUN_DIR/tables/tags.parquet and tag_vocab.json.
 
     The ``tags`` table (tagger ``student``, tagger_version ``student-<weights hash>``) is written
     atomically; the vocabulary extends an existing RUN_DIR/tag_vocab.json (ids never change).
-    Held-out notes are scored against the teacher and the ground truth.
+    Held-out notes are scored against the teacher and the ground truth. ``engine="ray"`` tags on
+    Ray Data (:mod:`tagging.ray_apply`; ``ray_config`` sets the cluster, partitions and actors; its
+    batch size and beams are this call's) and gives the same table, resumable per partition.
 
     Returns:
         ``{"apply": {notes, notes_per_s, seconds, tags_path, vocab_path, vocab_size, ...}, "held_out": {...}}``.
 
     Raises:
-        NotFoundError: no model folder. ConfigError: bad batch size, beams or device.
+        NotFoundError: no model folder. ConfigError: bad batch size, beams, device or engine.
+        MissingDependencyError: ``engine="ray"`` without ray installed.
     """
     from features.io import write_parquet
     from tagging.normalize import TagVocabulary
-    from tagging.student import load_student
-    from tagging.student.metrics import held_out_ids
-    from tagging.types import notes_from_frame, results_to_tags_table
+    from tagging.student.files import ModelFiles
 
+    if engine not in ("local", "ray"):
+        raise ConfigError(f"--engine must be one of: local, ray; got {engine!r}")
     run = RunDir(run_dir).require()
     notes, hb = _student_inputs(run, handbook_path)
     path = Path(model_dir) if model_dir is not None else run.student_model
-    tagger = load_student(
-        path, handbook=hb, batch_size=batch_size, num_beams=num_beams, device=device, threads=threads
-    )
-    inputs = notes_from_frame(notes)
-    results, seconds = _tag_all(tagger, inputs, batch_size, progress)
-    table = results_to_tags_table(results, tagger=tagger.name, version=tagger.version)
+    if engine == "ray":
+        from tagging.ray_apply import RayApplyConfig
+
+        cfg = dataclasses.replace(ray_config or RayApplyConfig(), batch_size=batch_size, num_beams=num_beams)
+        ModelFiles.of(path)  # a missing folder fails here, before a cluster starts
+        table, info = _apply_ray(run, notes, path, handbook_path, cfg)
+    else:
+        table, info = _apply_local(
+            notes, hb, path, batch_size=batch_size, num_beams=num_beams, device=device,
+            progress=progress, threads=threads,
+        )  # fmt: skip
     tags_path = write_parquet(table, run.table_path(STUDENT_TABLE))
     vocab_path = run.tag_vocab
     base = TagVocabulary.load(vocab_path) if vocab_path.exists() else None
     vocab = TagVocabulary.from_tables([table], base=base)
     vocab.save(vocab_path)
-    rate = len(inputs) / seconds if seconds > 0 else 0.0
-    log.info("student tagged %d notes in %.1fs (%.1f notes/s)", len(inputs), seconds, rate)
+    seconds = float(info.pop("seconds"))
+    rate = len(notes) / seconds if seconds > 0 else 0.0
+    log.info("student tagged %d notes in %.1fs (%.1f notes/s)", len(notes), seconds, rate)
     figures: dict[str, Any] = {
         "apply": {
-            "notes": len(inputs),
-            "tagger_version": tagger.version,
-            "device": tagger.device,
+            "notes": len(notes),
+            **info,
             "batch_size": batch_size,
             "num_beams": num_beams,
-            "threads": getattr(tagger, "threads", None),
             "seconds": round(seconds, 2),
             "notes_per_s": round(rate, 1),
-            "tags_per_note": round(sum(len(r.tags) for r in results) / max(len(results), 1), 3),
+            "tags_per_note": round(sum(len(t) for t in table["tags"]) / max(len(table), 1), 3),
             "tags_path": str(tags_path),
             "vocab_path": str(vocab_path),
             "vocab_size": len(vocab),
@@ -516,9 +578,23 @@ def apply_run(
         },
         "notes_per_s": round(rate, 1),
     }
-    test_ids = set(held_out_ids([n.note_id for n in inputs], tagger.meta))
-    pred = {r.note_id: [t.text for t in r.tags] for r in results if r.note_id in test_ids}
-    tt = pd.read_parquet(run.table_path(TEACHER_TABLE)) if run.has_table(TEACHER_TABLE) else None
-    figures["held_out"] = _held_out_scores(run, notes, hb, pred, sorted(test_ids), tt)
+    figures["held_out"] = _held_out_from_table(run, notes, hb, table, path)
     _student_section(run, figures)
     return figures
+
+
+def _held_out_from_table(
+    run: RunDir, notes: pd.DataFrame, hb: Handbook | None, table: pd.DataFrame, model_dir: Path
+) -> dict[str, Any]:
+    """Held-out notes' tags (from the written table) scored against the teacher and the ground truth."""
+    from tagging.student.metrics import held_out_ids
+
+    meta = json.loads(ModelFiles(model_dir).meta.read_text(encoding="utf-8"))
+    test_ids = set(held_out_ids([str(n) for n in notes["note_id"]], meta))
+    pred = {
+        str(nid): [t["text"] for t in tags]
+        for nid, tags in zip(table["note_id"], table["tags"], strict=True)
+        if str(nid) in test_ids
+    }
+    tt = pd.read_parquet(run.table_path(TEACHER_TABLE)) if run.has_table(TEACHER_TABLE) else None
+    return _held_out_scores(run, notes, hb, pred, sorted(test_ids), tt)

@@ -35,10 +35,13 @@ from features.errors import NotFoundError
 from tagging.student.files import META, ModelFiles
 
 if TYPE_CHECKING:
+    from collections.abc import Callable, Sequence
+
     from tagging.student.apply import StudentTagger
     from tagging.student.scorer_apply import ScorerTagger
+    from tagging.types import NoteInput, Tagger, TagResult
 
-__all__ = ["load_student", "student_arch"]
+__all__ = ["apply_chunk", "load_student", "student_arch", "tag_in_chunks"]
 
 
 def student_arch(model_dir: str | os.PathLike[str]) -> str:
@@ -75,3 +78,26 @@ def load_student(model_dir: str | os.PathLike[str], **kwargs: Any) -> StudentTag
 
     kwargs.pop("threads", None)
     return StudentTagger.load(model_dir, **kwargs)
+
+
+def apply_chunk(batch_size: int) -> int:
+    """Notes per ``tagger.tag`` call when a whole table is tagged (the seq2seq student length-sorts
+    within a call, so every engine that must give identical tags cuts the notes at these multiples)."""
+    return max(batch_size * 8, 256)
+
+
+def tag_in_chunks(
+    tagger: Tagger,
+    inputs: Sequence[NoteInput],
+    batch_size: int,
+    on_chunk: Callable[[int], None] | None = None,
+) -> list[TagResult]:
+    """Tag ``inputs`` in calls of :func:`apply_chunk` notes; ``on_chunk(n)`` after each call."""
+    chunk = apply_chunk(batch_size)
+    results: list[TagResult] = []
+    for s in range(0, len(inputs), chunk):
+        part = inputs[s : s + chunk]
+        results.extend(tagger.tag(part))
+        if on_chunk is not None:
+            on_chunk(len(part))
+    return results
