@@ -114,3 +114,57 @@ def describe_cmd(run_dir: str, online: str, redis_addr: str | None, as_json: boo
             "online_entities": client.counts() if online == "sqlite" else None,
         }
     _echo(info, as_json, "features")
+
+
+@features.command("bulk-load")
+@click.option(
+    "--run", "run_dir", required=True, type=click.Path(exists=True, file_okay=False), help="Run directory."
+)
+@click.option("--redis", "redis_addr", required=True, metavar="HOST:PORT", help="redis-server address.")
+@click.option("--view", default="note_tags", show_default=True, help="Feature view to load.")
+@click.option(
+    "--source",
+    required=True,
+    type=click.Path(exists=True, dir_okay=False),
+    help="Parquet file: the view's entity key, feature and event timestamp columns.",
+)
+@click.option(
+    "--chunk-rows",
+    type=click.IntRange(min=1),
+    default=50_000,
+    show_default=True,
+    help="Rows per checkpointed chunk.",
+)
+@click.option(
+    "--batch-rows",
+    type=click.IntRange(min=1),
+    default=5_000,
+    show_default=True,
+    help="HSETs per pipeline round trip.",
+)
+@click.option("--workers", type=click.IntRange(min=1), default=1, show_default=True, help="Writer processes.")
+@click.option(
+    "--checkpoint",
+    type=click.Path(dir_okay=False),
+    help="Resume file (default RUN_DIR/feast/bulk_load.VIEW.json; a rerun skips acknowledged rows).",
+)
+@click.option("--json", "as_json", is_flag=True, help="Print JSON.")
+def bulk_load_cmd(
+    run_dir: str,
+    redis_addr: str,
+    view: str,
+    source: str,
+    chunk_rows: int,
+    batch_rows: int,
+    workers: int,
+    checkpoint: str | None,
+    as_json: bool,
+) -> None:
+    """Write feature rows from parquet into Redis through pipelines, in the layout Feast reads
+    (the run's Redis registry must be applied: `tagllm features apply --online redis`)."""
+    from features.bulk_online import BulkLoadConfig, bulk_load
+
+    settings = _settings(run_dir, "redis", redis_addr)
+    ckpt = Path(checkpoint) if checkpoint else settings.feast_dir / f"bulk_load.{view}.json"
+    cfg = BulkLoadConfig(chunk_rows=chunk_rows, batch_rows=batch_rows, workers=workers, checkpoint=ckpt)
+    _echo(bulk_load(settings, view, Path(source), cfg).as_dict(), as_json, "bulk-loaded")
