@@ -361,6 +361,8 @@ def _measure(path: str, a: argparse.Namespace, data: Path) -> dict[str, Any]:
         sys.stderr.write(errors)
     res: dict[str, Any] = {
         "wall_s": round(wall, 2),
+        # CPU seconds (user + system, all threads): the figure other jobs on a shared box move least
+        "cpu_s": round(ru.ru_utime + ru.ru_stime, 1),
         "peak_rss_mib": round(ru.ru_maxrss / 1024, 1),
         "exit": proc.returncode,
     }
@@ -394,6 +396,7 @@ def run(a: argparse.Namespace) -> dict[str, Any]:
         if p == "sql" or "lifts" not in fig or "lifts" not in sql:
             continue
         ratios[f"{p}_over_sql_wall"] = round(fig["wall_s"] / sql["wall_s"], 2)
+        ratios[f"{p}_over_sql_cpu"] = round(fig["cpu_s"] / sql["cpu_s"], 2)
         ratios[f"{p}_over_sql_peak_rss"] = round(fig["peak_rss_mib"] / sql["peak_rss_mib"], 2)
         agreement[f"max_rel_diff_{p}_vs_sql"] = _max_rel_diff(fig["lifts"], sql["lifts"])
     return {
@@ -414,7 +417,12 @@ def run(a: argparse.Namespace) -> dict[str, Any]:
         "agreement": agreement,
         "agreement_fields": ["abs_lift", "rel_lift", "p_value"],
         "sql_peak_rss_goal_2gib_met": bool(sql.get("peak_rss_mib", math.inf) <= 2048),
-        "machine": {"python": platform.python_version(), "cpus": os.cpu_count(), "mem_gib": _mem_gib()},
+        "machine": {
+            "python": platform.python_version(),
+            "cpus": os.cpu_count(),
+            "mem_gib": _mem_gib(),
+            "load_avg_1m_at_end": round(os.getloadavg()[0], 1),
+        },
     }
 
 
