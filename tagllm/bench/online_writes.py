@@ -17,6 +17,7 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import logging
 import os
@@ -201,7 +202,8 @@ def run(a: argparse.Namespace) -> dict[str, Any]:
             return {"workers": figures.workers, "verified_rows": figures.verified_rows}
 
         def feast() -> dict[str, Any]:
-            materialize(settings, views=["note_tags"], store=store)
+            with contextlib.redirect_stdout(sys.stderr):  # Feast prints its progress to stdout
+                materialize(settings, views=["note_tags"], store=store)
             return {}
 
         bulk_fig = _measure("bulk_load", bulk, a.rows, client, addr, check)
