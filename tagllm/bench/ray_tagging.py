@@ -1,14 +1,15 @@
 """Benchmark ``tag apply --engine ray`` (a local Ray cluster) against the single-process path.
 
-    python -m tagllm.bench.ray_tagging --run RUN_DIR [--repeats 2] [--actors 2] [--json]
+    python -m tagllm.bench.ray_tagging --run RUN_DIR [--sample N] [--repeats 2] [--actors 2] [--json]
 
 Copies what tagging needs from RUN_DIR (notes, handbook, student, teacher tags, ground truth) into a
-scratch folder, then alternates ``apply_run`` with ``engine="local"`` and ``engine="ray"`` for
-``--repeats`` rounds (interleaved, so a noisy neighbour hits both alike). Every Ray round starts from
-an empty partition folder (nothing is skipped). notes/s is the whole ``apply_run`` call (model load,
-tagging, table and vocabulary writes, held-out scoring) for both engines; the Ray cluster is started
-once, before the rounds, and its start-up time is reported apart. The last rounds' tables are compared
-(identical tags expected).
+scratch folder (``--sample N``: only the notes table's first N notes), then alternates ``apply_run``
+with ``engine="local"`` and ``engine="ray"`` for ``--repeats`` rounds (interleaved, so a noisy
+neighbour hits both alike). Every Ray round starts from an empty partition folder (nothing is skipped).
+notes/s is the whole ``apply_run`` call (model load, tagging, table and vocabulary writes, held-out
+scoring) for both engines; the Ray cluster (``--actors`` CPUs, one CPU and one torch thread per actor)
+is started once, before the rounds, and its start-up time is reported apart. The single process uses
+its default threads (half the cores). The last rounds' tables are compared (identical tags expected).
 """
 
 from __future__ import annotations
@@ -33,8 +34,8 @@ log = logging.getLogger(__name__)
 _COPY = ("tables", "ground_truth", "handbook.yaml", "manifest.json", "student/model", "student/split.parquet")
 
 
-def _scratch_run(src: Path, dst: Path) -> Path:
-    """The parts of a run that ``tag apply`` reads, copied under ``dst``."""
+def _scratch_run(src: Path, dst: Path, sample: int | None) -> Path:
+    """The parts of a run that ``tag apply`` reads, copied under ``dst`` (notes cut to ``sample``)."""
     for rel in _COPY:
         s = src / rel
         if s.is_dir():
@@ -43,6 +44,9 @@ def _scratch_run(src: Path, dst: Path) -> Path:
             (dst / rel).parent.mkdir(parents=True, exist_ok=True)
             shutil.copy2(s, dst / rel)
     (dst / "tables" / "tags.parquet").unlink(missing_ok=True)
+    if sample is not None:
+        notes = dst / "tables" / "notes.parquet"
+        pd.read_parquet(notes).head(sample).to_parquet(notes, index=False)
     return dst
 
 
@@ -71,18 +75,21 @@ def _round(run: Path, engine: str, batch_size: int, actors: int, n: int) -> tupl
     return rate, figs["apply"]
 
 
-def bench(run_dir: str, *, repeats: int = 2, actors: int = 2, batch_size: int = 64) -> dict[str, Any]:
+def bench(
+    run_dir: str, *, sample: int | None = None, repeats: int = 2, actors: int = 2, batch_size: int = 64
+) -> dict[str, Any]:
     """notes/s of both engines, medians over interleaved rounds, and their ratio."""
     import ray
 
     from features.io import RunDir
 
-    notes = len(RunDir(run_dir).require().read_table("notes"))
+    RunDir(run_dir).require()
     rates: dict[str, list[float]] = {"local": [], "ray": []}
     applied: dict[str, dict[str, Any]] = {}
     tables: dict[str, pd.DataFrame] = {}
     with tempfile.TemporaryDirectory(prefix="bench-ray-") as tmp:
-        run = _scratch_run(Path(run_dir), Path(tmp) / "run")
+        run = _scratch_run(Path(run_dir), Path(tmp) / "run", sample)
+        notes = len(pd.read_parquet(run / "tables" / "notes.parquet"))
         t0 = time.perf_counter()
         ray.init(num_cpus=actors, include_dashboard=False, log_to_driver=False, logging_level=logging.WARNING)
         cluster_s = time.perf_counter() - t0
@@ -122,15 +129,18 @@ def bench(run_dir: str, *, repeats: int = 2, actors: int = 2, batch_size: int = 
 
 @click.command()
 @click.option("--run", "run_dir", required=True, type=click.Path(file_okay=False, exists=True))
+@click.option(
+    "--sample", type=click.IntRange(min=1), default=None, help="Only the first N notes [default: all]."
+)
 @click.option("--repeats", type=click.IntRange(min=1), default=2, show_default=True)
 @click.option("--actors", type=click.IntRange(min=1), default=2, show_default=True, help="= cluster CPUs.")
 @click.option("--batch-size", type=click.IntRange(min=1), default=64, show_default=True)
 @click.option("--json", "as_json", is_flag=True, help="Print JSON only.")
-def main(run_dir: str, repeats: int, actors: int, batch_size: int, as_json: bool) -> None:
+def main(run_dir: str, sample: int | None, repeats: int, actors: int, batch_size: int, as_json: bool) -> None:
     """Tagging notes/s: Ray Data (local cluster) vs the single process, in the same run."""
     if not as_json:
         logging.basicConfig(level=logging.INFO)
-    res = bench(run_dir, repeats=repeats, actors=actors, batch_size=batch_size)
+    res = bench(run_dir, sample=sample, repeats=repeats, actors=actors, batch_size=batch_size)
     click.echo(json.dumps(res, indent=2))
 
 
