@@ -51,7 +51,8 @@ def ab() -> None:
     "--events",
     "events_path",
     type=click.Path(dir_okay=False, path_type=Path),
-    help="Event log (.csv or .parquet), streamed in chunks; needs --assignments.",
+    help="Event log (.csv or .parquet), streamed in chunks; needs --assignments. With --engine "
+    "duckdb|spark also a directory or a glob such as 'events/*.parquet'.",
 )
 @click.option(
     "--assignments",
@@ -117,6 +118,18 @@ def ab() -> None:
     is_flag=True,
     help="Strip whitespace and case-fold variant labels (default: exact strings; 1 and 1.0 read as '1').",
 )
+@click.option(
+    "--engine",
+    type=click.Choice(["memory", "duckdb", "spark"]),
+    default="memory",
+    show_default=True,
+    help="Where --events are aggregated: in this process (chunked), or by one SQL query in duckdb "
+    "(larger than memory) or Spark (local[1]); see docs/ab-sql.md. The SQL engines have no daily series.",
+)
+@click.option(
+    "--duckdb-memory-limit", default="1500MB", show_default=True, help="--engine duckdb: spill beyond this."
+)
+@click.option("--threads", type=click.IntRange(1, 256), default=None, help="--engine duckdb: threads.")
 @click.option("--out", "out_dir", required=True, type=click.Path(file_okay=False, path_type=Path))
 @click.option("--json", "print_json", is_flag=True, help="Also print the JSON document to stdout.")
 def report_cmd(
@@ -139,6 +152,9 @@ def report_cmd(
     expected_share: str | None,
     drop_unknown_variants: bool,
     normalize_labels: bool,
+    engine: str,
+    duckdb_memory_limit: str,
+    threads: int | None,
     out_dir: Path,
     print_json: bool,
 ) -> None:
@@ -151,6 +167,8 @@ def report_cmd(
         raise click.UsageError("--events needs --assignments FILE")
     if users_path is not None and assign_path is not None:
         raise click.UsageError("--assignments goes with --events, not with --users")
+    if engine != "memory" and events_path is None:
+        raise click.UsageError(f"--engine {engine} reads --events (with --assignments), not --users")
     if srm_warn < srm_threshold:
         raise click.UsageError(f"--srm-warn={srm_warn} is below --srm-threshold={srm_threshold}")
     from ab_analysis.analysis import analyze, analyze_events
@@ -179,6 +197,18 @@ def report_cmd(
                 user_col=user_column,
                 metadata={"source": str(users_path)},
                 **common,
+            )
+        elif events_path is not None and assign_path is not None and engine != "memory":
+            from ab_analysis.sql import EngineConfig, analyze_sql
+
+            report = analyze_sql(
+                str(events_path),
+                read_table(assign_path, "assignments"),
+                metrics_path,
+                experiment=experiment,
+                engine=EngineConfig(engine, threads=threads, memory_limit=duckdb_memory_limit),  # type: ignore[arg-type]
+                **{k: v for k, v in common.items() if k != "segments"},
+                segments=list(segments),
             )
         elif events_path is not None and assign_path is not None:
             report = analyze_events(

@@ -401,3 +401,38 @@ def test_numeric_labels_and_ids_as_the_in_memory_path(tmp_path: Path) -> None:
     )
     got = analyze_sql(glob, floats, experiment="tags")  # str ids vs int events, joined as text
     assert_same_report(got, analyze_events(events, floats, experiment="tags"), daily_looks=True)
+
+
+def test_cli_engine_duckdb_equals_memory(
+    logs: tuple[pd.DataFrame, pd.DataFrame, str], tmp_path: Path
+) -> None:
+    """`tagllm ab report --events GLOB --engine duckdb` writes the same rows as the in-memory engine."""
+    import json
+
+    from click.testing import CliRunner
+
+    from ab_analysis.cli import ab
+
+    events, assignments, glob = logs
+    assignments.to_parquet(tmp_path / "a.parquet", index=False)
+    single = tmp_path / "events.parquet"
+    events.to_parquet(single, index=False, coerce_timestamps="us", allow_truncated_timestamps=True)
+    docs = {}
+    for engine, source in (("memory", str(single)), ("duckdb", glob)):
+        out = tmp_path / engine
+        args = ["report", "--events", source, "--assignments", str(tmp_path / "a.parquet")]
+        args += ["--experiment", "tags", "--engine", engine, "--threads", "2", "--out", str(out)]
+        res = CliRunner().invoke(ab, args, catch_exceptions=False)
+        assert res.exit_code == 0, res.output
+        docs[engine] = json.loads((out / "report.json").read_text())
+    rows = {e: {(r["metric"], r["arm"], r["segment"]): r for r in d["metrics"]} for e, d in docs.items()}
+    assert rows["memory"].keys() == rows["duckdb"].keys() and len(rows["memory"]) >= 4
+    for key, want in rows["memory"].items():
+        got = rows["duckdb"][key]
+        for field in ("abs_lift", "abs_se", "p_value", "p_adjusted"):
+            assert _close(got[field], want[field]), (key, field, got[field], want[field])
+    # --engine needs --events
+    res = CliRunner().invoke(
+        ab, ["report", "--users", str(single), "--engine", "duckdb", "--out", str(tmp_path)]
+    )
+    assert res.exit_code == 2 and "--engine duckdb reads --events" in res.output
