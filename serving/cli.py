@@ -129,7 +129,9 @@ def _max_inflight(ctx: click.Context, param: click.Parameter, values: Sequence[s
     "--student-model", type=_PATH, help="TagNotes student model folder.  [default: RUN/student/model]"
 )
 @click.option(
-    "--index-kind", type=click.Choice(["exact", "ivf", "hnsw"]), help="ANN index.  [default: exact]"
+    "--index-kind",
+    type=click.Choice(["exact", "ivf", "hnsw", "ivfpq"]),
+    help="ANN index (ivfpq: compressed, docs/scaling.md).  [default: exact]",
 )
 @click.option("--ranker/--no-ranker", "use_ranker", default=None, help="Rank with the LightGBM ranker.")
 @click.option(

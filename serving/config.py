@@ -93,7 +93,7 @@ class ServerConfig:
             every fresh note either way.
         online, redis: the Feast online store kind (``sqlite``/``redis``) and redis ``HOST:PORT``.
         student_model: the TagNotes student model folder (default RUN/student/model).
-        index_kind: ANN index (``exact``, ``ivf``, ``hnsw``).
+        index_kind: ANN index (``exact``, ``ivf``, ``hnsw``, ``ivfpq``).
         use_ranker: rank with the LightGBM ranker when the run has one.
         cold_candidates: extra Recommend candidates from cold-start notes (the cold-start channel; 0 = off).
         cold_slot_every: every N-th Recommend slot goes to the best-ranked cold-start candidate (0 = off;
