@@ -366,11 +366,12 @@ class TwoTower(nn.Module):
             return 0.0
         last = len(self._hour_bucket)
         lut = self.age_bias.weight[self._hour_bucket, 0]  # (hours,) differentiable
-        hours = age * (unit_s / 3600.0) if unit_s != 3600.0 else age.clone()
+        # the first op makes a new tensor (the caller's ``age`` is never modified): no extra copy
+        hours = age * (unit_s / 3600.0) if unit_s != 3600.0 else age
         if not mask_unpublished:
-            return _LutGather.apply(lut, hours.clamp_(0.0, float(last - 1)).long())
+            return _LutGather.apply(lut, hours.clamp(0.0, float(last - 1)).long())
         lut = torch.cat([lut.new_full((1,), float("-inf")), lut])
-        idx = hours.add_(1.0).clamp_(0.0, float(last)).long()  # (-1 h, 0) -> 0: unpublished
+        idx = (hours + 1.0).clamp_(0.0, float(last)).long()  # (-1 h, 0) -> 0: unpublished
         if idx.dim() == 2 and idx.shape[0] == idx.shape[1]:
             idx.diagonal().clamp_(min=1)
         return _LutGather.apply(lut, idx)
