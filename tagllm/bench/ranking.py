@@ -219,6 +219,19 @@ def main(argv: list[str] | None = None) -> int:
         parser.error(f"run_dir {args.run_dir!r} is not a prepared run directory (no manifest.json)")
     if args.rounds < 1:
         parser.error(f"--rounds: got {args.rounds}; expected an integer >= 1")
+    if args.baseline_ref is not None:
+        import subprocess
+
+        repo = Path(__file__).resolve().parents[2]
+        probe = subprocess.run(
+            ["git", "-C", str(repo), "rev-parse", "--verify", "--quiet", f"{args.baseline_ref}^{{commit}}"],
+            capture_output=True,
+            check=False,
+        )
+        if probe.returncode != 0:
+            parser.error(
+                f"--baseline-ref: {args.baseline_ref!r} is not a commit of {repo}; expected a commit id or ref"
+            )
     if args.train_speed:
         sys.stdout.write(
             json.dumps(
