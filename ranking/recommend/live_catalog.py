@@ -13,7 +13,7 @@ from dataclasses import replace
 
 import numpy as np
 
-from features.errors import NotFoundError
+from features.errors import ConfigError, NotFoundError
 from ranking.data import NoteCatalog, RunData
 from ranking.recommend.buffer import GrowableArray
 from ranking.recommend.values import AddedNote
@@ -247,19 +247,88 @@ class LiveCatalog:
         self._catalog = None
         self._tag_dim_cache = None
 
+    def put_new(
+        self,
+        notes: Sequence[tuple[str, str, Sequence[Tag]]],
+        created_s: float,
+        embed: Callable[[np.ndarray], np.ndarray],
+    ) -> list[AddedNote]:
+        """Add many new notes at once: the same catalog, embeddings and index as :meth:`put` per note
+        in order, with one item-tower forward and one index add for the batch.
+
+        Args:
+            notes: (note_id, category name, tags) per note; every id new and listed once.
+            created_s: publication time of every note.
+            embed: as in :meth:`put`.
+
+        Raises:
+            ConfigError: an id already in the catalog or repeated in ``notes`` (re-tag with :meth:`put`).
+            NotFoundError: an unknown category. Nothing is changed on an error.
+        """
+        repeated, fresh = [], set()
+        for note_id, _, _ in notes:
+            if note_id in self._index or note_id in fresh:
+                repeated.append(note_id)
+            fresh.add(note_id)
+        if repeated:
+            shown = ", ".join(repr(n) for n in repeated[:5])
+            raise ConfigError(
+                f"notes: {len(repeated)} id(s) already present or repeated: {shown}; expected new, "
+                "distinct ids (re-tag a note with add_note)"
+            )
+        unknown_cats = sorted({c for _, c, _ in notes if c not in self.cat_index})
+        if unknown_cats:
+            raise NotFoundError(
+                f"category: unknown {unknown_cats[:5]}; expected one of {list(self._base.categories)}"
+            )
+        if not notes:
+            return []
+        vocab = self._base.vocab
+        known = [
+            [(vocab[t.text], t.dimension, float(t.confidence)) for t in tags if t.text in vocab]
+            for _, _, tags in notes
+        ]
+        start = self.num_notes
+        self._append_many(
+            [n for n, _, _ in notes], [self.cat_index[c] for _, c, _ in notes], created_s, known
+        )
+        for j, (_, _, tags) in enumerate(notes):
+            self._extra_tags[start + j] = [Tag(t.text, t.dimension, float(t.confidence)) for t in tags]
+        vecs = embed(np.arange(start, start + len(notes)))
+        self._items.extend(vecs)
+        size = len(self.index)
+        self.index.add(vecs, [n for n, _, _ in notes])
+        return [
+            AddedNote(
+                note_id,
+                tuple(self._tag_text[t] for t, _, _ in kn),
+                tuple(t.text for t in tags if t.text not in vocab),
+                size + j + 1,
+                False,
+            )
+            for j, ((note_id, _, tags), kn) in enumerate(zip(notes, known, strict=True))
+        ]
+
     def _append(self, note_id: str, cat: int, created: float, known: _Known) -> None:
-        self._index[note_id] = self.num_notes
-        self._note_ids.extend([note_id])
-        self._category.extend([cat])
-        self._created.extend([created])
-        self._tag_ptr.extend([self._tag_ptr.view()[-1] + len(known)])
-        self._tag_vals.extend([t for t, _, _ in known])
-        self._tag_conf.extend([x for _, _, x in known])
-        self._tag_dims.extend([self._dim_ids.get(d, 0) for _, d, _ in known])
-        self._cold.extend([True])
-        self._impressions.extend([0.0])
-        self._clicks.extend([0.0])
-        self._note_map.extend([0])  # never seen in training: the encoder's "unseen note" id
+        self._append_many([note_id], [cat], created, [known])
+
+    def _append_many(self, note_ids: list[str], cats: list[int], created: float, known: list[_Known]) -> None:
+        k, start = len(note_ids), self.num_notes
+        self._index.update((n, start + j) for j, n in enumerate(note_ids))
+        self._note_ids.extend(np.array(note_ids, dtype=object))
+        self._category.extend(cats)
+        self._created.extend(np.full(k, created))
+        lens = np.fromiter((len(kn) for kn in known), np.int64, count=k)
+        self._tag_ptr.extend(self._tag_ptr.view()[-1] + np.cumsum(lens))
+        flat = [t for kn in known for t in kn]
+        self._tag_vals.extend(np.fromiter((t for t, _, _ in flat), np.int64, count=len(flat)))
+        self._tag_conf.extend(np.fromiter((x for _, _, x in flat), np.float32, count=len(flat)))
+        dims = (self._dim_ids.get(d, 0) for _, d, _ in flat)
+        self._tag_dims.extend(np.fromiter(dims, np.int64, count=len(flat)))
+        self._cold.extend(np.ones(k, bool))
+        self._impressions.extend(np.zeros(k))
+        self._clicks.extend(np.zeros(k))
+        self._note_map.extend(np.zeros(k, np.int64))  # never seen in training: the encoder's "unseen note" id
         self._changed()
 
     def _retag(self, i: int, cat: int, known: _Known) -> None:
