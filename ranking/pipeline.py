@@ -168,11 +168,15 @@ class _Pools:
     def users(self) -> np.ndarray:
         return self.tests["all"].users
 
-    def score(self, name: str, kind: str, scorer: Scorer, extra: dict[str, Any]) -> None:
+    def score(
+        self, name: str, kind: str, scorer: Scorer, extra: dict[str, Any], segment: Scorer | None = None
+    ) -> None:
+        """Score ``scorer`` in every pool (``segment``, when given, in the cold-among-cold pool)."""
         from ranking.retrieval.evaluate import evaluate_retrieval
 
         for pool, test in self.tests.items():
-            m = evaluate_retrieval(scorer, test, ks=self.ks)
+            by = segment if pool == "segment" and segment is not None else scorer
+            m = evaluate_retrieval(by, test, ks=self.ks)
             self.rows.append({"model": name, "kind": kind, "pool": pool, **extra, **m})
 
     def table(self) -> pd.DataFrame:
@@ -258,13 +262,18 @@ def _train_ablations(
         scorer = EmbeddingScorer(
             result.user_embeddings(users, data.cutoff_s, user_tags=test_tags), users, items
         )
+        # the cold-only query (TwoTowerConfig.cold_overlap) ranks cold-start notes among themselves
+        segment = EmbeddingScorer(
+            result.user_embeddings(users, data.cutoff_s, user_tags=test_tags, cold_only=True), users, items
+        )
         extra = {
             "train_s": round(result.train_seconds, 2),
             "examples_per_s": round(result.examples_per_s),
             "final_loss": round(float(np.mean(result.losses[-20:])), 4),
             "freshness_scale": (result.calibration or {}).get("scale", np.nan),
+            "cold_overlap": (result.calibration or {}).get("cold_overlap", np.nan),
         }
-        pools.score(name, "two-tower", scorer, extra)
+        pools.score(name, "two-tower", scorer, extra, segment)
         if main is None and feature_set == "tags":
             main = _MainModel(name, result, items)
     return main
@@ -304,6 +313,7 @@ def _write_retrieval(
         figures["examples_per_s"] = round(result.examples_per_s)
         if result.calibration is not None:
             figures["freshness_scale"] = result.calibration["scale"]
+            figures["cold_overlap"] = result.calibration.get("cold_overlap", 0.0)
             figures["freshness_calibration"] = result.calibration
     figures.update(_headline(table))
     figures["table"] = _compact(table)

@@ -159,6 +159,7 @@ HEADLINES: dict[str, tuple[str, ...]] = {
         "cold_recall@50_quota",
         "warm_recall@50_all",
         "freshness_scale",
+        "cold_overlap",
         "examples_per_s",
     ),
     "ranker": ("tag_source", "full_auc", "full_gauc", "no_tags_auc", "full_cold_auc"),

@@ -11,7 +11,8 @@ Variants (each row changes one thing against ``full``, the default :class:`Train
 - ``+freshness (scale 1)``: ``before`` + the age bias as learned per request (no calibration);
 - ``+freshness``: ``before`` + the calibrated age bias;
 - ``+wide``: ``before`` + the wide tag-overlap term;
-- ``full``: both (the default);
+- ``full``: both, + the calibrated cold-start overlap term (the default);
+- ``full, no cold overlap``: ``full`` without the cold-start overlap term (the recipe until 2026-11-28);
 - ``full, fresh-id dropout 1d``: ``full`` + the note id hidden on examples younger than a day;
 - ``full, category only`` / ``full, ids only``: the same recipe without tags / without content.
 """
@@ -41,6 +42,7 @@ VARIANTS: dict[str, tuple[str, dict[str, Any]]] = {
     "+freshness": ("tags", {"wide_dim": 0}),
     "+wide": ("tags", {"freshness": False}),
     "full": ("tags", {}),
+    "full, no cold overlap": ("tags", {"cold_overlap": False}),
     "full, fresh-id dropout 1d": ("tags", {"fresh_days": 1.0}),
     "full, exact tags": ("tags", {"exact_tags": True}),
     "+freshness, exact tags": ("tags", {"wide_dim": 0, "exact_tags": True}),
@@ -89,9 +91,10 @@ def run_ablation(
         tests["quota"] = tests["all"].with_quota(base.cold, cold_quota)
         rows: list[dict[str, Any]] = []
 
-        def score(model: str, scorer: Any, extra: dict[str, Any]) -> None:
+        def score(model: str, scorer: Any, extra: dict[str, Any], segment: Any = None) -> None:
             for pool, test in tests.items():
-                m = evaluate_retrieval(scorer, test, ks=(50,), seed=seed)
+                by = segment if pool == "segment" and segment is not None else scorer
+                m = evaluate_retrieval(by, test, ks=(50,), seed=seed)
                 rows.append({"model": model, "pool": pool, **{k: m[k] for k in _METRICS}, **extra})
 
         for name in names:
@@ -100,8 +103,12 @@ def run_ablation(
             t0 = time.perf_counter()
             result = train(data, examples, replace(TrainConfig(seed=seed), feature_set=feature_set, **over))
             users = tests["all"].users
-            scorer = EmbeddingScorer(
-                result.user_embeddings(users, data.cutoff_s), users, result.item_embeddings()
+            items = result.item_embeddings()
+            scorer = EmbeddingScorer(result.user_embeddings(users, data.cutoff_s), users, items)
+            # cold-start notes among themselves: the cold-only query (TwoTowerConfig.cold_overlap)
+            seg_users = tests["segment"].users
+            segment = EmbeddingScorer(
+                result.user_embeddings(seg_users, data.cutoff_s, cold_only=True), seg_users, items
             )
             cal = result.calibration or {}
             score(
@@ -111,7 +118,9 @@ def run_ablation(
                     "examples_per_s": round(result.examples_per_s),
                     "train_s": round(time.perf_counter() - t0, 1),
                     "freshness_scale": cal.get("scale"),
+                    "cold_overlap": cal.get("cold_overlap"),
                 },
+                segment,
             )
             log.info("ablation %s done in %.0fs", name, time.perf_counter() - t0)
         if peers:
@@ -132,17 +141,19 @@ def to_markdown(rows: Sequence[dict[str, Any]]) -> str:
     by = {(r["model"], r["pool"]): r for r in rows}
     lines = [
         "| model | warm R@50 all | cold R@50 all | cold R@50 segment | warm / cold R@50 quota "
-        "| freshness scale | train examples/s |",
-        "|---|---|---|---|---|---|---|",
+        "| freshness scale | cold overlap | train examples/s |",
+        "|---|---|---|---|---|---|---|---|",
     ]
     for m in models:
         a, s, q = by.get((m, "all"), {}), by.get((m, "segment"), {}), by.get((m, "quota"), {})
         scale = a.get("freshness_scale")
+        overlap = a.get("cold_overlap")
         eps = a.get("examples_per_s")
         lines.append(
             f"| {m} | {_f(a.get('warm_recall@50'))} | {_f(a.get('cold_recall@50'))} | "
             f"{_f(s.get('cold_recall@50'))} | {_f(q.get('warm_recall@50'))} / {_f(q.get('cold_recall@50'))} | "
-            f"{'' if scale is None or _nan(scale) else scale} | {'' if eps is None or _nan(eps) else f'{eps:,.0f}'} |"
+            f"{'' if scale is None or _nan(scale) else scale} | {'' if overlap is None or _nan(overlap) else overlap} | "
+            f"{'' if eps is None or _nan(eps) else f'{eps:,.0f}'} |"
         )
     return "\n".join(lines)
 

@@ -36,11 +36,13 @@ from ranking.data import Examples, RunData
 if TYPE_CHECKING:
     from ranking.retrieval.train import TrainConfig
 
-__all__ = ["SCALES", "Calibration", "calibrate_freshness"]
+__all__ = ["OVERLAPS", "SCALES", "Calibration", "calibrate_freshness"]
 
 log = logging.getLogger(__name__)
 
 SCALES = (0.0, 0.25, 0.5, 0.75, 1.0)
+# weights c of the cold-start overlap term (TwoTowerConfig.cold_overlap), in cosine units
+OVERLAPS = (0.0, 0.25, 0.5, 1.0, 2.0, 4.0)
 
 
 @dataclass(frozen=True)
@@ -54,6 +56,9 @@ class Calibration:
     users: int = 0
     grid: list[dict[str, float]] = field(default_factory=list)
     reason: str = ""
+    cold_overlap: float = 0.0
+    overlap_grid: list[dict[str, float]] = field(default_factory=list)
+    overlap_reason: str = ""
 
     def as_dict(self) -> dict[str, Any]:
         return {
@@ -64,6 +69,9 @@ class Calibration:
             "users": self.users,
             "grid": self.grid,
             **({"reason": self.reason} if self.reason else {}),
+            "cold_overlap": self.cold_overlap,
+            "overlap_grid": self.overlap_grid,
+            **({"overlap_reason": self.overlap_reason} if self.overlap_reason else {}),
         }
 
 
@@ -100,15 +108,11 @@ def calibrate_freshness(
             (start, end),
             f"{len(test.users)} users with a click in the window (fewer than {min_users})",
         )
-    if len(test.users) > max_users:
-        keep = np.sort(np.random.default_rng(config.seed).choice(len(test.users), max_users, replace=False))
-        test = replace(
-            test,
-            users=test.users[keep],
-            positives={k: [v[i] for i in keep] for k, v in test.positives.items()},
-            seen=[test.seen[i] for i in keep],
-        )
+    test = _at_most(test, max_users, config.seed)
     model = train(val_data, early, replace(config, calibrate_days=0.0))
+    overlap, overlap_grid, overlap_reason = _calibrate_overlap(
+        model, val_data, start, config, max_users=max_users, min_users=min_users, tolerance=tolerance
+    )
     items = model.item_embeddings(at_s=start)
     users = model.user_embeddings(test.users, start)
     grid = []
@@ -136,7 +140,81 @@ def calibrate_freshness(
         horizon,
         [(g["scale"], g["recall@50"]) for g in grid],
     )
-    return Calibration(float(best["scale"]), horizon, (start, end), len(early), len(test.users), grid)
+    return Calibration(
+        float(best["scale"]),
+        horizon,
+        (start, end),
+        len(early),
+        len(test.users),
+        grid,
+        cold_overlap=overlap,
+        overlap_grid=overlap_grid,
+        overlap_reason=overlap_reason,
+    )
+
+
+def _at_most(test: Any, max_users: int, seed: int) -> Any:
+    """``test`` with at most ``max_users`` users (a seeded sample)."""
+    if len(test.users) <= max_users:
+        return test
+    keep = np.sort(np.random.default_rng(seed).choice(len(test.users), max_users, replace=False))
+    return replace(
+        test,
+        users=test.users[keep],
+        positives={k: [v[i] for i in keep] for k, v in test.positives.items()},
+        seen=[test.seen[i] for i in keep],
+    )
+
+
+def _calibrate_overlap(
+    model: Any,
+    val_data: RunData,
+    start: float,
+    config: TrainConfig,
+    *,
+    max_users: int,
+    min_users: int,
+    tolerance: float,
+) -> tuple[float, list[dict[str, float]], str]:
+    """Choose the cold-start overlap weight c (``TwoTowerConfig.cold_overlap``) on the window.
+
+    Every c of :data:`OVERLAPS` is scored on the window's notes created in it, ranked among
+    themselves (the ``segment`` pool: cold users' Recall@50); the smallest c within ``tolerance``
+    of the best is kept and set on ``model`` (so the freshness grid is scored with it). Returns
+    (c, grid, reason): c = 0 with a reason when it is off or the window has too few cold users.
+    """
+    from ranking.retrieval.evaluate import EmbeddingScorer, evaluate_retrieval, retrieval_test_set
+
+    if not config.cold_overlap or not model.model.config.supports_cold_overlap:
+        return 0.0, [], "off" if not config.cold_overlap else "the feature set has no tags"
+    seg = _at_most(retrieval_test_set(val_data, pool="segment"), max_users, config.seed)
+    center = model.content_center()
+    grid: list[dict[str, float]] = []
+    for c in OVERLAPS:
+        model.model.set_cold_overlap(c, center if c > 0 else None)
+        users = model.user_embeddings(seg.users, start, cold_only=True)
+        scorer = EmbeddingScorer(users, seg.users, model.item_embeddings(at_s=start))
+        m = evaluate_retrieval(scorer, seg, ks=(50,), seed=config.seed)
+        if m["cold_users"] < min_users:
+            model.model.set_cold_overlap(0.0)
+            reason = f"{m['cold_users']} users with a click on a note created in the window (fewer than {min_users})"
+            log.warning("cold-start overlap weight set to 0 (off): %s", reason)
+            return 0.0, [], reason
+        grid.append(
+            {"cold_overlap": c, "cold_recall@50": round(float(np.nan_to_num(m["cold_recall@50"])), 4)}
+        )
+    top = max(g["cold_recall@50"] for g in grid)
+    best = min(
+        (g for g in grid if g["cold_recall@50"] >= top * (1.0 - tolerance)), key=lambda g: g["cold_overlap"]
+    )
+    model.model.set_cold_overlap(best["cold_overlap"], center if best["cold_overlap"] > 0 else None)
+    log.info(
+        "cold-start overlap weight %.2f (cold notes among cold notes, Recall@50 %.4f on the window; grid %s)",
+        best["cold_overlap"],
+        best["cold_recall@50"],
+        [(g["cold_overlap"], g["cold_recall@50"]) for g in grid],
+    )
+    return float(best["cold_overlap"]), grid, ""
 
 
 def _fallback(horizon: float, window: tuple[float, float], reason: str) -> Calibration:

@@ -63,6 +63,10 @@ class TrainConfig:
             the id-free embedding learns what a note with no id yet is clicked for — the situation
             of every cold-start note in serving, whose id the model never saw. 0 = off (only
             ``note_dropout`` at random).
+        cold_overlap: with the calibration (``calibrate_days`` > 0), also choose the weight of the
+            cold-start overlap term (``TwoTowerConfig.cold_overlap``: the user's tag/category bag
+            dot the note's, for notes without an id) on the notes created in the window, ranked
+            among themselves; the freshness scale is then chosen with that weight. False = off.
         seed: torch and numpy seed.
         max_steps: stop after this many steps (0 = no limit); for tests and benchmarks.
     """
@@ -84,6 +88,7 @@ class TrainConfig:
     calibrate_days: float = 7.0
     fresh_days: float = 0.0
     exact_tags: bool = False
+    cold_overlap: bool = True
     seed: int = 0
     max_steps: int = 0
 
@@ -164,22 +169,40 @@ class RetrievalModel:
         )
 
     @torch.no_grad()
+    def content_center(self, batch: int = 4096) -> torch.Tensor:
+        """The mean content bag (tags, then category) of every note in the catalog: the centre of the
+        cold-start overlap term (:meth:`TwoTower.set_cold_overlap`)."""
+        notes = np.arange(self.data.catalog.num_notes)
+        return self.model.content_center(
+            self.encoder.encode(notes=notes[i : i + batch]) for i in range(0, len(notes), batch)
+        )
+
+    def set_cold_overlap(self, weight: float) -> None:
+        """Turn the cold-start overlap term on with ``weight`` (0 = off), centred on this catalog."""
+        center = self.content_center() if weight > 0 and self.model.config.supports_cold_overlap else None
+        self.model.set_cold_overlap(weight, center)
+
+    @torch.no_grad()
     def user_embeddings(
         self,
         users: np.ndarray,
         ts: np.ndarray | float,
         history_len: int = 30,
         user_tags: UserTagBags | None = None,
+        *,
+        cold_only: bool = False,
     ) -> np.ndarray:
         """(len(users), out_dim) float32 embeddings from each user's history strictly before ``ts``.
 
         ``user_tags`` (one bag per user, e.g. Feast's point-in-time interests at ``ts``) replaces the
         history-derived tag bag, as for a model trained with ``feature_source="feast"``.
+        ``cold_only``: the query of a search over cold-start notes only (``TwoTowerConfig.cold_overlap``).
         """
         self.model.eval()
         ts_arr = np.broadcast_to(np.asarray(ts, dtype=float), users.shape).copy()
         ex = user_states(self.data, users, ts_arr, history_len=history_len).with_user_tags(user_tags)
-        return self.model.user_embedding(self.encoder.encode(ex)).numpy().astype(np.float32)
+        kjt = self.encoder.encode(ex)
+        return self.model.user_embedding(kjt, cold_only=cold_only).numpy().astype(np.float32)
 
     def save(self, path: str | Path) -> Path:
         """Write weights, config and id maps to ``path`` (a .pt file, atomically)."""
@@ -309,5 +332,6 @@ def train(
 
         cal = calibrate_freshness(data, examples, config)
         model.config = replace(model.config, freshness_scale=cal.scale)
+        result.set_cold_overlap(cal.cold_overlap)
         result.calibration = cal.as_dict()
     return result

@@ -9,8 +9,8 @@ import pytest
 import torch
 
 from features.errors import ConfigError
-from ranking.data import build_training_examples
-from ranking.retrieval.calibrate import SCALES, calibrate_freshness
+from ranking.data import build_training_examples, user_states
+from ranking.retrieval.calibrate import OVERLAPS, SCALES, calibrate_freshness
 from ranking.retrieval.model import (
     AGE_EDGES_DAYS,
     FeatureEncoder,
@@ -19,6 +19,7 @@ from ranking.retrieval.model import (
     age_bucket,
     in_batch_softmax_loss,
 )
+from ranking.retrieval.peers import TagOverlapScorer
 from ranking.retrieval.train import TrainConfig, id_dropout, train
 
 DAY = 86400.0
@@ -208,3 +209,91 @@ def test_exact_tag_overlap_in_training_equals_the_vectors(tiny_data):
     # without the flag there is no term and no extra columns
     plain = TwoTower(replace(mcfg, exact_tags=False))
     assert plain.tag_overlap(kjt) == 0.0 and plain.config.vector_dim == mcfg.out_dim
+
+
+def test_cold_overlap_adds_the_heuristic_to_id_less_notes_only(tiny_data):
+    """With weight c, a note without an id scores towers + c x (the tag-overlap heuristic's own score
+    (tag bags + category shares) minus the user's overlap with the catalog's mean note); a note with
+    an id scores exactly as without the term; the centre is saved with the weights."""
+    ex = build_training_examples(tiny_data)
+    result = train(tiny_data, ex, TrainConfig(epochs=1, calibrate_days=0.0))
+    mcfg = result.model.config
+    assert mcfg.cold_overlap == 0.0 and mcfg.overlap_dim == 0  # no calibration -> off
+    users = np.arange(tiny_data.num_users)
+    notes = np.arange(tiny_data.catalog.num_notes)
+    plain_u = result.user_embeddings(users, tiny_data.cutoff_s)
+    plain_i = result.item_embeddings(notes)
+    result.set_cold_overlap(0.7)
+    assert result.model.config.vector_dim == mcfg.vector_dim + mcfg.num_tags + mcfg.num_categories
+    u = result.user_embeddings(users, tiny_data.cutoff_s, cold_only=True)
+    i = result.item_embeddings(notes)
+    assert u.shape[1] == i.shape[1] == result.model.config.vector_dim
+    shared = result.user_embeddings(users, tiny_data.cutoff_s)
+    # the query over every note ignores the term (shared_overlap = 0): scores as without it
+    assert np.allclose(shared @ i.T, plain_u @ plain_i.T, atol=1e-5)
+    id_less = result.encoder.note_map[notes] == 0
+    assert id_less.any() and (~id_less).any()
+    # the heuristic normalizes the note's tag confidences only in scale: use its tags-as-encoded form
+    heur = TagOverlapScorer(tiny_data)
+    heur.note_tags = _row_l1(heur.note_tags)
+    # centred: minus the user's overlap with the catalog's mean note (one number per user)
+    center = result.model.get_buffer("overlap_center").numpy()
+    user_bags = u[:, result.model.config.overlap_slice] / 0.7
+    assert user_bags.shape[1] == mcfg.num_tags + mcfg.num_categories
+    per_user = (user_bags @ center)[:, None]
+    want = plain_u @ plain_i.T + 0.7 * (heur.scores(users, notes) - per_user) * id_less[None, :]
+    got = u @ i.T
+    assert np.allclose(got, want, atol=1e-4)
+    assert np.allclose(got[:, ~id_less], (plain_u @ plain_i.T)[:, ~id_less], atol=1e-5)
+    # a cached weight-1 vector becomes either query (what the recommender does)
+    states = user_states(tiny_data, users, np.full(len(users), tiny_data.cutoff_s))
+    with torch.no_grad():
+        ones = result.model.user_embedding(result.encoder.encode(states), overlap_weight=1.0).numpy()
+    assert np.allclose(result.model.config.query(ones, cold_only=True), u, atol=1e-6)
+    assert np.allclose(result.model.config.query(ones), shared, atol=1e-6)
+    # the freshness entry stays last (the calibration scales it)
+    assert np.allclose(i[:, -1], plain_i[:, -1])
+    # the centre is the mean note bag, and it round-trips through save / load
+    assert center.sum() == pytest.approx(2.0, abs=1e-4)  # tags (L1 = 1) + category one-hot
+    clone = TwoTower(result.model.config)
+    clone.load_state_dict(result.model.state_dict())
+    assert torch.equal(clone.get_buffer("overlap_center"), result.model.get_buffer("overlap_center"))
+    result.set_cold_overlap(0.0)
+    assert "overlap_center" not in dict(result.model.named_buffers())
+    assert result.item_embeddings(notes).shape == plain_i.shape
+
+
+def _row_l1(m):
+    import scipy.sparse as sp
+
+    tot = np.asarray(m.sum(axis=1)).ravel()
+    return sp.csr_matrix(sp.diags(1.0 / np.where(tot > 0, tot, 1.0)) @ m)
+
+
+def test_cold_overlap_weight_is_calibrated_on_the_window(tiny_data):
+    ex = build_training_examples(tiny_data)
+    cfg = TrainConfig(epochs=1, freshness=True, calibrate_days=5.0)
+    cal = calibrate_freshness(tiny_data, ex, cfg, min_users=1)
+    assert [g["cold_overlap"] for g in cal.overlap_grid] == list(OVERLAPS)
+    top = max(g["cold_recall@50"] for g in cal.overlap_grid)
+    within = [g["cold_overlap"] for g in cal.overlap_grid if g["cold_recall@50"] >= 0.995 * top]
+    assert cal.cold_overlap == min(within)
+    assert cal.as_dict()["cold_overlap"] == cal.cold_overlap
+    result = train(tiny_data, ex, cfg)
+    assert result.model.config.cold_overlap == result.calibration["cold_overlap"]
+    # off by flag, and off (with the reason) when the window has too few cold users
+    off = calibrate_freshness(tiny_data, ex, replace(cfg, cold_overlap=False), min_users=1)
+    assert off.cold_overlap == 0.0 and off.overlap_grid == [] and off.overlap_reason == "off"
+    thin = calibrate_freshness(tiny_data, ex, cfg, min_users=1_000_000)
+    assert thin.cold_overlap == 0.0
+
+
+def test_cold_overlap_is_validated():
+    with pytest.raises(ConfigError, match="cold_overlap"):
+        TwoTowerConfig(num_users=2, num_notes=2, num_tags=2, num_categories=2, cold_overlap=-1.0)
+    with pytest.raises(ConfigError, match="shared_overlap"):
+        TwoTowerConfig(num_users=2, num_notes=2, num_tags=2, num_categories=2, shared_overlap=float("nan"))
+    ids = TwoTowerConfig(
+        num_users=2, num_notes=2, num_tags=2, num_categories=2, feature_set="ids", cold_overlap=1.0
+    )
+    assert not ids.has_cold_overlap and ids.overlap_dim == 0
