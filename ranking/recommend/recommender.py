@@ -291,10 +291,11 @@ class Recommender:
             raise ConfigError(f"candidates: got {n!r}; expected an integer >= 1")
         filters = filters or Filters()
         u = self.users.row(user_id)
-        q = self.users.vector(u, self.now_s)
+        vector = self.users.vector(u, self.now_s)
+        q, q_cold = self.towers.query(vector), self.towers.query(vector, cold_only=True)
         mask = filter_mask(self.live, filters, self.users.seen[u])
         cold = 0 if filters.cold_start_only else self.cold_candidates
-        return search(self.live, q, mask, filters, n, cold_candidates=cold)
+        return search(self.live, q, mask, filters, n, cold_candidates=cold, q_cold=q_cold)
 
     def _slates(
         self, users: list[int], lens: np.ndarray, notes: np.ndarray, rscores: np.ndarray, k: int
@@ -362,7 +363,7 @@ class Recommender:
         """
         u = self.users.row(user_id)
         notes = self.live.rows(note_ids)
-        rscores = (self.items[notes] @ self.users.vector(u, self.now_s)).astype(np.float32)
+        rscores = (self.items[notes] @ self.towers.query(self.users.vector(u, self.now_s))).astype(np.float32)
         return self._slates([u], np.array([len(notes)], np.int64), notes, rscores, len(notes))[0]
 
     # ---- cold start ----------------------------------------------------------------------------

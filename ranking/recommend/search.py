@@ -70,15 +70,28 @@ def search(
     n: int,
     *,
     cold_candidates: int = 0,
+    q_cold: np.ndarray | None = None,
 ) -> tuple[np.ndarray, np.ndarray]:
     """Top ``n`` (note indices, scores) for the user vector ``q`` (D,) among the notes ``mask`` allows,
-    then up to ``cold_candidates`` allowed cold-start notes not among them (the cold-start channel)."""
+    then up to ``cold_candidates`` allowed cold-start notes not among them (the cold-start channel).
+
+    ``q_cold``: the query that picks cold-start notes among themselves (the channel, and every search
+    under ``cold_start_only``; ``TwoTowerConfig.cold_overlap``), default ``q``. Scores are always
+    ``q``'s, the retrieval score the ranker was trained on.
+    """
+    if q_cold is not None and filters.cold_start_only:
+        notes, _ = _top(live, q_cold, mask, filters, n)
+        return notes, (live.items[notes] @ q).astype(np.float32)
     notes, scores = _top(live, q, mask, filters, n)
     if not cold_candidates:
         return notes, scores
     cold = live.cold.copy() if mask is None else mask & live.cold
     cold[notes] = False
-    extra, extra_scores = top_exact(live.items, q, np.flatnonzero(cold), cold_candidates)
+    extra, extra_scores = top_exact(
+        live.items, q if q_cold is None else q_cold, np.flatnonzero(cold), cold_candidates
+    )
+    if q_cold is not None:
+        extra_scores = (live.items[extra] @ q).astype(np.float32)
     return np.concatenate([notes, extra]), np.concatenate([scores, extra_scores])
 
 

@@ -35,12 +35,18 @@ class Towers:
         self._encoder.note_map = self.live.note_map
 
     def users(self, ex: Examples) -> np.ndarray:
-        """(B, D) user embeddings of the user side of ``ex``."""
+        """(B, D) user embeddings of the user side of ``ex``, the cold-start overlap entries at weight 1:
+        :meth:`query` turns one into the query of a search over every note or over cold notes only."""
         import torch
 
         self._sync()
         with torch.no_grad():
-            return self.model.model.user_embedding(self._encoder.encode(ex)).numpy()
+            return self.model.model.user_embedding(self._encoder.encode(ex), overlap_weight=1.0).numpy()
+
+    def query(self, vector: np.ndarray, *, cold_only: bool = False) -> np.ndarray:
+        """A cached user vector (:meth:`users`) as the query over every note, or over cold-start notes
+        only (``TwoTowerConfig.cold_overlap``); ``vector`` itself when the model has no overlap term."""
+        return self.model.model.config.query(vector, cold_only=cold_only)
 
     def notes(self, notes: np.ndarray) -> np.ndarray:
         """(K, D) float32 item embeddings of note indices ``notes`` (K,)."""
