@@ -171,12 +171,15 @@ class _Pools:
     def score(
         self, name: str, kind: str, scorer: Scorer, extra: dict[str, Any], segment: Scorer | None = None
     ) -> None:
-        """Score ``scorer`` in every pool (``segment``, when given, in the cold-among-cold pool)."""
-        from ranking.retrieval.evaluate import evaluate_retrieval
+        """Score ``scorer`` in every pool; ``segment``, when given, scores the cold notes of the
+        ``segment`` pool (cold among cold: the model's cold-only query)."""
+        from ranking.retrieval.evaluate import evaluate_retrieval, evaluate_split
 
         for pool, test in self.tests.items():
-            by = segment if pool == "segment" and segment is not None else scorer
-            m = evaluate_retrieval(by, test, ks=self.ks)
+            if pool == "segment" and segment is not None:
+                m = evaluate_split(scorer, segment, test, ks=self.ks)
+            else:
+                m = evaluate_retrieval(scorer, test, ks=self.ks)
             self.rows.append({"model": name, "kind": kind, "pool": pool, **extra, **m})
 
     def table(self) -> pd.DataFrame:

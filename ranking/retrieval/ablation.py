@@ -73,7 +73,12 @@ def run_ablation(
     import torch
 
     from ranking.data import build_training_examples, load_catalog, load_run_data
-    from ranking.retrieval.evaluate import EmbeddingScorer, evaluate_retrieval, retrieval_test_set
+    from ranking.retrieval.evaluate import (
+        EmbeddingScorer,
+        evaluate_retrieval,
+        evaluate_split,
+        retrieval_test_set,
+    )
     from ranking.retrieval.peers import PopularityScorer, TagOverlapScorer
     from ranking.retrieval.train import TrainConfig, train
 
@@ -93,8 +98,10 @@ def run_ablation(
 
         def score(model: str, scorer: Any, extra: dict[str, Any], segment: Any = None) -> None:
             for pool, test in tests.items():
-                by = segment if pool == "segment" and segment is not None else scorer
-                m = evaluate_retrieval(by, test, ks=(50,), seed=seed)
+                if pool == "segment" and segment is not None:
+                    m = evaluate_split(scorer, segment, test, ks=(50,), seed=seed)
+                else:
+                    m = evaluate_retrieval(scorer, test, ks=(50,), seed=seed)
                 rows.append({"model": model, "pool": pool, **{k: m[k] for k in _METRICS}, **extra})
 
         for name in names:

@@ -36,6 +36,7 @@ __all__ = [
     "Scorer",
     "auc",
     "evaluate_retrieval",
+    "evaluate_split",
     "gauc",
     "group_ndcg",
     "retrieval_test_set",
@@ -160,6 +161,16 @@ def with_cold_slots(top: np.ndarray, cold_top: np.ndarray, every: int) -> np.nda
             used.add(nxt)
             out[r, i] = nxt
     return out
+
+
+def evaluate_split(
+    warm: Scorer, cold: Scorer, test: RetrievalTestSet, ks: Sequence[int] = (10, 50), seed: int = 0
+) -> dict[str, float]:
+    """:func:`evaluate_retrieval` with the cold segment scored by ``cold`` and the rest by ``warm``:
+    a model whose cold-only query differs from its shared one (``TwoTowerConfig.cold_overlap``)."""
+    w = evaluate_retrieval(warm, test, ks=ks, seed=seed)
+    c = evaluate_retrieval(cold, test, ks=ks, seed=seed)
+    return {k: (c if k.startswith("cold_") else w)[k] for k in w}
 
 
 def evaluate_retrieval(

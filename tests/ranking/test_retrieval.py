@@ -200,3 +200,17 @@ def test_quota_pool_lifts_cold_recall_of_a_warm_biased_scorer(tiny_data):
         retrieval_test_set(data, pool="quota", cold_quota=0)
     with pytest.raises(ConfigError, match="pool"):
         retrieval_test_set(data, pool="cold")
+
+
+def test_evaluate_split_takes_cold_metrics_from_the_cold_scorer(tiny_data):
+    from ranking.retrieval.evaluate import evaluate_split
+    from ranking.retrieval.peers import PopularityScorer, TagOverlapScorer
+
+    data = tiny_data
+    test = retrieval_test_set(data, pool="segment")
+    warm, cold = PopularityScorer(data), TagOverlapScorer(data)
+    split = evaluate_split(warm, cold, test, ks=(10,))
+    w, c = evaluate_retrieval(warm, test, ks=(10,)), evaluate_retrieval(cold, test, ks=(10,))
+    assert set(split) == set(w)
+    assert all(split[k] == (c[k] if k.startswith("cold_") else w[k]) for k in split)
+    assert any(w[k] != c[k] for k in w if k.startswith("cold_recall"))  # the two differ: the test can fail
