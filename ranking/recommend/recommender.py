@@ -153,7 +153,10 @@ class Recommender:
         self.explain = explain
         base = model.data
         self.now_s = float(now_s) if now_s is not None else _after_last_event(base)
-        self.live = LiveCatalog(base, model.encoder.note_map, model.item_embeddings(), index_kind)
+        cfg = model.model.config
+        # the query over every note ignores the cold-start overlap columns: leave them out of the index
+        unindexed = cfg.overlap_slice if cfg.has_cold_overlap and cfg.shared_overlap == 0 else None
+        self.live = LiveCatalog(base, model.encoder.note_map, model.item_embeddings(), index_kind, unindexed)
         self.towers = Towers(model, self.live)
         self.users = UserStates(
             base,

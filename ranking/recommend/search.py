@@ -104,7 +104,8 @@ def _top(
         return top_exact(live.items, q, np.flatnonzero(mask), n)
     excluded = 0 if mask is None else total - int(mask.sum())
     fetch = min(total, n + excluded)
-    scores, rows = live.index.index.search(np.ascontiguousarray(q[None, :], dtype=np.float32), fetch)
+    query = live.indexed(np.ascontiguousarray(q[None, :], dtype=np.float32))
+    scores, rows = live.index.index.search(query, fetch)
     rows, scores = rows[0], scores[0]
     keep = rows >= 0
     if mask is not None:

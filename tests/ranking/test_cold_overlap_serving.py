@@ -6,17 +6,18 @@ from __future__ import annotations
 import copy
 
 import numpy as np
+import pytest
 
 from ranking.recommend import Recommender
 from ranking.recommend.values import Filters
 from ranking.retrieval.train import RetrievalModel
 
 
-def _recommender(trained, weight: float) -> Recommender:
+def _recommender(trained, weight: float, kind: str = "exact") -> Recommender:
     model, ranker = trained
     m = RetrievalModel(copy.deepcopy(model.model), model.encoder, model.data, model.config)
     m.set_cold_overlap(weight)
-    return Recommender(m, ranker, index_kind="exact", now_s=model.data.cutoff_s + 3600.0, cold_candidates=5)
+    return Recommender(m, ranker, index_kind=kind, now_s=model.data.cutoff_s + 3600.0, cold_candidates=5)
 
 
 def _add_copies(rec: Recommender, n: int = 30) -> None:
@@ -37,6 +38,8 @@ def test_cold_only_search_uses_the_cold_query_and_shared_scores(trained):
     vector = rec.users.vector(u, rec.now_s)
     q, q_cold = rec.towers.query(vector), rec.towers.query(vector, cold_only=True)
     assert not np.allclose(q, q_cold)
+    # the index leaves the overlap columns out (the shared query multiplies them by 0)
+    assert rec.index.index.d == cfg.vector_dim - cfg.overlap_dim == rec.items.shape[1] - cfg.overlap_dim
     notes, scores = rec.retrieve(user, 10, Filters(cold_start_only=True))
     cold = np.flatnonzero(rec.live.cold & ~np.isin(np.arange(rec.num_notes), rec.users.seen[u]))
     by_cold = cold[np.argsort(-(rec.items[cold] @ q_cold), kind="stable")][:10]
@@ -53,3 +56,16 @@ def test_cold_only_search_uses_the_cold_query_and_shared_scores(trained):
     assert np.allclose(main_scores, rec.items[main] @ q, atol=1e-5)
     # recommend works end to end with the term on
     assert rec.recommend(user, k=5, filters=Filters(cold_start_only=True))
+
+
+@pytest.mark.parametrize("kind", ["ivf", "hnsw"])
+def test_narrow_index_survives_adds_and_retags(trained, kind):
+    rec = _recommender(trained, 1.0, kind)
+    _add_copies(rec, 10)
+    src = str(rec.catalog.note_ids[1])
+    rec.add_note("copy-3", rec.note_category(src), rec.note_tags(src))  # a re-tag: update or rebuild
+    cfg = rec.towers.model.model.config
+    assert rec.index.index.d == rec.items.shape[1] - cfg.overlap_dim
+    assert len(rec.index) == rec.num_notes
+    notes, _ = rec.retrieve(rec.user_ids()[0], 10)
+    assert len(notes) == 15  # 10 + the cold-start channel's 5
