@@ -189,12 +189,16 @@ def _calibrate_overlap(
         return 0.0, [], "off" if not config.cold_overlap else "the feature set has no tags"
     seg = _at_most(retrieval_test_set(val_data, pool="segment"), max_users, config.seed)
     center = model.content_center()
+    # item vectors do not depend on c; the cold query is the weight-1 query with its overlap part x c
+    model.model.set_cold_overlap(1.0, center)
+    ones = model.user_embeddings(seg.users, start, cold_only=True)
+    items = model.item_embeddings(at_s=start)
+    cols = model.model.config.overlap_slice
     grid: list[dict[str, float]] = []
     for c in OVERLAPS:
-        model.model.set_cold_overlap(c, center if c > 0 else None)
-        users = model.user_embeddings(seg.users, start, cold_only=True)
-        scorer = EmbeddingScorer(users, seg.users, model.item_embeddings(at_s=start))
-        m = evaluate_retrieval(scorer, seg, ks=(50,), seed=config.seed)
+        users = ones.copy()
+        users[:, cols] *= c
+        m = evaluate_retrieval(EmbeddingScorer(users, seg.users, items), seg, ks=(50,), seed=config.seed)
         if m["cold_users"] < min_users:
             model.model.set_cold_overlap(0.0)
             reason = f"{m['cold_users']} users with a click on a note created in the window (fewer than {min_users})"
