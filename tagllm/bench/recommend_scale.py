@@ -308,6 +308,12 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--k", type=int, default=K, help="notes per Recommend")
     p.add_argument("--candidates", type=int, default=CANDIDATES, help="retrieval candidates per Recommend")
     p.add_argument("--chunk", type=int, default=20_000, help="notes per add_notes call while growing")
+    p.add_argument(
+        "--faiss-threads",
+        type=int,
+        default=0,
+        help="OpenMP threads for faiss searches (0 = faiss's default, what `tagllm serve` runs with)",
+    )
     p.add_argument("--no-grpc", dest="grpc", action="store_false", help="in-process timings only")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--json", action="store_true", help="compact JSON (default: indented)")
@@ -320,10 +326,16 @@ def main(argv: list[str] | None = None) -> int:
     for name in ("notes", "calls", "k", "candidates", "chunk"):
         if getattr(args, name) < 1:
             parser.error(f"--{name}: got {getattr(args, name)}; expected an integer >= 1")
+    if args.faiss_threads < 0:
+        parser.error(f"--faiss-threads: got {args.faiss_threads}; expected an integer >= 0 (0 = default)")
     if args.warmup < 0:
         parser.error(f"--warmup: got {args.warmup}; expected an integer >= 0")
     if args.candidates < args.k:
         parser.error(f"--candidates: got {args.candidates}; expected >= --k ({args.k})")
+    if args.faiss_threads:
+        # OpenMP reads this once, when faiss loads (below): it then holds for every thread, the gRPC
+        # server's worker included (omp_set_num_threads would set the calling thread's only)
+        os.environ["OMP_NUM_THREADS"] = str(args.faiss_threads)
     from ranking.retrieval.index import INDEX_KINDS
 
     args.kinds = [k.strip() for k in args.index_kinds.split(",") if k.strip()]
