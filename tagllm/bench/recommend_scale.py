@@ -144,7 +144,7 @@ def _recall(rec: Recommender, found: dict[str, np.ndarray], exact: dict[str, np.
     of equally scored copies comes back is arbitrary and note-id overlap would understate recall)."""
     hits = total = 0
     for u, rows in found.items():
-        q = rec.users.vector(rec.users.row(u), rec.now_s)
+        q = rec.towers.query(rec.users.vector(rec.users.row(u), rec.now_s))  # the shared query
         kth = float(np.min(rec.items[exact[u]] @ q)) if len(exact[u]) else 0.0
         hits += int(np.sum(rec.items[rows[:n]] @ q >= kth - 1e-5))
         total += min(n, len(exact[u]))
@@ -172,7 +172,7 @@ def _measure(
         rec.live.index = None  # type: ignore[assignment]  # drop the previous index before building
         gc.collect()
         t0 = time.perf_counter()
-        rec.live.index = NoteIndex.build(rec.items, ids, kind=kind)
+        rec.live.index = NoteIndex.build(rec.live.indexed(rec.items), ids, kind=kind)
         r: dict[str, Any] = {"build_s": round(time.perf_counter() - t0, 1)}
         r["index_bytes"] = _index_bytes(rec.live.index, kind)
         gc.collect()
@@ -256,7 +256,9 @@ def bench(args: argparse.Namespace) -> dict[str, Any]:
         gc.collect()
         from ranking.retrieval.index import NoteIndex
 
-        rec.live.index = NoteIndex.build(rec.items, list(rec.catalog.note_ids), kind="exact")
+        rec.live.index = NoteIndex.build(
+            rec.live.indexed(rec.items), list(rec.catalog.note_ids), kind="exact"
+        )
         log.info("growing the catalog from %d to %d notes", rec.num_notes, args.notes)
         result["grow"] = grow(rec, args.notes, chunk=args.chunk)
         result["grow"]["rss_mb_after"] = _rss_mb()
