@@ -34,27 +34,10 @@ class LiveCatalog:
         note_map: (N,) the retrieval encoder's note-id map (new notes get id 0: unseen).
         items: (N, D) float32 note embeddings, in catalog order.
         index_kind: ``exact``, ``ivf`` or ``hnsw`` (:class:`~ranking.retrieval.index.NoteIndex`).
-        unindexed: columns of ``items`` the index leaves out (the cold-start overlap term, which the
-            query over every note multiplies by 0: same scores, a far narrower index); searches over
-            cold notes only score ``items`` exactly with every column.
     """
 
-    def __init__(
-        self,
-        data: RunData,
-        note_map: np.ndarray,
-        items: np.ndarray,
-        index_kind: str,
-        unindexed: slice | None = None,
-    ) -> None:
+    def __init__(self, data: RunData, note_map: np.ndarray, items: np.ndarray, index_kind: str) -> None:
         c = data.catalog
-        width = items.shape[1] if items.ndim == 2 else 0
-        cols = np.arange(width)
-        self._index_cols = (
-            None
-            if unindexed is None or unindexed.start == unindexed.stop
-            else np.setdiff1d(cols, cols[unindexed])
-        )
         inter = data.interactions
         self._base = c
         self._index = dict(c.index)  # ours: grown in place
@@ -71,7 +54,7 @@ class LiveCatalog:
         self._clicks = GrowableArray(np.bincount(inter.note[m_clk], minlength=c.num_notes), np.float64)
         self._note_map = GrowableArray(note_map, np.int64)
         self._items = GrowableArray(items, np.float32)
-        self.index = NoteIndex.build(self.indexed(items), list(c.note_ids), kind=index_kind)
+        self.index = NoteIndex.build(items, list(c.note_ids), kind=index_kind)
         self.cat_index = {name: i for i, name in enumerate(c.categories, start=1)}
         self._dim_ids = {d: i for i, d in enumerate(c.dimensions, start=1)}
         self._tag_text = np.empty(c.num_tags, dtype=object)
@@ -85,12 +68,6 @@ class LiveCatalog:
         self._tag_dim_cache: np.ndarray | None = None
 
     # ---- views ----------------------------------------------------------------------------------
-
-    def indexed(self, vectors: np.ndarray) -> np.ndarray:
-        """``vectors`` (..., D) as the index holds them (without the ``unindexed`` columns)."""
-        if self._index_cols is None:
-            return vectors
-        return np.ascontiguousarray(vectors[..., self._index_cols], dtype=np.float32)
 
     @property
     def catalog(self) -> NoteCatalog:
@@ -258,13 +235,11 @@ class LiveCatalog:
         vec = embed(np.array([i]))
         if replaced:
             self._items.view()[i] = vec[0]
-            if not self.index.update(i, self.indexed(vec)[0]):  # hnsw cannot remove a vector: rebuild
-                self.index = NoteIndex.build(
-                    self.indexed(self.items), list(self.catalog.note_ids), kind=self.index.kind
-                )
+            if not self.index.update(i, vec[0]):  # hnsw cannot remove a vector: rebuild
+                self.index = NoteIndex.build(self.items, list(self.catalog.note_ids), kind=self.index.kind)
         else:
             self._items.extend(vec)
-            self.index.add(self.indexed(vec), [note_id])
+            self.index.add(vec, [note_id])
         texts = tuple(self._tag_text[t] for t, _, _ in known)
         return AddedNote(note_id, texts, unknown, len(self.index), replaced)
 
@@ -322,7 +297,7 @@ class LiveCatalog:
         vecs = embed(np.arange(start, start + len(notes)))
         self._items.extend(vecs)
         size = len(self.index)
-        self.index.add(self.indexed(vecs), [n for n, _, _ in notes])
+        self.index.add(vecs, [n for n, _, _ in notes])
         return [
             AddedNote(
                 note_id,

@@ -36,6 +36,7 @@ from ranking.data import NoteCatalog, RunData
 from ranking.recommend.exploration import Exploration, check_click_probabilities, exploration_keys
 from ranking.recommend.live_catalog import LiveCatalog
 from ranking.recommend.load import file_version, load_ranker, load_retrieval
+from ranking.recommend.overlap import ColdOverlap
 from ranking.recommend.results import Slate, slates
 from ranking.recommend.search import filter_mask, ranker_scores, search
 from ranking.recommend.towers import Towers
@@ -153,10 +154,12 @@ class Recommender:
         self.explain = explain
         base = model.data
         self.now_s = float(now_s) if now_s is not None else _after_last_event(base)
-        cfg = model.model.config
-        # the query over every note ignores the cold-start overlap columns: leave them out of the index
-        unindexed = cfg.overlap_slice if cfg.has_cold_overlap and cfg.shared_overlap == 0 else None
-        self.live = LiveCatalog(base, model.encoder.note_map, model.item_embeddings(), index_kind, unindexed)
+        # the cold-start overlap columns are not stored (scored sparsely in cold-only searches)
+        overlap = ColdOverlap.of(model)
+        items = model.item_embeddings()
+        self.live = LiveCatalog(
+            base, model.encoder.note_map, items if overlap is None else overlap.narrow(items), index_kind
+        )
         self.towers = Towers(model, self.live)
         self.users = UserStates(
             base,
@@ -295,10 +298,12 @@ class Recommender:
         filters = filters or Filters()
         u = self.users.row(user_id)
         vector = self.users.vector(u, self.now_s)
-        q, q_cold = self.towers.query(vector), self.towers.query(vector, cold_only=True)
+        overlap = self.towers.overlap
+        cold_score = None if overlap is None else (lambda rows: overlap.cold_scores(self.live, rows, vector))
         mask = filter_mask(self.live, filters, self.users.seen[u])
         cold = 0 if filters.cold_start_only else self.cold_candidates
-        return search(self.live, q, mask, filters, n, cold_candidates=cold, q_cold=q_cold)
+        q = self.towers.query(vector)
+        return search(self.live, q, mask, filters, n, cold_candidates=cold, cold_score=cold_score)
 
     def _slates(
         self, users: list[int], lens: np.ndarray, notes: np.ndarray, rscores: np.ndarray, k: int

@@ -3,7 +3,7 @@ allowed set, and the ranker's scores of the candidates."""
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from typing import TYPE_CHECKING
 
 import numpy as np
@@ -70,29 +70,39 @@ def search(
     n: int,
     *,
     cold_candidates: int = 0,
-    q_cold: np.ndarray | None = None,
+    cold_score: Callable[[np.ndarray], np.ndarray] | None = None,
 ) -> tuple[np.ndarray, np.ndarray]:
     """Top ``n`` (note indices, scores) for the user vector ``q`` (D,) among the notes ``mask`` allows,
     then up to ``cold_candidates`` allowed cold-start notes not among them (the cold-start channel).
 
-    ``q_cold``: the query that picks cold-start notes among themselves (the channel, and every search
-    under ``cold_start_only``; ``TwoTowerConfig.cold_overlap``), default ``q``. Scores are always
-    ``q``'s, the retrieval score the ranker was trained on.
+    ``cold_score``: scores of note indices under the query that ranks cold-start notes among
+    themselves (``TwoTowerConfig.cold_overlap``; :class:`~ranking.recommend.overlap.ColdOverlap`),
+    used by the channel and by every search under ``cold_start_only``; default ``items @ q``. The
+    returned scores are always ``items @ q``, the retrieval score the ranker was trained on.
     """
-    if q_cold is not None and filters.cold_start_only:
-        notes, _ = _top(live, q_cold, mask, filters, n)
+    if cold_score is not None and filters.cold_start_only and mask is not None:
+        notes = _best(np.flatnonzero(mask), cold_score, n)
         return notes, (live.items[notes] @ q).astype(np.float32)
     notes, scores = _top(live, q, mask, filters, n)
     if not cold_candidates:
         return notes, scores
     cold = live.cold.copy() if mask is None else mask & live.cold
     cold[notes] = False
-    extra, extra_scores = top_exact(
-        live.items, q if q_cold is None else q_cold, np.flatnonzero(cold), cold_candidates
-    )
-    if q_cold is not None:
+    if cold_score is None:
+        extra, extra_scores = top_exact(live.items, q, np.flatnonzero(cold), cold_candidates)
+    else:
+        extra = _best(np.flatnonzero(cold), cold_score, cold_candidates)
         extra_scores = (live.items[extra] @ q).astype(np.float32)
     return np.concatenate([notes, extra]), np.concatenate([scores, extra_scores])
+
+
+def _best(allowed: np.ndarray, score: Callable[[np.ndarray], np.ndarray], n: int) -> np.ndarray:
+    """The ``n`` best of ``allowed`` by ``score(allowed)``, best first."""
+    if not len(allowed) or n < 1:
+        return np.zeros(0, np.int64)
+    s = score(allowed)
+    top = np.argpartition(-s, n - 1)[:n] if len(s) > n else np.arange(len(s))
+    return allowed[top[np.argsort(-s[top], kind="stable")]].astype(np.int64)
 
 
 def _top(
@@ -104,8 +114,7 @@ def _top(
         return top_exact(live.items, q, np.flatnonzero(mask), n)
     excluded = 0 if mask is None else total - int(mask.sum())
     fetch = min(total, n + excluded)
-    query = live.indexed(np.ascontiguousarray(q[None, :], dtype=np.float32))
-    scores, rows = live.index.index.search(query, fetch)
+    scores, rows = live.index.index.search(np.ascontiguousarray(q[None, :], dtype=np.float32), fetch)
     rows, scores = rows[0], scores[0]
     keep = rows >= 0
     if mask is not None:

@@ -10,6 +10,7 @@ import numpy as np
 
 from ranking.data import Examples
 from ranking.recommend.live_catalog import LiveCatalog
+from ranking.recommend.overlap import ColdOverlap
 
 if TYPE_CHECKING:
     from ranking.retrieval.train import RetrievalModel
@@ -28,6 +29,7 @@ class Towers:
     def __init__(self, model: RetrievalModel, live: LiveCatalog) -> None:
         self.model = model
         self.live = live
+        self.overlap = ColdOverlap.of(model)
         self._encoder = copy.copy(model.encoder)  # ours: its catalog and note map follow ``live``
 
     def _sync(self) -> None:
@@ -35,25 +37,27 @@ class Towers:
         self._encoder.note_map = self.live.note_map
 
     def users(self, ex: Examples) -> np.ndarray:
-        """(B, D) user embeddings of the user side of ``ex``, the cold-start overlap entries at weight 1:
-        :meth:`query` turns one into the query of a search over every note or over cold notes only."""
+        """(B, D) user embeddings of the user side of ``ex``; with the cold-start overlap term, its
+        entries at weight 1 (the user's bags): :meth:`query` and
+        :meth:`~ranking.recommend.overlap.ColdOverlap.cold_scores` derive both queries from it."""
         import torch
 
         self._sync()
         with torch.no_grad():
             return self.model.model.user_embedding(self._encoder.encode(ex), overlap_weight=1.0).numpy()
 
-    def query(self, vector: np.ndarray, *, cold_only: bool = False) -> np.ndarray:
-        """A cached user vector (:meth:`users`) as the query over every note, or over cold-start notes
-        only (``TwoTowerConfig.cold_overlap``); ``vector`` itself when the model has no overlap term."""
-        return self.model.model.config.query(vector, cold_only=cold_only)
+    def query(self, vector: np.ndarray) -> np.ndarray:
+        """A cached user vector (:meth:`users`) as the query over the stored item vectors (the
+        overlap columns dropped: the query over every note gives them weight 0)."""
+        return vector if self.overlap is None else self.overlap.narrow(vector)
 
     def notes(self, notes: np.ndarray) -> np.ndarray:
-        """(K, D) float32 item embeddings of note indices ``notes`` (K,)."""
+        """(K, D') float32 item embeddings of note indices ``notes`` (K,), as stored: without the
+        cold-start overlap columns (scored sparsely, :mod:`ranking.recommend.overlap`)."""
         import torch
 
         self._sync()
         self.model.model.eval()
         with torch.no_grad():
             vec = self.model.model.item_embedding(self._encoder.encode(notes=notes)).numpy()
-        return vec.astype(np.float32)
+        return vec.astype(np.float32) if self.overlap is None else self.overlap.narrow(vec)

@@ -172,7 +172,7 @@ def _measure(
         rec.live.index = None  # type: ignore[assignment]  # drop the previous index before building
         gc.collect()
         t0 = time.perf_counter()
-        rec.live.index = NoteIndex.build(rec.live.indexed(rec.items), ids, kind=kind)
+        rec.live.index = NoteIndex.build(rec.items, ids, kind=kind)
         r: dict[str, Any] = {"build_s": round(time.perf_counter() - t0, 1)}
         r["index_bytes"] = _index_bytes(rec.live.index, kind)
         gc.collect()
@@ -257,7 +257,7 @@ def bench(args: argparse.Namespace) -> dict[str, Any]:
         from ranking.retrieval.index import NoteIndex
 
         rec.live.index = NoteIndex.build(
-            rec.live.indexed(rec.items), list(rec.catalog.note_ids), kind="exact"
+            rec.items, list(rec.catalog.note_ids), kind="exact"
         )
         log.info("growing the catalog from %d to %d notes", rec.num_notes, args.notes)
         result["grow"] = grow(rec, args.notes, chunk=args.chunk)
