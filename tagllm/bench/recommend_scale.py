@@ -256,9 +256,7 @@ def bench(args: argparse.Namespace) -> dict[str, Any]:
         gc.collect()
         from ranking.retrieval.index import NoteIndex
 
-        rec.live.index = NoteIndex.build(
-            rec.items, list(rec.catalog.note_ids), kind="exact"
-        )
+        rec.live.index = NoteIndex.build(rec.items, list(rec.catalog.note_ids), kind="exact")
         log.info("growing the catalog from %d to %d notes", rec.num_notes, args.notes)
         result["grow"] = grow(rec, args.notes, chunk=args.chunk)
         result["grow"]["rss_mb_after"] = _rss_mb()
