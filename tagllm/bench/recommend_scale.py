@@ -27,7 +27,6 @@ As ``tagllm serve`` does after loading, the long-lived objects are moved out of 
 from __future__ import annotations
 
 import argparse
-import asyncio
 import gc
 import json
 import logging
@@ -36,11 +35,10 @@ import platform
 import random
 import sys
 import tempfile
-import threading
 import time
-from collections.abc import Callable, Coroutine
+from collections.abc import Callable
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, TypeVar
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
@@ -56,7 +54,6 @@ log = logging.getLogger(__name__)
 K = 50
 CANDIDATES = 300
 RECALL_USERS = 100
-T = TypeVar("T")
 
 
 def _rss_mb() -> float:
@@ -100,23 +97,6 @@ def _index_bytes(index: Any, kind: str) -> int | None:
     if kind == "ivfpq":
         return int(sum(index.index.memory_bytes().values()))
     return None
-
-
-class _LoopThread:
-    """An asyncio loop in a daemon thread (the gRPC server's); ``run(coro)`` waits for a coroutine."""
-
-    def __init__(self) -> None:
-        self.loop = asyncio.new_event_loop()
-        self.thread = threading.Thread(target=self.loop.run_forever, name="server-loop", daemon=True)
-        self.thread.start()
-
-    def run(self, coro: Coroutine[Any, Any, T], timeout: float = 300) -> T:
-        return asyncio.run_coroutine_threadsafe(coro, self.loop).result(timeout)
-
-    def close(self) -> None:
-        self.loop.call_soon_threadsafe(self.loop.stop)
-        self.thread.join(10)
-        self.loop.close()
 
 
 def _timed(paths: dict[str, Callable[[str], Any]], warm: list[str], measured: list[str]) -> dict[str, Any]:
@@ -215,6 +195,7 @@ def bench(args: argparse.Namespace) -> dict[str, Any]:
 
     from ranking.recommend import Recommender
     from serving.api.v1 import recommendation_pb2_grpc
+    from serving.loop_thread import LoopThread
     from serving.server import start_server
 
     result: dict[str, Any] = {
@@ -242,7 +223,7 @@ def bench(args: argparse.Namespace) -> dict[str, Any]:
     running = None
     try:
         if args.grpc:
-            loop = _LoopThread()
+            loop = LoopThread()
             journal = Path(tempfile.mkdtemp(prefix="recommend-scale-")) / "none.journal"
             coro = start_server(
                 args.run, recommender=rec, tagger=None, features=None, port=0, journal=journal

@@ -7,19 +7,17 @@ are test doubles: the real server defaults to the run's student and the run's Fe
 
 from __future__ import annotations
 
-import asyncio
 import threading
 import time
-from collections.abc import Coroutine, Iterator, Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any
 
 import pytest
 
+from serving.loop_thread import LoopThread
 from tagging.types import NoteInput, Tag, TagResult
-
-T = TypeVar("T")
 
 
 @pytest.fixture(scope="session")
@@ -35,23 +33,6 @@ def serving_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
     retrieval_stage(run, tag_sources=["ground_truth"], config=TrainConfig(epochs=1), peers=False)
     ranker_stage(run, tag_source="ground_truth", config=RankerConfig(n_estimators=10))
     return run
-
-
-class LoopThread:
-    """An asyncio loop in a daemon thread; ``run(coro)`` waits for a coroutine scheduled on it."""
-
-    def __init__(self) -> None:
-        self.loop = asyncio.new_event_loop()
-        self.thread = threading.Thread(target=self.loop.run_forever, name="server-loop", daemon=True)
-        self.thread.start()
-
-    def run(self, coro: Coroutine[Any, Any, T], timeout: float = 300) -> T:
-        return asyncio.run_coroutine_threadsafe(coro, self.loop).result(timeout)
-
-    def close(self) -> None:
-        self.loop.call_soon_threadsafe(self.loop.stop)
-        self.thread.join(10)
-        self.loop.close()
 
 
 class TitleTagger:
