@@ -21,17 +21,7 @@ if TYPE_CHECKING:
     from ranking.recommend.live_catalog import LiveCatalog
     from ranking.retrieval.train import RetrievalModel
 
-__all__ = ["ColdOverlap", "dense_columns"]
-
-
-def dense_columns(model: RetrievalModel) -> np.ndarray | None:
-    """Column indices of the model's vectors the recommender stores (all but the overlap term's);
-    None when the model has no such term."""
-    cfg = model.model.config
-    if not cfg.has_cold_overlap:
-        return None
-    cols = np.arange(cfg.vector_dim)
-    return np.setdiff1d(cols, cols[cfg.overlap_slice])
+__all__ = ["ColdOverlap"]
 
 
 @dataclass(frozen=True)
@@ -60,8 +50,7 @@ class ColdOverlap:
             ConfigError: ``shared_overlap`` > 0 (the term in the query over every note is not served).
         """
         cfg = model.model.config
-        keep = dense_columns(model)
-        if keep is None:
+        if not cfg.has_cold_overlap:
             return None
         if cfg.shared_overlap:
             raise ConfigError(
@@ -69,6 +58,8 @@ class ColdOverlap:
                 "in cold-only searches only; expected 0"
             )
         center = model.model.get_buffer("overlap_center").detach().numpy().astype(np.float64)
+        cols = np.arange(cfg.vector_dim)
+        keep = np.setdiff1d(cols, cols[cfg.overlap_slice])
         return cls(float(cfg.cold_overlap), center, cfg.num_tags, cfg.overlap_slice, keep)
 
     def narrow(self, vectors: np.ndarray) -> np.ndarray:

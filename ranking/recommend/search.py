@@ -54,9 +54,16 @@ def filter_mask(live: LiveCatalog, filters: Filters, seen: Iterable[int]) -> np.
 
 def top_exact(items: np.ndarray, q: np.ndarray, allowed: np.ndarray, n: int) -> tuple[np.ndarray, np.ndarray]:
     """The ``n`` best of ``allowed`` note indices by ``items @ q``, best first (one mat-vec)."""
+    return _best(allowed, lambda rows: items[rows] @ q, n)
+
+
+def _best(
+    allowed: np.ndarray, score: Callable[[np.ndarray], np.ndarray], n: int
+) -> tuple[np.ndarray, np.ndarray]:
+    """The ``n`` best of ``allowed`` note indices by ``score(allowed)``, best first, with their scores."""
     if not len(allowed) or n < 1:
         return np.zeros(0, np.int64), np.zeros(0, np.float32)
-    s = items[allowed] @ q
+    s = score(allowed)
     top = np.argpartition(-s, n - 1)[:n] if len(s) > n else np.arange(len(s))
     top = top[np.argsort(-s[top], kind="stable")]
     return allowed[top].astype(np.int64), s[top].astype(np.float32)
@@ -81,7 +88,7 @@ def search(
     returned scores are always ``items @ q``, the retrieval score the ranker was trained on.
     """
     if cold_score is not None and filters.cold_start_only and mask is not None:
-        notes = _best(np.flatnonzero(mask), cold_score, n)
+        notes, _ = _best(np.flatnonzero(mask), cold_score, n)
         return notes, (live.items[notes] @ q).astype(np.float32)
     notes, scores = _top(live, q, mask, filters, n)
     if not cold_candidates:
@@ -91,18 +98,9 @@ def search(
     if cold_score is None:
         extra, extra_scores = top_exact(live.items, q, np.flatnonzero(cold), cold_candidates)
     else:
-        extra = _best(np.flatnonzero(cold), cold_score, cold_candidates)
+        extra, _ = _best(np.flatnonzero(cold), cold_score, cold_candidates)
         extra_scores = (live.items[extra] @ q).astype(np.float32)
     return np.concatenate([notes, extra]), np.concatenate([scores, extra_scores])
-
-
-def _best(allowed: np.ndarray, score: Callable[[np.ndarray], np.ndarray], n: int) -> np.ndarray:
-    """The ``n`` best of ``allowed`` by ``score(allowed)``, best first."""
-    if not len(allowed) or n < 1:
-        return np.zeros(0, np.int64)
-    s = score(allowed)
-    top = np.argpartition(-s, n - 1)[:n] if len(s) > n else np.arange(len(s))
-    return allowed[top[np.argsort(-s[top], kind="stable")]].astype(np.int64)
 
 
 def _top(

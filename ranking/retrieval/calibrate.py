@@ -180,8 +180,9 @@ def _calibrate_overlap(
 
     Every c of :data:`OVERLAPS` is scored on the window's notes created in it, ranked among
     themselves (the ``segment`` pool: cold users' Recall@50); the smallest c within ``tolerance``
-    of the best is kept and set on ``model`` (so the freshness grid is scored with it). Returns
-    (c, grid, reason): c = 0 with a reason when it is off or the window has too few cold users.
+    of the best is kept. ``model`` is left without the term: the freshness grid scores the query over
+    every note, which gives the term weight 0 (``shared_overlap``). Returns (c, grid, reason): c = 0
+    with a reason when it is off or the window has too few cold users.
     """
     from ranking.retrieval.evaluate import EmbeddingScorer, evaluate_retrieval, retrieval_test_set
 
@@ -194,13 +195,13 @@ def _calibrate_overlap(
     ones = model.user_embeddings(seg.users, start, cold_only=True)
     items = model.item_embeddings(at_s=start)
     cols = model.model.config.overlap_slice
+    model.model.set_cold_overlap(0.0)  # the freshness grid after this scores the shared query
     grid: list[dict[str, float]] = []
     for c in OVERLAPS:
         users = ones.copy()
         users[:, cols] *= c
         m = evaluate_retrieval(EmbeddingScorer(users, seg.users, items), seg, ks=(50,), seed=config.seed)
         if m["cold_users"] < min_users:
-            model.model.set_cold_overlap(0.0)
             reason = f"{m['cold_users']} users with a click on a note created in the window (fewer than {min_users})"
             log.warning("cold-start overlap weight set to 0 (off): %s", reason)
             return 0.0, [], reason
@@ -211,7 +212,6 @@ def _calibrate_overlap(
     best = min(
         (g for g in grid if g["cold_recall@50"] >= top * (1.0 - tolerance)), key=lambda g: g["cold_overlap"]
     )
-    model.model.set_cold_overlap(best["cold_overlap"], center if best["cold_overlap"] > 0 else None)
     log.info(
         "cold-start overlap weight %.2f (cold notes among cold notes, Recall@50 %.4f on the window; grid %s)",
         best["cold_overlap"],

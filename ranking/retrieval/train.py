@@ -66,7 +66,8 @@ class TrainConfig:
         cold_overlap: with the calibration (``calibrate_days`` > 0), also choose the weight of the
             cold-start overlap term (``TwoTowerConfig.cold_overlap``: the user's tag/category bag
             dot the note's, for notes without an id) on the notes created in the window, ranked
-            among themselves; the freshness scale is then chosen with that weight. False = off.
+            among themselves (it does not change the freshness scale's choice: the query over every
+            note gives the term weight 0). False = off.
         seed: torch and numpy seed.
         max_steps: stop after this many steps (0 = no limit); for tests and benchmarks.
     """
