@@ -29,7 +29,6 @@ from __future__ import annotations
 
 import json
 import logging
-import os
 import random
 import socket
 import struct
@@ -43,6 +42,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from features.errors import ConfigError, SchemaError, TagLLMError
+from features.io import write_json
 
 if TYPE_CHECKING:
     import pyarrow as pa
@@ -227,9 +227,7 @@ def _read_checkpoint(path: Path, identity: dict[str, Any]) -> int:
 
 
 def _write_checkpoint(path: Path, identity: dict[str, Any], rows_done: int) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(json.dumps({**identity, "rows_done": rows_done}), encoding="utf-8")
-    os.replace(tmp, path)
+    write_json({**identity, "rows_done": rows_done}, path)
 
 
 # ------------------------------------------------------------------------------------------- loading

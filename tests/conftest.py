@@ -27,3 +27,19 @@ def shared_data():
         return path
 
     return get
+
+
+@pytest.fixture(scope="session")
+def serving_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A prepared tiny synthetic run with a 1-epoch retrieval model and a 10-tree ranker (~20 s; built
+    once per session and shared by the serving tests and the recommend_scale benchmark test)."""
+    from features.prepare import prepare
+    from ranking.pipeline import ranker_stage, retrieval_stage
+    from ranking.ranker import RankerConfig
+    from ranking.retrieval.train import TrainConfig
+
+    run = tmp_path_factory.mktemp("serving_run")
+    prepare("synthetic", run, size="tiny", seed=0)
+    retrieval_stage(run, tag_sources=["ground_truth"], config=TrainConfig(epochs=1), peers=False)
+    ranker_stage(run, tag_source="ground_truth", config=RankerConfig(n_estimators=10))
+    return run

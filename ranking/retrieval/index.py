@@ -20,8 +20,6 @@ Example::
 
 from __future__ import annotations
 
-import os
-import tempfile
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -30,6 +28,7 @@ from typing import Any
 import numpy as np
 
 from features.errors import ConfigError
+from features.io import atomic_path
 from ranking.retrieval.ivfpq import IVFPQConfig, IVFPQIndex
 
 __all__ = ["INDEX_KINDS", "IVFPQConfig", "NoteIndex"]
@@ -236,16 +235,8 @@ class NoteIndex:
             arrays.update(self.index.to_arrays())
         else:
             arrays["faiss"] = faiss.serialize_index(self.index)
-        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-        try:
-            with os.fdopen(fd, "wb") as f:
-                np.savez(f, **arrays)
-                f.flush()
-                os.fsync(f.fileno())
-            os.replace(tmp, path)
-        except BaseException:
-            Path(tmp).unlink(missing_ok=True)
-            raise
+        with atomic_path(path) as tmp, open(tmp, "wb") as f:
+            np.savez(f, **arrays)
 
     @classmethod
     def load(cls, path: str | Path) -> NoteIndex:

@@ -20,21 +20,6 @@ from serving.loop_thread import LoopThread
 from tagging.types import NoteInput, Tag, TagResult
 
 
-@pytest.fixture(scope="session")
-def serving_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """A prepared tiny synthetic run with a 1-epoch retrieval model and a 10-tree ranker (~20 s)."""
-    from features.prepare import prepare
-    from ranking.pipeline import ranker_stage, retrieval_stage
-    from ranking.ranker import RankerConfig
-    from ranking.retrieval.train import TrainConfig
-
-    run = tmp_path_factory.mktemp("serving_run")
-    prepare("synthetic", run, size="tiny", seed=0)
-    retrieval_stage(run, tag_sources=["ground_truth"], config=TrainConfig(epochs=1), peers=False)
-    ranker_stage(run, tag_source="ground_truth", config=RankerConfig(n_estimators=10))
-    return run
-
-
 class TitleTagger:
     """Test double: the note's title is ``tag|tag|...``; each tag's dimension is its text before ':'.
 

@@ -10,21 +10,6 @@ import pytest
 from tagllm.bench.recommend_scale import main
 
 
-@pytest.fixture(scope="module")
-def tiny_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """A prepared tiny synthetic run with a 1-epoch retrieval model and a 10-tree ranker (~20 s)."""
-    from features.prepare import prepare
-    from ranking.pipeline import ranker_stage, retrieval_stage
-    from ranking.ranker import RankerConfig
-    from ranking.retrieval.train import TrainConfig
-
-    run = tmp_path_factory.mktemp("rec_scale_run")
-    prepare("synthetic", run, size="tiny", seed=0)
-    retrieval_stage(run, tag_sources=["ground_truth"], config=TrainConfig(epochs=1), peers=False)
-    ranker_stage(run, tag_source="ground_truth", config=RankerConfig(n_estimators=10))
-    return run
-
-
 def _usage_error(argv: list[str], capsys: pytest.CaptureFixture[str]) -> str:
     with pytest.raises(SystemExit) as exc:
         main(argv)
@@ -47,13 +32,15 @@ def test_usage_errors_name_the_flag(tmp_path: Path, capsys: pytest.CaptureFixtur
 
 
 def test_notes_below_the_run_size_is_a_usage_error(
-    tiny_run: Path, capsys: pytest.CaptureFixture[str]
+    serving_run: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    assert "--notes: got 5" in _usage_error(["--run", str(tiny_run), "--notes", "5"], capsys)
+    assert "--notes: got 5" in _usage_error(["--run", str(serving_run), "--notes", "5"], capsys)
 
 
-def test_grows_a_tiny_run_and_times_both_paths(tiny_run: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    argv = ["--run", str(tiny_run), "--notes", "3000", "--calls", "20", "--warmup", "3", "--chunk", "1000"]
+def test_grows_a_serving_run_and_times_both_paths(
+    serving_run: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    argv = ["--run", str(serving_run), "--notes", "3000", "--calls", "20", "--warmup", "3", "--chunk", "1000"]
     assert main([*argv, "--index-kinds", "ivfpq,exact", "--k", "10", "--candidates", "40", "--json"]) == 0
     out = json.loads(capsys.readouterr().out)
     assert out["index_kinds"] == ["exact", "ivfpq"]
