@@ -29,6 +29,7 @@ from features.vocab import TagVocabulary
 
 __all__ = [
     "ENGAGEMENT_WEIGHTS",
+    "EXPOSURE_LEN",
     "FEATURE_SOURCES",
     "TAG_SOURCES",
     "Examples",
@@ -37,10 +38,14 @@ __all__ = [
     "RunData",
     "UserTagBags",
     "build_training_examples",
+    "exposure_bags",
+    "last_shown",
     "load_catalog",
     "load_run_data",
     "ragged_gather",
     "resolve_tag_source",
+    "tag_mass",
+    "user_exposure",
     "user_states",
 ]
 
@@ -48,6 +53,9 @@ log = logging.getLogger(__name__)
 
 # Impressions carry no interest; stronger actions weigh more: the same weights as the Feast features.
 ENGAGEMENT_WEIGHTS: Mapping[str, float] = {e: w for e, w in DEFAULT_EVENT_WEIGHTS.items() if w > 0}
+
+# Impressions whose notes make a user's exposure bag (TwoTowerConfig.overlap_exposure): the last ones.
+EXPOSURE_LEN = 100
 
 # "auto" = student tags (tables/tags.parquet) when present, else teacher tags, else reference tags.
 TAG_SOURCES = ("auto", "student", "teacher", "ground_truth", "reference", "none")
@@ -324,6 +332,8 @@ class Examples:
         hist_weight: (H,) engagement weight of each history entry.
         user_tags: optional per-row user tag bags (e.g. from Feast); when set, the model's ``u_tags``
             bag is this instead of the tags of the history notes.
+        exposure: optional per-row tag bags of the notes each user was last shown
+            (:func:`user_exposure`), for the cold-start overlap term's ``overlap_exposure``.
     """
 
     user: np.ndarray
@@ -334,6 +344,7 @@ class Examples:
     hist_note: np.ndarray
     hist_weight: np.ndarray
     user_tags: UserTagBags | None = None
+    exposure: UserTagBags | None = None
 
     def __len__(self) -> int:
         return len(self.user)
@@ -349,6 +360,7 @@ class Examples:
             self.hist_note[pos],
             self.hist_weight[pos],
             None if self.user_tags is None else self.user_tags.take(rows),
+            None if self.exposure is None else self.exposure.take(rows),
         )
 
     def with_user_tags(self, bags: UserTagBags | None) -> Examples:
@@ -385,6 +397,84 @@ class UserTagBags:
             np.concatenate([[0], np.cumsum(lens)]).astype(np.int64), self.vals[pos], self.weight[pos]
         )
 
+    def dense(self, width: int) -> np.ndarray:
+        """(B, width) float32 matrix of the bags, each row normalized to sum 1 (empty rows stay 0)."""
+        row = np.repeat(np.arange(len(self)), np.diff(self.ptr))
+        out = np.zeros((len(self), width), np.float64)
+        np.add.at(out, (row, self.vals), self.weight)
+        total = out.sum(axis=1, keepdims=True)
+        return (out / np.where(total > 0, total, 1.0)).astype(np.float32)
+
+
+def tag_mass(catalog: NoteCatalog, notes: np.ndarray) -> np.ndarray:
+    """(len(notes),) float32: each note's sum of tag confidences (0 for a note without tags)."""
+    pos, lens = ragged_gather(catalog.tag_ptr, np.asarray(notes, np.int64))
+    row = np.repeat(np.arange(len(lens)), lens)
+    return np.bincount(row, weights=catalog.tag_conf[pos], minlength=len(lens)).astype(np.float32)
+
+
+def exposure_bags(catalog: NoteCatalog, ptr: np.ndarray, notes: np.ndarray) -> UserTagBags:
+    """One tag bag per row of the ragged note lists (``ptr``, ``notes``): each note's tags with its
+    confidences normalized to sum 1, so every note shown weighs the same."""
+    pos, lens = ragged_gather(catalog.tag_ptr, notes)
+    conf = catalog.tag_conf[pos].astype(np.float64)
+    note_of = np.repeat(np.arange(len(notes)), lens)
+    total = np.bincount(note_of, weights=conf, minlength=len(notes))
+    per_row = np.bincount(
+        np.searchsorted(ptr, np.arange(len(notes)), side="right") - 1, weights=lens, minlength=len(ptr) - 1
+    ).astype(np.int64)
+    return UserTagBags(
+        np.concatenate([[0], np.cumsum(per_row)]).astype(np.int64),
+        catalog.tag_vals[pos],
+        (conf / np.where(total[note_of] > 0, total[note_of], 1.0)).astype(np.float32),
+    )
+
+
+def _last_before(
+    events: Interactions, users: np.ndarray, ts: np.ndarray, k: int
+) -> tuple[np.ndarray, np.ndarray]:
+    """CSR (ptr (B+1,), positions into ``events``) of the last ``k`` events of each (user, ts) row
+    with ``ts' < ts``, oldest first."""
+    # Events are sorted by (user, ts): one int64 key makes "events of u before t" one searchsorted.
+    t0 = min(float(events.ts.min()) if len(events) else 0.0, float(np.min(ts)) if len(ts) else 0.0) - 1.0
+    t1 = max(float(events.ts.max()) if len(events) else 0.0, float(np.max(ts)) if len(ts) else 0.0) + 1.0
+    span = int(np.ceil((t1 - t0) * 1000)) + 2
+    key = events.user * span + ((events.ts - t0) * 1000).astype(np.int64)
+    q = users.astype(np.int64) * span + ((ts - t0) * 1000).astype(np.int64)
+    end = np.searchsorted(key, q, side="left")
+    start = np.searchsorted(key, users.astype(np.int64) * span, side="left")
+    lo = np.maximum(start, end - k)
+    lens = end - lo
+    ptr = np.concatenate([[0], np.cumsum(lens)]).astype(np.int64)
+    pos = np.repeat(lo, lens) + (np.arange(int(lens.sum())) - np.repeat(ptr[:-1], lens))
+    return ptr, pos
+
+
+def user_exposure(data: RunData, users: np.ndarray, ts: np.ndarray, k: int = EXPOSURE_LEN) -> UserTagBags:
+    """The tag bag of the last ``k`` notes each (user, ts) row was shown (impressions with
+    ``ts' < ts``; :func:`exposure_bags`). Empty rows for data without impressions.
+
+    Raises:
+        ConfigError: ``k`` < 1.
+    """
+    return exposure_bags(data.catalog, *last_shown(data, users, ts, k))
+
+
+def last_shown(
+    data: RunData, users: np.ndarray, ts: np.ndarray, k: int = EXPOSURE_LEN
+) -> tuple[np.ndarray, np.ndarray]:
+    """CSR (ptr (B+1,), note indices) of the last ``k`` notes each (user, ts) row was shown
+    (impressions with ``ts' < ts``), oldest first.
+
+    Raises:
+        ConfigError: ``k`` < 1.
+    """
+    if k < 1:
+        raise ConfigError(f"k: got {k!r}; expected an integer >= 1 (impressions per user)")
+    shown = data.interactions.select(data.interactions.event == "impression")
+    ptr, pos = _last_before(shown, users, ts, k)
+    return ptr, shown.note[pos]
+
 
 def user_states(
     data: RunData,
@@ -408,18 +498,7 @@ def user_states(
     if history_len < 1:
         raise ConfigError(f"history_len: got {history_len!r}; expected an integer >= 1")
     eng = data.interactions.select(data.interactions.weight > 0)
-    # Engagements are sorted by (user, ts): one int64 key makes "events of u before t" one searchsorted.
-    t0 = min(float(eng.ts.min()) if len(eng) else 0.0, float(np.min(ts)) if len(ts) else 0.0) - 1.0
-    t1 = max(float(eng.ts.max()) if len(eng) else 0.0, float(np.max(ts)) if len(ts) else 0.0) + 1.0
-    span = int(np.ceil((t1 - t0) * 1000)) + 2
-    key = eng.user * span + ((eng.ts - t0) * 1000).astype(np.int64)
-    q = users.astype(np.int64) * span + ((ts - t0) * 1000).astype(np.int64)
-    end = np.searchsorted(key, q, side="left")
-    start = np.searchsorted(key, users.astype(np.int64) * span, side="left")
-    lo = np.maximum(start, end - history_len)
-    lens = end - lo
-    ptr = np.concatenate([[0], np.cumsum(lens)]).astype(np.int64)
-    pos = np.repeat(lo, lens) + (np.arange(int(lens.sum())) - np.repeat(ptr[:-1], lens))
+    ptr, pos = _last_before(eng, users, ts, history_len)
     n = len(users)
     return Examples(
         user=users.astype(np.int64),

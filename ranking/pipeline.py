@@ -275,6 +275,7 @@ def _train_ablations(
             "final_loss": round(float(np.mean(result.losses[-20:])), 4),
             "freshness_scale": (result.calibration or {}).get("scale", np.nan),
             "cold_overlap": (result.calibration or {}).get("cold_overlap", np.nan),
+            "overlap_exposure": (result.calibration or {}).get("overlap_exposure", np.nan),
         }
         pools.score(name, "two-tower", scorer, extra, segment)
         if main is None and feature_set == "tags":
@@ -283,13 +284,14 @@ def _train_ablations(
 
 
 def _score_peers(run: RunDir, base: RunData, source: str, pools: _Pools) -> None:
-    """Popularity, ALS and tag overlap (tags of ``source``)."""
+    """Popularity, ALS and tag overlap (tags of ``source``), plain and minus what the user was shown."""
     from ranking.retrieval.peers import ALSScorer, PopularityScorer, TagOverlapScorer
 
     pools.score("popularity", "peer", PopularityScorer(base), {})
     pools.score("als", "peer", ALSScorer(base), {})
     tagged = base.with_catalog(load_catalog(run, source))
     pools.score(f"tag_overlap:{source}", "peer", TagOverlapScorer(tagged), {})
+    pools.score(f"tag_overlap_exposure:{source}", "peer", TagOverlapScorer(tagged, exposure=1.0), {})
 
 
 def _write_retrieval(
@@ -317,6 +319,7 @@ def _write_retrieval(
         if result.calibration is not None:
             figures["freshness_scale"] = result.calibration["scale"]
             figures["cold_overlap"] = result.calibration.get("cold_overlap", 0.0)
+            figures["overlap_exposure"] = result.calibration.get("overlap_exposure", 0.0)
             figures["freshness_calibration"] = result.calibration
     figures.update(_headline(table))
     figures["table"] = _compact(table)

@@ -160,6 +160,7 @@ HEADLINES: dict[str, tuple[str, ...]] = {
         "warm_recall@50_all",
         "freshness_scale",
         "cold_overlap",
+        "overlap_exposure",
         "examples_per_s",
     ),
     "ranker": ("tag_source", "full_auc", "full_gauc", "no_tags_auc", "full_cold_auc"),

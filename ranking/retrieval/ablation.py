@@ -2,8 +2,9 @@
 
 ``tagllm train ablation RUN --tags student`` trains each variant of :data:`VARIANTS` on RUN (same
 examples, same seed), scores it on the time split of :mod:`ranking.retrieval.evaluate` in the
-``all``, ``segment`` and ``quota`` pools, adds the untrained tag-overlap heuristic and popularity,
-and writes ``RUN/retrieval/ablation.parquet`` and ``ablation.md`` (the Markdown table it prints).
+``all``, ``segment`` and ``quota`` pools, adds the untrained tag-overlap heuristic, the same heuristic
+with the user's tag bag minus what the user was shown, and popularity, and writes
+``RUN/retrieval/ablation.parquet`` and ``ablation.md`` (the Markdown table it prints).
 
 Variants (each row changes one thing against ``full``, the default :class:`TrainConfig`):
 
@@ -13,6 +14,8 @@ Variants (each row changes one thing against ``full``, the default :class:`Train
 - ``+wide``: ``before`` + the wide tag-overlap term;
 - ``full``: both, + the calibrated cold-start overlap term (the default);
 - ``full, no cold overlap``: ``full`` without the cold-start overlap term (the recipe until 2026-11-28);
+- ``full, no exposure``: ``full`` with the user's tag bag in that term as it is, not minus what the
+  user was shown (the recipe of 2026-11-28);
 - ``full, fresh-id dropout 1d``: ``full`` + the note id hidden on examples younger than a day;
 - ``full, category only`` / ``full, ids only``: the same recipe without tags / without content.
 """
@@ -43,6 +46,7 @@ VARIANTS: dict[str, tuple[str, dict[str, Any]]] = {
     "+wide": ("tags", {"freshness": False}),
     "full": ("tags", {}),
     "full, no cold overlap": ("tags", {"cold_overlap": False}),
+    "full, no exposure": ("tags", {"overlap_exposure": False}),
     "full, fresh-id dropout 1d": ("tags", {"fresh_days": 1.0}),
     "full, exact tags": ("tags", {"exact_tags": True}),
     "+freshness, exact tags": ("tags", {"wide_dim": 0, "exact_tags": True}),
@@ -126,12 +130,18 @@ def run_ablation(
                     "train_s": round(time.perf_counter() - t0, 1),
                     "freshness_scale": cal.get("scale"),
                     "cold_overlap": cal.get("cold_overlap"),
+                    "overlap_exposure": cal.get("overlap_exposure"),
                 },
                 segment,
             )
             log.info("ablation %s done in %.0fs", name, time.perf_counter() - t0)
         if peers:
             score(f"tag overlap heuristic ({tag_source})", TagOverlapScorer(tagged), {})
+            score(
+                f"tag overlap heuristic, minus exposure ({tag_source})",
+                TagOverlapScorer(tagged, exposure=1.0),
+                {},
+            )
             score("popularity", PopularityScorer(base), {})
     finally:
         torch.set_num_threads(old)
@@ -148,21 +158,28 @@ def to_markdown(rows: Sequence[dict[str, Any]]) -> str:
     by = {(r["model"], r["pool"]): r for r in rows}
     lines = [
         "| model | warm R@50 all | cold R@50 all | cold R@50 segment | warm / cold R@50 quota "
-        "| freshness scale | cold overlap | train examples/s |",
+        "| freshness scale | cold overlap c / b | train examples/s |",
         "|---|---|---|---|---|---|---|---|",
     ]
     for m in models:
         a, s, q = by.get((m, "all"), {}), by.get((m, "segment"), {}), by.get((m, "quota"), {})
         scale = a.get("freshness_scale")
-        overlap = a.get("cold_overlap")
+        overlap = _pair(a.get("cold_overlap"), a.get("overlap_exposure"))
         eps = a.get("examples_per_s")
         lines.append(
             f"| {m} | {_f(a.get('warm_recall@50'))} | {_f(a.get('cold_recall@50'))} | "
             f"{_f(s.get('cold_recall@50'))} | {_f(q.get('warm_recall@50'))} / {_f(q.get('cold_recall@50'))} | "
-            f"{'' if scale is None or _nan(scale) else scale} | {'' if overlap is None or _nan(overlap) else overlap} | "
+            f"{'' if scale is None or _nan(scale) else scale} | {overlap} | "
             f"{'' if eps is None or _nan(eps) else f'{eps:,.0f}'} |"
         )
     return "\n".join(lines)
+
+
+def _pair(c: Any, b: Any) -> str:
+    """The cold overlap column: "c / b", "c" for rows from before the exposure, "" without either."""
+    if c is None or _nan(c):
+        return ""
+    return f"{c} / {b}" if b is not None and not _nan(b) else f"{c}"
 
 
 def _nan(v: Any) -> bool:

@@ -17,7 +17,7 @@ import numpy as np
 import scipy.sparse as sp
 
 from features.errors import ConfigError
-from ranking.data import RunData, ragged_gather, user_states
+from ranking.data import RunData, ragged_gather, user_exposure, user_states
 
 __all__ = ["ALSScorer", "PopularityScorer", "TagOverlapScorer"]
 
@@ -97,9 +97,17 @@ class TagOverlapScorer:
         data: the run (its catalog's tags are used).
         category_weight: weight of the user's category share added to the score.
         history_len: engagements kept per user.
+        exposure: b >= 0: the user's tag profile minus b x the tag bag of the last
+            :data:`~ranking.data.EXPOSURE_LEN` notes it was shown (impressions before the cutoff):
+            what the user picks among what it is shown, not the tags of everything it is shown
+            (``TwoTowerConfig.overlap_exposure``). 0 = the plain heuristic.
     """
 
-    def __init__(self, data: RunData, category_weight: float = 1.0, history_len: int = 30) -> None:
+    def __init__(
+        self, data: RunData, category_weight: float = 1.0, history_len: int = 30, exposure: float = 0.0
+    ) -> None:
+        if exposure < 0:
+            raise ConfigError(f"exposure: got {exposure!r}; expected a number >= 0 (0 = off)")
         c = data.catalog
         users = np.arange(data.num_users)
         ex = user_states(data, users, np.full(len(users), data.cutoff_s), history_len=history_len)
@@ -110,6 +118,9 @@ class TagOverlapScorer:
             shape=(len(users), c.num_tags),
         )
         self.user_tags = _row_normalize(prof)
+        if exposure:
+            shown = user_exposure(data, users, np.full(len(users), data.cutoff_s))
+            self.user_tags = sp.csr_matrix(self.user_tags - exposure * sp.csr_matrix(shown.dense(c.num_tags)))
         nrow = np.repeat(np.arange(c.num_notes), np.diff(c.tag_ptr))
         self.note_tags = sp.csr_matrix((c.tag_conf, (nrow, c.tag_vals)), shape=(c.num_notes, c.num_tags))
         ncat = len(c.categories) + 1

@@ -24,7 +24,7 @@ import numpy as np
 import torch
 
 from features.errors import ConfigError
-from ranking.data import Examples, RunData, UserTagBags, user_states
+from ranking.data import Examples, NoteCatalog, RunData, UserTagBags, tag_mass, user_exposure, user_states
 from ranking.retrieval.model import FeatureEncoder, TwoTower, in_batch_softmax_loss
 
 __all__ = ["RetrievalModel", "TrainConfig", "id_dropout", "log_popularity", "train"]
@@ -68,6 +68,9 @@ class TrainConfig:
             dot the note's, for notes without an id) on the notes created in the window, ranked
             among themselves (it does not change the freshness scale's choice: the query over every
             note gives the term weight 0). False = off.
+        overlap_exposure: with ``cold_overlap``, also choose on the same window how much of what
+            the user was shown to take from its tag bag in that term
+            (``TwoTowerConfig.overlap_exposure``). False = none.
         seed: torch and numpy seed.
         max_steps: stop after this many steps (0 = no limit); for tests and benchmarks.
     """
@@ -90,6 +93,7 @@ class TrainConfig:
     fresh_days: float = 0.0
     exact_tags: bool = False
     cold_overlap: bool = True
+    overlap_exposure: bool = True
     seed: int = 0
     max_steps: int = 0
 
@@ -159,7 +163,8 @@ class RetrievalModel:
             self.model.item_embedding(
                 self.encoder.encode(
                     notes=notes[i : i + batch], at_s=None if at is None else at[i : i + batch]
-                )
+                ),
+                self.tag_mass(notes[i : i + batch]),
             ).numpy()
             for i in range(0, len(notes), batch)
         ]
@@ -175,13 +180,31 @@ class RetrievalModel:
         cold-start overlap term (:meth:`TwoTower.set_cold_overlap`)."""
         notes = np.arange(self.data.catalog.num_notes)
         return self.model.content_center(
-            self.encoder.encode(notes=notes[i : i + batch]) for i in range(0, len(notes), batch)
+            (self.encoder.encode(notes=notes[i : i + batch]), self.tag_mass(notes[i : i + batch]))
+            for i in range(0, len(notes), batch)
         )
 
-    def set_cold_overlap(self, weight: float) -> None:
-        """Turn the cold-start overlap term on with ``weight`` (0 = off), centred on this catalog."""
+    def tag_mass(self, notes: np.ndarray, catalog: NoteCatalog | None = None) -> torch.Tensor | None:
+        """(len(notes),) each note's sum of tag confidences (in ``catalog``, default the run's), the
+        model's ``tag_mass`` input; None when the model does not read it (``overlap_confidence``)."""
+        cfg = self.model.config
+        if not (cfg.supports_cold_overlap and cfg.overlap_confidence):
+            return None
+        return torch.from_numpy(tag_mass(self.data.catalog if catalog is None else catalog, notes))
+
+    def set_cold_overlap(self, weight: float, exposure: float = 0.0) -> None:
+        """Turn the cold-start overlap term on with ``weight`` (0 = off), centred on this catalog, the
+        user's tag bag there taken minus ``exposure`` x what it was shown (``overlap_exposure``)."""
         center = self.content_center() if weight > 0 and self.model.config.supports_cold_overlap else None
-        self.model.set_cold_overlap(weight, center)
+        self.model.set_cold_overlap(weight, center, exposure)
+
+    def exposure(self, bags: UserTagBags | None) -> torch.Tensor | None:
+        """``bags`` (:func:`ranking.data.user_exposure`) as the model's dense ``exposure`` input, or
+        None when the model does not read it (no overlap term, or ``overlap_exposure`` 0)."""
+        cfg = self.model.config
+        if bags is None or not (cfg.has_cold_overlap and cfg.overlap_exposure):
+            return None
+        return torch.from_numpy(bags.dense(cfg.num_tags))
 
     @torch.no_grad()
     def user_embeddings(
@@ -203,7 +226,12 @@ class RetrievalModel:
         ts_arr = np.broadcast_to(np.asarray(ts, dtype=float), users.shape).copy()
         ex = user_states(self.data, users, ts_arr, history_len=history_len).with_user_tags(user_tags)
         kjt = self.encoder.encode(ex)
-        return self.model.user_embedding(kjt, cold_only=cold_only).numpy().astype(np.float32)
+        cfg = self.model.config
+        shown = (
+            user_exposure(self.data, users, ts_arr) if cfg.has_cold_overlap and cfg.overlap_exposure else None
+        )
+        vectors = self.model.user_embedding(kjt, cold_only=cold_only, exposure=self.exposure(shown))
+        return vectors.numpy().astype(np.float32)
 
     def save(self, path: str | Path) -> Path:
         """Write weights, config and id maps to ``path`` (a .pt file, atomically)."""
@@ -268,6 +296,7 @@ def train(
             feature_norm=config.feature_norm,
             wide_dim=config.wide_dim,
             exact_tags=config.exact_tags,
+            overlap_confidence=True,  # the cold-start overlap term reads tag confidences
         )
     )
     log_q = torch.from_numpy(log_popularity(examples.note, data.catalog.num_notes))
@@ -333,6 +362,6 @@ def train(
 
         cal = calibrate_freshness(data, examples, config)
         model.config = replace(model.config, freshness_scale=cal.scale)
-        result.set_cold_overlap(cal.cold_overlap)
+        result.set_cold_overlap(cal.cold_overlap, cal.overlap_exposure)
         result.calibration = cal.as_dict()
     return result

@@ -10,7 +10,7 @@ import torch
 
 from features.errors import ConfigError
 from ranking.data import build_training_examples, user_states
-from ranking.retrieval.calibrate import OVERLAPS, SCALES, calibrate_freshness
+from ranking.retrieval.calibrate import EXPOSURES, OVERLAPS, SCALES, calibrate_freshness
 from ranking.retrieval.model import (
     AGE_EDGES_DAYS,
     FeatureEncoder,
@@ -233,9 +233,9 @@ def test_cold_overlap_adds_the_heuristic_to_id_less_notes_only(tiny_data):
     assert np.allclose(shared @ i.T, plain_u @ plain_i.T, atol=1e-5)
     id_less = result.encoder.note_map[notes] == 0
     assert id_less.any() and (~id_less).any()
-    # the heuristic normalizes the note's tag confidences only in scale: use its tags-as-encoded form
+    # the note side holds the tag confidences (overlap_confidence), as the heuristic does
+    assert result.model.config.overlap_confidence
     heur = TagOverlapScorer(tiny_data)
-    heur.note_tags = _row_l1(heur.note_tags)
     # centred: minus the user's overlap with the catalog's mean note (one number per user)
     center = result.model.get_buffer("overlap_center").numpy()
     user_bags = u[:, result.model.config.overlap_slice] / 0.7
@@ -254,33 +254,51 @@ def test_cold_overlap_adds_the_heuristic_to_id_less_notes_only(tiny_data):
     # the freshness entry stays last (the calibration scales it)
     assert np.allclose(i[:, -1], plain_i[:, -1])
     # the centre is the mean note bag, and it round-trips through save / load
-    assert center.sum() == pytest.approx(2.0, abs=1e-4)  # tags (L1 = 1) + category one-hot
+    mass = result.tag_mass(notes).numpy()
+    assert center.sum() == pytest.approx(mass.mean() + 1.0, abs=1e-4)  # tag confidences + category one-hot
     clone = TwoTower(result.model.config)
     clone.load_state_dict(result.model.state_dict())
     assert torch.equal(clone.get_buffer("overlap_center"), result.model.get_buffer("overlap_center"))
+    # with exposure b, the user's tag bag there is minus b x what it was shown: the heuristic's exposure form
+    result.set_cold_overlap(0.7, 0.5)
+    u_b = result.user_embeddings(users, tiny_data.cutoff_s, cold_only=True)
+    heur_b = TagOverlapScorer(tiny_data, exposure=0.5)
+    assert not np.allclose(heur_b.scores(users, notes), heur.scores(users, notes))
+    bags_b = u_b[:, result.model.config.overlap_slice] / 0.7
+    want_b = (
+        plain_u @ plain_i.T
+        + 0.7 * (heur_b.scores(users, notes) - (bags_b @ center)[:, None]) * id_less[None, :]
+    )
+    assert np.allclose(u_b @ result.item_embeddings(notes).T, want_b, atol=1e-4)
     result.set_cold_overlap(0.0)
     assert "overlap_center" not in dict(result.model.named_buffers())
     assert result.item_embeddings(notes).shape == plain_i.shape
-
-
-def _row_l1(m):
-    import scipy.sparse as sp
-
-    tot = np.asarray(m.sum(axis=1)).ravel()
-    return sp.csr_matrix(sp.diags(1.0 / np.where(tot > 0, tot, 1.0)) @ m)
 
 
 def test_cold_overlap_weight_is_calibrated_on_the_window(tiny_data):
     ex = build_training_examples(tiny_data)
     cfg = TrainConfig(epochs=1, freshness=True, calibrate_days=5.0)
     cal = calibrate_freshness(tiny_data, ex, cfg, min_users=1)
-    assert [g["cold_overlap"] for g in cal.overlap_grid] == list(OVERLAPS)
+    # c x b, with c = 0 once (it does not depend on b)
+    pairs = [(g["cold_overlap"], g["overlap_exposure"]) for g in cal.overlap_grid]
+    assert pairs == [(c, 0.0) for c in OVERLAPS] + [(c, b) for b in EXPOSURES[1:] for c in OVERLAPS[1:]]
     top = max(g["cold_recall@50"] for g in cal.overlap_grid)
-    within = [g["cold_overlap"] for g in cal.overlap_grid if g["cold_recall@50"] >= 0.995 * top]
-    assert cal.cold_overlap == min(within)
+    within = [
+        (g["overlap_exposure"], g["cold_overlap"])
+        for g in cal.overlap_grid
+        if g["cold_recall@50"] >= 0.995 * top
+    ]
+    b, c = min(within)
+    assert (cal.cold_overlap, cal.overlap_exposure) == (c, b if c else 0.0)
     assert cal.as_dict()["cold_overlap"] == cal.cold_overlap
+    assert cal.as_dict()["overlap_exposure"] == cal.overlap_exposure
+    # without the exposure flag, b stays 0 and only c is searched
+    no_b = calibrate_freshness(tiny_data, ex, replace(cfg, overlap_exposure=False), min_users=1)
+    assert [g["overlap_exposure"] for g in no_b.overlap_grid] == [0.0] * len(OVERLAPS)
+    assert no_b.overlap_exposure == 0.0
     result = train(tiny_data, ex, cfg)
     assert result.model.config.cold_overlap == result.calibration["cold_overlap"]
+    assert result.model.config.overlap_exposure == result.calibration["overlap_exposure"]
     # off by flag, and off (with the reason) when the window has too few cold users
     off = calibrate_freshness(tiny_data, ex, replace(cfg, cold_overlap=False), min_users=1)
     assert off.cold_overlap == 0.0 and off.overlap_grid == [] and off.overlap_reason == "off"
@@ -293,6 +311,8 @@ def test_cold_overlap_is_validated():
         TwoTowerConfig(num_users=2, num_notes=2, num_tags=2, num_categories=2, cold_overlap=-1.0)
     with pytest.raises(ConfigError, match="shared_overlap"):
         TwoTowerConfig(num_users=2, num_notes=2, num_tags=2, num_categories=2, shared_overlap=float("nan"))
+    with pytest.raises(ConfigError, match="overlap_exposure"):
+        TwoTowerConfig(num_users=2, num_notes=2, num_tags=2, num_categories=2, overlap_exposure=-0.5)
     ids = TwoTowerConfig(
         num_users=2, num_notes=2, num_tags=2, num_categories=2, feature_set="ids", cold_overlap=1.0
     )

@@ -77,7 +77,13 @@ def test_ablation_command_writes_the_table(tmp_path):
     assert res.exit_code == 0, res.output
     rows = json.loads(res.output[res.output.index("[") :])
     models = {r["model"] for r in rows}
-    assert models == {"before", "full", "tag overlap heuristic (ground_truth)", "popularity"}
+    assert models == {
+        "before",
+        "full",
+        "tag overlap heuristic (ground_truth)",
+        "tag overlap heuristic, minus exposure (ground_truth)",
+        "popularity",
+    }
     assert {r["pool"] for r in rows} == {"all", "segment", "quota"}
     full = next(r for r in rows if r["model"] == "full" and r["pool"] == "all")
     assert full["freshness_scale"] in (0.0, 0.25, 0.5, 0.75, 1.0)

@@ -214,3 +214,39 @@ def test_evaluate_split_takes_cold_metrics_from_the_cold_scorer(tiny_data):
     assert set(split) == set(w)
     assert all(split[k] == (c[k] if k.startswith("cold_") else w[k]) for k in split)
     assert any(w[k] != c[k] for k in w if k.startswith("cold_recall"))  # the two differ: the test can fail
+
+
+def test_user_exposure_is_the_last_impressions_strictly_before(tiny_data):
+    """The exposure bag: each of the last k notes shown (impressions before ts) weighs the same, its
+    tags by their share of its confidences; engagements are not impressions."""
+    from ranking.data import EXPOSURE_LEN, exposure_bags, last_shown, tag_mass, user_exposure
+
+    inter = tiny_data.interactions
+    shown = inter.event == "impression"
+    users = np.unique(inter.user[shown])[:5]
+    ts = np.full(len(users), tiny_data.cutoff_s)
+    ptr, notes = last_shown(tiny_data, users, ts, k=3)
+    for i, u in enumerate(users):
+        mine = shown & (inter.user == u) & (inter.ts < tiny_data.cutoff_s)
+        assert notes[ptr[i] : ptr[i + 1]].tolist() == inter.note[mine][-3:].tolist()
+    bags = user_exposure(tiny_data, users, ts, k=3)
+    assert len(bags) == len(users)
+    dense = bags.dense(tiny_data.catalog.num_tags)
+    has = np.diff(ptr) > 0
+    assert np.allclose(dense[has].sum(axis=1), 1.0) and np.all(dense[~has] == 0)
+    # by hand for the first user: mean over its notes of conf / note mass
+    c = tiny_data.catalog
+    want = np.zeros(c.num_tags)
+    for n in notes[ptr[0] : ptr[1]]:
+        lo, hi = c.tag_ptr[n], c.tag_ptr[n + 1]
+        np.add.at(want, c.tag_vals[lo:hi], c.tag_conf[lo:hi] / c.tag_conf[lo:hi].sum())
+    assert np.allclose(dense[0], want / want.sum(), atol=1e-6)
+    # empty rows, k validated, the default k, and the masses
+    empty = exposure_bags(c, np.array([0, 0, 0]), np.zeros(0, np.int64))
+    assert len(empty) == 2 and not empty.dense(c.num_tags).any()
+    with pytest.raises(ConfigError, match="k: got 0"):
+        last_shown(tiny_data, users, ts, k=0)
+    assert np.all(np.diff(last_shown(tiny_data, users, ts)[0]) <= EXPOSURE_LEN)
+    assert np.allclose(
+        tag_mass(c, np.arange(3)), [c.tag_conf[c.tag_ptr[i] : c.tag_ptr[i + 1]].sum() for i in range(3)]
+    )
