@@ -34,6 +34,7 @@ class ColdOverlap:
         num_tags: tag columns before the category columns in a bag.
         bag: where the user's bags sit in a user vector made with overlap weight 1.
         keep: the other columns (the stored item vectors' and the shared query's).
+        confidence: the note's tag bag holds its confidences (``overlap_confidence``), not their shares.
     """
 
     weight: float
@@ -41,6 +42,7 @@ class ColdOverlap:
     num_tags: int
     bag: slice
     keep: np.ndarray
+    confidence: bool = False
 
     @classmethod
     def of(cls, model: RetrievalModel) -> ColdOverlap | None:
@@ -60,7 +62,14 @@ class ColdOverlap:
         center = model.model.get_buffer("overlap_center").detach().numpy().astype(np.float64)
         cols = np.arange(cfg.vector_dim)
         keep = np.setdiff1d(cols, cols[cfg.overlap_slice])
-        return cls(float(cfg.cold_overlap), center, cfg.num_tags, cfg.overlap_slice, keep)
+        return cls(
+            float(cfg.cold_overlap),
+            center,
+            cfg.num_tags,
+            cfg.overlap_slice,
+            keep,
+            bool(cfg.overlap_confidence),
+        )
 
     def narrow(self, vectors: np.ndarray) -> np.ndarray:
         """``vectors`` (..., D) without the overlap columns (float32, contiguous)."""
@@ -68,8 +77,8 @@ class ColdOverlap:
 
     def cold_scores(self, live: LiveCatalog, rows: np.ndarray, user: np.ndarray) -> np.ndarray:
         """(len(rows),) the cold-only query's scores of notes ``rows``: the stored vectors' score plus
-        c x (the note's L1-normalized tag bag and category . the user's bags - the user's overlap with
-        the centre) for notes without an id.
+        c x (the note's tag bag (its confidences with ``confidence``, else their shares) and category
+        . the user's bags - the user's overlap with the centre) for notes without an id.
 
         Args:
             live: the catalog (stored vectors, tag arrays, note-id map).
@@ -84,7 +93,7 @@ class ColdOverlap:
         r = np.repeat(np.arange(len(rows)), lens)
         conf = c.tag_conf[pos].astype(np.float64)
         total = np.bincount(r, weights=conf, minlength=len(rows))
-        share = conf / np.where(total[r] > 0, total[r], 1.0)
+        share = conf if self.confidence else conf / np.where(total[r] > 0, total[r], 1.0)
         tags = np.bincount(r, weights=share * bag[c.tag_vals[pos]], minlength=len(rows))
         overlap = tags + bag[self.num_tags + c.category[rows]] - float(bag @ self.center)
         id_less = live.note_map[rows] == 0

@@ -168,6 +168,7 @@ class Recommender:
             tower_history=tower_history,
             encode=self.towers.users,
             out_dim=model.model.config.vector_dim,
+            exposure=self.towers.exposure if self.towers.reads_exposure else None,
         )
         self.load_seconds = time.perf_counter() - t0
         log.info(
@@ -280,7 +281,9 @@ class Recommender:
     def observe(self, user_id: str, note_id: str, event: str, ts: float | None = None) -> None:
         """Feed one live event: engagements extend the user's history (their embedding and profile are
         recomputed on the next request); impressions and clicks update the note's counts (the ranker's
-        note features, and the impressions that narrow the ``ucb``/``thompson`` posterior)."""
+        note features, and the impressions that narrow the ``ucb``/``thompson`` posterior); with a
+        model whose cold-start overlap term reads what the user was shown (``overlap_exposure``),
+        impressions also join the user's last notes shown."""
         u = self.users.row(user_id)
         n = int(self.live.rows([note_id])[0])
         self.live.count(n, event)

@@ -8,7 +8,7 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from ranking.data import Examples
+from ranking.data import Examples, UserTagBags, exposure_bags
 from ranking.recommend.live_catalog import LiveCatalog
 from ranking.recommend.overlap import ColdOverlap
 
@@ -44,7 +44,19 @@ class Towers:
 
         self._sync()
         with torch.no_grad():
-            return self.model.model.user_embedding(self._encoder.encode(ex), overlap_weight=1.0).numpy()
+            kjt = self._encoder.encode(ex)
+            exposure = self.model.exposure(ex.exposure)
+            return self.model.model.user_embedding(kjt, overlap_weight=1.0, exposure=exposure).numpy()
+
+    @property
+    def reads_exposure(self) -> bool:
+        """True when the model's cold-start overlap term reads what each user was shown."""
+        cfg = self.model.model.config
+        return bool(cfg.has_cold_overlap and cfg.overlap_exposure)
+
+    def exposure(self, ptr: np.ndarray, notes: np.ndarray) -> UserTagBags:
+        """The tag bags of the notes shown per user (ragged ``ptr``, ``notes``), over the live catalog."""
+        return exposure_bags(self.live.catalog, ptr, notes)
 
     def query(self, vector: np.ndarray) -> np.ndarray:
         """A cached user vector (:meth:`users`) as the query over the stored item vectors (the
@@ -59,5 +71,6 @@ class Towers:
         self._sync()
         self.model.model.eval()
         with torch.no_grad():
-            vec = self.model.model.item_embedding(self._encoder.encode(notes=notes)).numpy()
+            mass = self.model.tag_mass(notes, self.live.catalog)
+            vec = self.model.model.item_embedding(self._encoder.encode(notes=notes), mass).numpy()
         return vec.astype(np.float32) if self.overlap is None else self.overlap.narrow(vec)

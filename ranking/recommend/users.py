@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+from array import array
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
@@ -10,7 +11,16 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from features.errors import NotFoundError
-from ranking.data import ENGAGEMENT_WEIGHTS, Examples, NoteCatalog, RunData, user_states
+from ranking.data import (
+    ENGAGEMENT_WEIGHTS,
+    EXPOSURE_LEN,
+    Examples,
+    NoteCatalog,
+    RunData,
+    UserTagBags,
+    last_shown,
+    user_states,
+)
 
 if TYPE_CHECKING:
     from ranking.recommend.live_catalog import LiveCatalog
@@ -23,10 +33,12 @@ Interest = tuple[str, str, float]
 
 @dataclass
 class UserState:
-    """One user: the last engagements (note indices, weights) and the caches derived from them."""
+    """One user: the last engagements (note indices, weights), the last notes shown (when the model
+    reads them) and the caches derived from them."""
 
     hist_note: list[int] = field(default_factory=list)
     hist_weight: list[float] = field(default_factory=list)
+    shown: array[int] = field(default_factory=lambda: array("i"))  # 4 bytes a note
     embedding: np.ndarray | None = None
     profile: dict[int, float] | None = None
 
@@ -41,6 +53,11 @@ class UserStates:
         tower_history: engagements the user tower reads (the last ones).
         encode: :class:`Examples` (user side only) -> (B, D) user embeddings (the user tower).
         out_dim: D, for an empty batch.
+        exposure: (ptr, notes) of the notes shown per user -> their tag bags
+            (:func:`ranking.data.exposure_bags` over the live catalog), for a model whose cold-start
+            overlap term reads what the user was shown (``overlap_exposure``): the last
+            :data:`~ranking.data.EXPOSURE_LEN` impressions are then kept per user and passed as
+            :attr:`Examples.exposure`. None: impressions change nothing.
     """
 
     def __init__(
@@ -52,12 +69,14 @@ class UserStates:
         tower_history: int,
         encode: Callable[[Examples], np.ndarray],
         out_dim: int,
+        exposure: Callable[[np.ndarray, np.ndarray], UserTagBags] | None = None,
     ) -> None:
         self.ids = data.user_ids
         self.history_len = history_len
         self.tower_history = tower_history
         self._encode = encode
         self._out_dim = out_dim
+        self._exposure = exposure
         self._index = {u: i for i, u in enumerate(data.user_ids)}
         ex = user_states(
             data, np.arange(data.num_users), np.full(data.num_users, now_s), history_len=history_len
@@ -69,6 +88,10 @@ class UserStates:
             )
             for u in range(data.num_users)
         ]
+        if exposure is not None:
+            ptr, shown = last_shown(data, np.arange(data.num_users), np.full(data.num_users, now_s))
+            for u, s in enumerate(self.states):
+                s.shown = array("i", shown[ptr[u] : ptr[u + 1]].tolist())
         self.seen: list[set[int]] = [set(s.hist_note) for s in self.states]
         inter = data.interactions
         eng = inter.weight > 0
@@ -98,13 +121,24 @@ class UserStates:
         notes: list[int] = []
         weights: list[float] = []
         lens = []
+        shown: list[int] = []
+        shown_lens = []
         for u in users:
             s = self.states[u]
             h = s.hist_note[-history_len:]
             notes.extend(h)
             weights.extend(s.hist_weight[-history_len:])
             lens.append(len(h))
+            shown.extend(s.shown)
+            shown_lens.append(len(s.shown))
         n = len(users)
+        exposure = (
+            None
+            if self._exposure is None
+            else self._exposure(
+                np.concatenate([[0], np.cumsum(shown_lens)]).astype(np.int64), np.asarray(shown, np.int64)
+            )
+        )
         return Examples(
             user=np.asarray(users, np.int64),
             note=np.full(n, -1, np.int64),
@@ -113,6 +147,7 @@ class UserStates:
             hist_ptr=np.concatenate([[0], np.cumsum(lens)]).astype(np.int64),
             hist_note=np.asarray(notes, np.int64),
             hist_weight=np.asarray(weights, np.float32),
+            exposure=exposure,
         )
 
     def embed(self, users: np.ndarray, now_s: float, batch: int = 4096) -> np.ndarray:
@@ -161,10 +196,17 @@ class UserStates:
 
     def observe(self, u: int, n: int, event: str) -> None:
         """User ``u``'s ``event`` on note ``n``: an engagement (weight > 0 in ENGAGEMENT_WEIGHTS) is
-        :meth:`engage`; impressions change nothing here."""
+        :meth:`engage`; an impression joins the notes shown when the model reads them (else changes
+        nothing here)."""
         w = ENGAGEMENT_WEIGHTS.get(event, 0.0)
         if w > 0:
             self.engage(u, n, w)
+        elif event == "impression" and self._exposure is not None:
+            s = self.states[u]
+            s.shown.append(n)
+            if len(s.shown) > EXPOSURE_LEN:
+                del s.shown[:-EXPOSURE_LEN]
+            s.embedding = None
 
     def engage(self, u: int, n: int, weight: float) -> None:
         """User ``u`` engaged with note ``n``: extend the history, mark the note seen, drop the caches."""
@@ -182,4 +224,6 @@ class UserStates:
         for s in self.states:
             if n in s.hist_note:
                 s.profile = None
+                s.embedding = None
+            elif n in s.shown:
                 s.embedding = None

@@ -17,16 +17,16 @@ from ranking.recommend.values import Filters
 from ranking.retrieval.train import RetrievalModel
 
 
-def _model(trained, weight: float) -> RetrievalModel:
+def _model(trained, weight: float, exposure: float = 0.0) -> RetrievalModel:
     model, _ = trained
     m = RetrievalModel(copy.deepcopy(model.model), model.encoder, model.data, model.config)
-    m.set_cold_overlap(weight)
+    m.set_cold_overlap(weight, exposure)
     return m
 
 
-def _recommender(trained, weight: float, kind: str = "exact") -> Recommender:
+def _recommender(trained, weight: float, kind: str = "exact", exposure: float = 0.0) -> Recommender:
     model, ranker = trained
-    m = _model(trained, weight)
+    m = _model(trained, weight, exposure)
     return Recommender(m, ranker, index_kind=kind, now_s=model.data.cutoff_s + 3600.0, cold_candidates=5)
 
 
@@ -44,13 +44,16 @@ def _dense_items(rec: Recommender, rows: np.ndarray) -> np.ndarray:
     towers = rec.towers
     towers._sync()
     with torch.no_grad():
-        return towers.model.model.item_embedding(towers._encoder.encode(notes=rows)).numpy()
+        mass = towers.model.tag_mass(rows, towers.live.catalog)
+        return towers.model.model.item_embedding(towers._encoder.encode(notes=rows), mass).numpy()
 
 
-def test_sparse_cold_scores_equal_the_dense_columns_and_pick_cold_notes(trained):
-    rec = _recommender(trained, 2.0)
+@pytest.mark.parametrize("exposure", [0.0, 0.5])
+def test_sparse_cold_scores_equal_the_dense_columns_and_pick_cold_notes(trained, exposure):
+    rec = _recommender(trained, 2.0, exposure=exposure)
     cfg = rec.towers.model.model.config
     assert cfg.has_cold_overlap and cfg.cold_overlap == 2.0 and cfg.shared_overlap == 0.0
+    assert cfg.overlap_exposure == exposure and rec.towers.reads_exposure == (exposure > 0)
     _add_copies(rec)
     # stored vectors and the index leave the overlap columns out
     assert rec.items.shape[1] == cfg.vector_dim - cfg.overlap_dim == rec.index.index.d
@@ -107,3 +110,42 @@ def test_shared_overlap_is_refused_by_the_recommender(trained):
     with pytest.raises(ConfigError, match="shared_overlap"):
         ColdOverlap.of(m)
     assert ColdOverlap.of(_model(trained, 0.0)) is None
+
+
+def test_impressions_move_the_cold_query_only_with_exposure(trained):
+    """A model that reads what the user was shown keeps its last impressions per user (from the log,
+    then live): an impression changes the cold-only query's user bag by -c b (its share), and the
+    sparse cold scores follow; without exposure, impressions leave the user's vector alone."""
+    rec = _recommender(trained, 2.0, exposure=0.5)
+    data = rec.towers.model.data
+    u = int(np.flatnonzero([len(s.shown) for s in rec.users.states])[0])
+    user = rec.user_ids()[u]
+    from ranking.data import last_shown
+
+    _, shown = last_shown(data, np.array([u]), np.array([rec.now_s]))
+    assert rec.users.states[u].shown.tolist() == shown.tolist()
+    before = rec.users.vector(u, rec.now_s).copy()
+    note = str(rec.catalog.note_ids[int(np.flatnonzero(np.diff(rec.catalog.tag_ptr) > 0)[0])])
+    rec.observe(user, note, "impression")
+    assert rec.users.states[u].shown[-1] == int(rec.live.rows([note])[0])
+    after = rec.users.vector(u, rec.now_s)
+    cfg = rec.towers.model.model.config
+    tags = slice(cfg.overlap_slice.start, cfg.overlap_slice.start + cfg.num_tags)
+    assert not np.allclose(before[tags], after[tags])
+    keep = np.ones(cfg.vector_dim, bool)
+    keep[tags] = False
+    assert np.allclose(before[keep], after[keep], atol=1e-6)  # the towers and the category bag are as before
+    rows = np.arange(rec.num_notes)
+    dense = _dense_items(rec, rows)
+    assert np.allclose(
+        rec.towers.overlap.cold_scores(rec.live, rows, after),
+        dense @ cfg.query(after, cold_only=True),
+        atol=1e-4,
+    )
+    # without exposure: no impressions kept, the vector stays
+    plain = _recommender(trained, 2.0)
+    assert not plain.towers.reads_exposure and len(plain.users.states[u].shown) == 0
+    v0 = plain.users.vector(u, plain.now_s).copy()
+    plain.observe(user, note, "impression")
+    assert plain.users.states[u].embedding is not None
+    assert np.array_equal(plain.users.vector(u, plain.now_s), v0)
