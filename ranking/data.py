@@ -419,7 +419,7 @@ def exposure_bags(catalog: NoteCatalog, ptr: np.ndarray, notes: np.ndarray) -> U
     pos, lens = ragged_gather(catalog.tag_ptr, notes)
     conf = catalog.tag_conf[pos].astype(np.float64)
     note_of = np.repeat(np.arange(len(notes)), lens)
-    total = np.bincount(note_of, weights=conf, minlength=len(notes))
+    total = tag_mass(catalog, notes).astype(np.float64)
     per_row = np.bincount(
         np.searchsorted(ptr, np.arange(len(notes)), side="right") - 1, weights=lens, minlength=len(ptr) - 1
     ).astype(np.int64)

@@ -227,9 +227,10 @@ class RetrievalModel:
         ex = user_states(self.data, users, ts_arr, history_len=history_len).with_user_tags(user_tags)
         kjt = self.encoder.encode(ex)
         cfg = self.model.config
-        shown = (
-            user_exposure(self.data, users, ts_arr) if cfg.has_cold_overlap and cfg.overlap_exposure else None
-        )
+        # the query over every note gives the term weight shared_overlap (0 by default): no exposure needed
+        weight = cfg.cold_overlap if cold_only else cfg.shared_overlap
+        reads = cfg.has_cold_overlap and cfg.overlap_exposure and weight
+        shown = user_exposure(self.data, users, ts_arr) if reads else None
         vectors = self.model.user_embedding(kjt, cold_only=cold_only, exposure=self.exposure(shown))
         return vectors.numpy().astype(np.float32)
 
