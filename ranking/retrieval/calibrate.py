@@ -199,13 +199,13 @@ def _calibrate_overlap(
         return 0.0, 0.0, [], "off" if not config.cold_overlap else "the feature set has no tags"
     seg = _at_most(retrieval_test_set(val_data, pool="segment"), max_users, config.seed)
     center = model.content_center()
-    items = None
+    # item vectors depend on neither c nor b; the cold query is the weight-1 query with its overlap part x c
+    model.model.set_cold_overlap(1.0, center)
+    items = model.item_embeddings(at_s=start)
+    cols = model.model.config.overlap_slice
     grid: list[dict[str, float]] = []
     for b in EXPOSURES if config.overlap_exposure else (0.0,):
-        # item vectors depend on neither; the cold query is the weight-1 query with its overlap part x c
         model.model.set_cold_overlap(1.0, center, b)
-        cols = model.model.config.overlap_slice
-        items = model.item_embeddings(at_s=start) if items is None else items
         ones = model.user_embeddings(seg.users, start, cold_only=True)
         for c in OVERLAPS if b == 0 else OVERLAPS[1:]:  # c = 0 does not depend on b
             users = ones.copy()
